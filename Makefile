@@ -1,0 +1,39 @@
+# All set-up happens here: `make demo` and `make test` work on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch==2.13.0 is the CPU wheel on local disk; an unpinned torch would pull a multi-GB CUDA build.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install demo test lint typecheck bench docs clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[all,test]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/logitlab report --out demo-report
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks scripts examples
+	$(BIN)/ruff format --check src tests benchmarks scripts examples
+
+typecheck: install
+	$(BIN)/mypy src
+
+test: install lint typecheck
+	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
+
+bench: install
+	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/speed_core.py
+
+clean:
+	rm -rf $(VENV) demo-report .pytest_cache .mypy_cache .ruff_cache

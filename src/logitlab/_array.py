@@ -1,0 +1,259 @@
+"""Array-namespace dispatch, dtype promotion and input validation shared by every module.
+
+Everything numerical in logitlab is written once against the Python array API standard; this module
+turns whatever the user passed (NumPy arrays, torch tensors, any array-API array, Python lists,
+tuples and scalars) into arrays of one namespace, picks the dtype the computation runs in, and
+produces the error messages.
+
+Numerical choices
+-----------------
+* float16 and bfloat16 inputs are computed in float32 and rounded once at the end: half-precision
+  ``exp`` overflows at ``x > 11.09`` (float16) and its 8 (bfloat16) or 11 (float16) significand bits
+  cannot hold the intermediate sums. One final rounding keeps the result within 1 ulp of the output
+  dtype.
+* Integer and boolean inputs are computed in float64 (NumPy's promotion rule), except torch
+  tensors, which follow ``torch.get_default_dtype()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from array_api_compat import array_namespace, device, is_array_api_obj, is_torch_array
+
+__all__ = [
+    "Array",
+    "as_arrays",
+    "compute_dtype",
+    "validation",
+    "set_validation",
+    "validation_enabled",
+]
+
+Array = Any  # any array-API array (NumPy, torch, array_api_strict, CuPy, JAX ...)
+
+_VALIDATE: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "logitlab_validate", default=os.environ.get("LOGITLAB_VALIDATE", "1") not in ("0", "false")
+)
+
+
+def validation_enabled() -> bool:
+    """Whether value checks that read array contents (and so sync a GPU) are on."""
+    return _VALIDATE.get()
+
+
+def set_validation(enabled: bool) -> None:
+    """Turn value checks on or off for the current context.
+
+    Checks of shapes and dtypes are always done (they cost nothing). Checks that read values
+    (class index in range, probabilities in [0, 1] and summing to one, NaN targets) force a
+    device-to-host synchronisation on GPUs; turn them off inside a training loop with
+    ``set_validation(False)``, the :func:`validation` context manager, or the environment variable
+    ``LOGITLAB_VALIDATE=0``.
+
+    Example:
+        >>> import logitlab
+        >>> logitlab.set_validation(False); logitlab.validation_enabled()
+        False
+        >>> logitlab.set_validation(True)
+    """
+    _VALIDATE.set(bool(enabled))
+
+
+@contextlib.contextmanager
+def validation(enabled: bool) -> Iterator[None]:
+    """Context manager form of :func:`set_validation`.
+
+    Example:
+        >>> import logitlab
+        >>> with logitlab.validation(False):
+        ...     logitlab.validation_enabled()
+        False
+    """
+    token = _VALIDATE.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _VALIDATE.reset(token)
+
+
+def _is_array(x: object) -> bool:
+    return is_array_api_obj(x) and not isinstance(x, np.generic)
+
+
+def as_arrays(*args: object, names: Sequence[str]) -> tuple[Any, list[Any]]:
+    """Return ``(xp, arrays)``: every non-None argument as an array of one namespace.
+
+    Lists, tuples, scalars and NumPy scalars are converted with NumPy, then moved into the
+    namespace (and onto the device) of the first real array argument, so that
+    ``cross_entropy(torch_logits, [1, 2])`` works.
+
+    Raises:
+        TypeError: an argument is neither an array nor convertible to one, or arrays of two
+            different libraries are mixed.
+    """
+    real = [a for a in args if a is not None and _is_array(a)]
+    if real:
+        try:
+            xp = array_namespace(*real)
+        except TypeError as exc:
+            kinds = ", ".join(f"{n}: {type(a).__module__}.{type(a).__name__}"
+                              for n, a in zip(names, args, strict=False) if a is not None)
+            raise TypeError(f"arrays from different libraries cannot be mixed ({kinds})") from exc
+        dev = device(real[0])
+    else:
+        xp = array_namespace(np.empty(0))
+        dev = None
+    out: list[Any] = []
+    for name, a in zip(names, args, strict=True):
+        if a is None or _is_array(a):
+            out.append(a)
+            continue
+        try:
+            arr = np.asarray(a)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} must be an array or a nested list of numbers: {exc}") from exc
+        if arr.dtype == object or arr.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{name} must hold real numbers, got {type(a).__name__} with dtype {arr.dtype}"
+            )
+        if real and is_torch_array(real[0]):
+            import torch
+
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+            if t.is_floating_point() and real[0].is_floating_point():
+                t = t.to(real[0].dtype)
+            out.append(t.to(real[0].device))
+        elif real:
+            out.append(xp.asarray(arr, device=dev))
+        else:
+            out.append(arr)
+    return xp, out
+
+
+def is_floating(xp: Any, x: Array) -> bool:
+    return bool(xp.isdtype(x.dtype, "real floating"))
+
+
+def is_integral(xp: Any, x: Array) -> bool:
+    return bool(xp.isdtype(x.dtype, ("integral", "bool")))
+
+
+def is_half(xp: Any, dtype: Any) -> bool:
+    """float16 or bfloat16 (anything floating narrower than 32 bits)."""
+    return bool(xp.isdtype(dtype, "real floating")) and xp.finfo(dtype).bits < 32
+
+
+def compute_dtype(xp: Any, x: Array) -> Any:
+    """The dtype a computation on ``x`` runs in (see module docstring)."""
+    if xp.isdtype(x.dtype, "real floating"):
+        return xp.float32 if is_half(xp, x.dtype) else x.dtype
+    if xp.isdtype(x.dtype, "complex floating"):
+        raise TypeError("complex inputs are not supported")
+    if is_torch_array(x):
+        import torch
+
+        return torch.get_default_dtype()
+    return xp.float64
+
+
+def result_dtype(xp: Any, x: Array) -> Any:
+    """The dtype returned for input ``x``: its own if floating, else the compute dtype."""
+    return x.dtype if xp.isdtype(x.dtype, "real floating") else compute_dtype(xp, x)
+
+
+def to_float(xp: Any, x: Array, name: str) -> Array:
+    """Cast ``x`` to its compute dtype, with a clear error for non-numeric input."""
+    try:
+        dt = compute_dtype(xp, x)
+    except TypeError as exc:
+        raise TypeError(f"{name}: {exc}") from exc
+    return x if x.dtype == dt else xp.astype(x, dt)
+
+
+def normalize_axis(axis: int, ndim: int, name: str = "axis") -> int:
+    if not isinstance(axis, int | np.integer) or isinstance(axis, bool):
+        raise TypeError(f"{name} must be an int, got {type(axis).__name__}")
+    if ndim == 0:
+        raise ValueError(f"{name}={axis} needs an input with at least one dimension, got a scalar")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an input with {ndim} dimensions")
+    return int(axis) % ndim
+
+
+def check_temperature(temperature: float) -> float:
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"temperature must be a real number, got {temperature!r}") from exc
+    if not t >= 0:  # also catches NaN
+        raise ValueError(f"temperature must be >= 0 (0 = argmax, inf = uniform), got {temperature!r}")
+    return t
+
+
+def check_reduction(reduction: str) -> str:
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return reduction
+
+
+def any_true(xp: Any, cond: Array) -> bool:
+    """Host-side ``bool(any(cond))`` (syncs a GPU; only used by validation)."""
+    return bool(xp.any(cond))
+
+
+def first_true(xp: Any, cond: Array) -> tuple[int, ...]:
+    """Index of the first True of ``cond`` (for error messages)."""
+    flat = np.asarray(to_numpy(xp, xp.reshape(cond, (-1,))))
+    i = int(np.argmax(flat))
+    return tuple(int(v) for v in np.unravel_index(i, tuple(cond.shape)))
+
+
+def to_numpy(xp: Any, x: Array) -> np.ndarray:
+    if is_torch_array(x):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def pick(xp: Any, x: Array, idx: tuple[int, ...]) -> float:
+    return float(to_numpy(xp, x)[idx])
+
+
+def check_probabilities(
+    xp: Any, p: Array, name: str, axis: int | None = -1, *, normalized: bool = True
+) -> None:
+    """Raise ValueError if ``p`` has NaN, values outside [0, 1], or rows not summing to 1.
+
+    The row-sum tolerance is ``sqrt(eps)`` of the compute dtype times ``max(1, log2 n)``
+    (float32: 3.5e-4, float64: 1.5e-8 for n <= 2), which accepts probabilities produced by a
+    softmax in that dtype and rejects logits or unnormalised scores.
+    """
+    if not validation_enabled():
+        return
+    bad = xp.isnan(p)
+    if any_true(xp, bad):
+        raise ValueError(f"{name} contains NaN (first at index {first_true(xp, bad)})")
+    bad = (p < 0) | (p > 1)
+    if any_true(xp, bad):
+        i = first_true(xp, bad)
+        raise ValueError(
+            f"{name} must be probabilities in [0, 1]; {name}[{', '.join(map(str, i))}] = "
+            f"{pick(xp, p, i)!r}" + (" (did you pass logits? use logits=...)" if normalized else "")
+        )
+    if normalized and axis is not None and p.ndim > 0 and p.shape[axis] > 0:
+        n = p.shape[axis]
+        eps = float(xp.finfo(p.dtype).eps)
+        tol = float(np.sqrt(eps)) * max(1.0, float(np.log2(n)))
+        total = xp.sum(p, axis=axis)
+        bad = xp.abs(total - 1) > tol
+        if any_true(xp, bad):
+            i = first_true(xp, bad)
+            raise ValueError(
+                f"{name} must sum to 1 along axis {axis} (tolerance {tol:.3g}); "
+                f"row {i} sums to {pick(xp, total, i)!r}"
+            )

@@ -1,0 +1,507 @@
+"""Log-sum-exp, softmax, log-softmax and the small stable helpers (softplus, log1mexp, xlogy).
+
+One implementation over the Python array API: NumPy arrays, torch tensors (CPU and CUDA), any
+array-API array, and Python lists/scalars all go through the same code, and the result has the
+input's namespace, device and (floating) dtype. torch tensors that require grad are routed through
+:mod:`logitlab.torch._autograd`, whose backward passes use the closed-form gradients below (never
+``0 * inf``).
+
+The shared decomposition
+------------------------
+For one row ``x`` with maximum ``a`` at index ``k``, let ``d_i = (a - x_i) / T >= 0`` and
+``w_i = exp(-d_i)``, and let ``s = sum_{i != k} w_i`` exclude exactly one maximal entry (other ties
+contribute ``exp(0) = 1``). Then, with no cancellation anywhere,
+
+* ``lse(x / T) = a / T + log1p(s)``
+* ``softmax_i = w_i / (1 + s)``  (``w_k = 1``)
+* ``log_softmax_i = -d_i - log1p(s)``
+
+``log1p(s)`` keeps ``s`` when ``s < eps``: ``lse([0, -40]) = 4.248e-18``, where
+``log(sum(exp(x - a)))`` returns 0. This is the algorithm of Blanchard, Higham & Higham (2021).
+
+Non-finite rows: a row whose maximum is ``+inf`` behaves as the limit (its ``+inf`` entries share
+the mass equally); a row of only ``-inf`` has ``lse = -inf`` and behaves like a row of equal logits
+(uniform softmax) so that fully masked rows never produce NaN; a NaN anywhere in a row makes the
+row's results NaN.
+
+References:
+    P. Blanchard, D. J. Higham, N. J. Higham, "Accurately computing the log-sum-exp and softmax
+    functions", IMA J. Numer. Anal. 41(4):2311-2330, 2021. https://doi.org/10.1093/imanum/draa038
+
+    M. Mächler, "Accurately computing log(1 - exp(-|a|)) assessed by the Rmpfr package", 2012.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from logitlab._array import (
+    Array,
+    as_arrays,
+    check_temperature,
+    is_half,
+    normalize_axis,
+    result_dtype,
+    to_float,
+    validation_enabled,
+)
+
+__all__ = [
+    "logsumexp",
+    "softmax",
+    "log_softmax",
+    "log1pexp",
+    "log1mexp",
+    "xlogy",
+    "xlog1py",
+]
+
+
+# --------------------------------------------------------------------------- shared numerics
+
+
+class Parts(NamedTuple):
+    """The decomposition of the module docstring, all with ``keepdims=True`` along ``axis``."""
+
+    a: Array  # row maximum (of x, not x / T)
+    d: Array  # (a - x) / T >= 0; +inf for masked entries
+    w: Array  # exp(-d) with the one excluded maximal entry set to 0
+    s: Array  # sum of w
+    top: Array  # boolean mask of the excluded maximal entry
+
+
+def _axis_index(xp: Any, n: int, ndim: int, axis: int, like: Array) -> Array:
+    shape = [1] * ndim
+    shape[axis] = n
+    return xp.reshape(xp.arange(n, device=_device(like)), tuple(shape))
+
+
+def _device(x: Array) -> Any:
+    from array_api_compat import device
+
+    return device(x)
+
+
+def parts(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Parts:
+    """Compute :class:`Parts` for a floating array ``x`` (already in its compute dtype)."""
+    n = x.shape[axis]
+    a = xp.max(x, axis=axis, keepdims=True)
+    a_finite = xp.isfinite(a)
+    if bool(xp.all(a_finite)):
+        d = a - x
+    else:
+        # Rows whose max is +-inf or NaN: ties with the max get d = 0 (they share the mass), the
+        # rest d = inf; NaN rows get NaN everywhere. Only taken when such a row exists.
+        a_safe = xp.where(a_finite, a, xp.zeros_like(a))
+        inf = xp.full_like(x, math.inf)
+        fix = xp.where(x == a, xp.zeros_like(x), inf)
+        fix = xp.where(xp.isnan(a), xp.full_like(x, math.nan), fix)
+        d = xp.where(a_finite, a_safe - x, fix)
+    if temperature != 1.0:
+        d = d / temperature
+    k = xp.argmax(x, axis=axis, keepdims=True)
+    top = _axis_index(xp, n, x.ndim, axis, x) == k
+    w = xp.where(top, xp.zeros_like(d), xp.exp(-d))
+    s = xp.sum(w, axis=axis, keepdims=True)
+    return Parts(a, d, w, s, top)
+
+
+def _finish(xp: Any, y: Array, dtype: Any) -> Array:
+    return y if y.dtype == dtype else xp.astype(y, dtype)
+
+
+def _prepare(x: object, name: str, axis: int | None) -> tuple[Any, Array, Any, int | None]:
+    xp, (arr,) = as_arrays(x, names=[name])
+    out_dtype = result_dtype(xp, arr)
+    arr = to_float(xp, arr, name)
+    ax = None if axis is None else normalize_axis(axis, arr.ndim)
+    return xp, arr, out_dtype, ax
+
+
+def _wants_grad(x: object) -> bool:
+    from array_api_compat import is_torch_array
+
+    if not is_torch_array(x):
+        return False
+    import torch
+
+    return bool(torch.is_grad_enabled() and x.requires_grad)
+
+
+# --------------------------------------------------------------------------- logsumexp
+
+
+def lse_impl(xp: Any, x: Array, axis: int, keepdims: bool, temperature: float = 1.0) -> Array:
+    p = parts(xp, x, axis, temperature)
+    a = p.a / temperature if temperature != 1.0 else p.a
+    r = a + xp.log1p(p.s)
+    return r if keepdims else xp.squeeze(r, axis=axis)
+
+
+def _lse_weighted(
+    xp: Any, x: Array, b: Array, axis: int, keepdims: bool
+) -> tuple[Array, Array]:
+    # Entries with b == 0 are dropped (scipy's convention), then the largest remaining term
+    # b_k exp(x_k - a) = b_k is factored out so that the rest is a relative correction r:
+    #   sum = b_k * e^a * (1 + r),  r = sum_{i != k} b_i w_i / b_k,
+    # and log|1 + r| is log1p(r) for r > -1 (no loss of tiny r), log(-1 - r) below.
+    x = xp.where(b == 0, xp.full_like(x, -math.inf), x)
+    p = parts(xp, x, axis)
+    bk = xp.sum(xp.where(p.top, b, xp.zeros_like(b)), axis=axis, keepdims=True)
+    bk_safe = xp.where(bk == 0, xp.ones_like(bk), bk)
+    rest = xp.sum(xp.where(p.w == 0, xp.zeros_like(b), b * p.w), axis=axis, keepdims=True)
+    r = rest / bk_safe
+    pos = r > -1
+    one_plus = xp.where(pos, xp.log1p(xp.where(pos, r, xp.zeros_like(r))),
+                        xp.log(xp.where(pos, xp.ones_like(r), -1 - r)))
+    out = p.a + xp.log(xp.abs(bk_safe)) + one_plus
+    sgn = xp.sign(bk_safe) * xp.where(pos, xp.ones_like(r), -xp.ones_like(r))
+    empty = (bk == 0) | (r == -1)
+    out = xp.where(empty, xp.full_like(out, -math.inf), out)
+    sgn = xp.where(empty, xp.zeros_like(sgn), sgn)
+    if not keepdims:
+        out, sgn = xp.squeeze(out, axis=axis), xp.squeeze(sgn, axis=axis)
+    return out, sgn
+
+
+def logsumexp(
+    x: Array,
+    axis: int | None = -1,
+    keepdims: bool = False,
+    b: Array | None = None,
+    return_sign: bool = False,
+) -> Any:
+    r"""Log of the sum of exponentials, accurate to a few ulps for every input.
+
+    .. math::
+
+        \operatorname{lse}(x) = \log \sum_i b_i e^{x_i}
+        = a + \operatorname{log1p}\Big(\sum_{i \ne k} e^{x_i - a}\Big),
+        \quad a = x_k = \max_i x_i .
+
+    Excluding one maximal term from the sum and using ``log1p`` keeps the contribution of
+    dominated entries: ``logsumexp([0, -40]) = 4.248e-18`` (``torch.logsumexp`` and the
+    textbook shifted formula return 0). Rows of only ``-inf`` give ``-inf`` (no NaN), any ``+inf``
+    gives ``+inf``.
+
+    Args:
+        x: logits of any shape; lists and scalars are accepted.
+        axis: the axis to reduce, or ``None`` for all axes.
+        keepdims: keep the reduced axis with size 1.
+        b: optional scaling factors broadcastable to ``x`` (may be negative; entries with
+            ``b == 0`` are ignored).
+        return_sign: also return the sign of the sum (needed when ``b`` has negative entries).
+
+    Returns:
+        The log-sum-exp, in ``x``'s namespace, device and floating dtype (integers give the compute
+        dtype); with ``return_sign`` a pair ``(lse, sign)``. A negative sum without
+        ``return_sign`` gives NaN, as in SciPy.
+
+    Raises:
+        ValueError: ``axis`` out of range, or ``b`` not broadcastable to ``x``.
+        TypeError: ``x`` is not numeric.
+
+    Example:
+        >>> import numpy as np
+        >>> from logitlab import logsumexp
+        >>> float(logsumexp([0.0, -40.0]))
+        4.248354255291589e-18
+        >>> logsumexp(np.array([[0.0, 0.0], [1000.0, -np.inf]]))
+        array([   0.69314718, 1000.        ])
+        >>> logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
+        (array(1.54132485), array(-1.))
+
+    References:
+        Blanchard, Higham & Higham, "Accurately computing the log-sum-exp and softmax
+        functions", IMA J. Numer. Anal. 41(4), 2021.
+    """
+    if b is None and not return_sign and _wants_grad(x):
+        from logitlab.torch._autograd import logsumexp_grad
+
+        return logsumexp_grad(x, axis, keepdims)
+    xp, (xa, ba) = as_arrays(x, b, names=["x", "b"])
+    out_dtype = result_dtype(xp, xa)
+    xa = to_float(xp, xa, "x")
+    if ba is not None:
+        ba = to_float(xp, ba, "b")
+        try:
+            ba = xp.broadcast_to(xp.astype(ba, xa.dtype), tuple(xa.shape))
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(
+                f"b with shape {tuple(ba.shape)} cannot be broadcast to x's shape "
+                f"{tuple(xa.shape)}"
+            ) from exc
+    full_shape = (1,) * xa.ndim
+    if axis is None:
+        xa = xp.reshape(xa, (-1,))
+        ba = None if ba is None else xp.reshape(ba, (-1,))
+        ax = 0
+    else:
+        ax = normalize_axis(axis, xa.ndim)
+    if xa.shape[ax] == 0:
+        raise ValueError("x must have at least one element along axis to take its logsumexp")
+    keep = keepdims and axis is not None
+    if ba is None:
+        out = lse_impl(xp, xa, ax, keep)
+        sgn = xp.where(out == -math.inf, xp.zeros_like(out), xp.ones_like(out))
+    else:
+        out, sgn = _lse_weighted(xp, xa, ba, ax, keep)
+        if not return_sign:
+            out = xp.where(sgn < 0, xp.full_like(out, math.nan), out)
+    if axis is None and keepdims:
+        out, sgn = xp.reshape(out, full_shape), xp.reshape(sgn, full_shape)
+    out, sgn = _finish(xp, out, out_dtype), _finish(xp, sgn, out_dtype)
+    return (out, sgn) if return_sign else out
+
+
+# --------------------------------------------------------------------------- softmax
+
+
+def softmax_impl(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Array:
+    if temperature == 0.0 or temperature == math.inf:
+        return _limit_softmax(xp, x, axis, temperature)
+    p = parts(xp, x, axis, temperature)
+    w = xp.where(p.top, xp.ones_like(p.w), p.w)
+    return w / (1 + p.s)
+
+
+def log_softmax_impl(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Array:
+    if temperature == 0.0 or temperature == math.inf:
+        return xp.log(_limit_softmax(xp, x, axis, temperature))
+    p = parts(xp, x, axis, temperature)
+    return -p.d - xp.log1p(p.s)
+
+
+def _limit_softmax(xp: Any, x: Array, axis: int, temperature: float) -> Array:
+    # T -> 0: the argmax one-hot, ties sharing equally. T -> inf: uniform over the entries that are
+    # not -inf (masked classes keep probability 0). NaN rows stay NaN.
+    a = xp.max(x, axis=axis, keepdims=True)
+    sel = (x == a) if temperature == 0.0 else (x > -math.inf)
+    sel = sel | ((a == -math.inf) & (x == a))
+    m = xp.astype(sel, x.dtype)
+    out = m / xp.sum(m, axis=axis, keepdims=True)
+    return xp.where(xp.isnan(a), xp.full_like(out, math.nan), out)
+
+
+def softmax(x: Array, axis: int = -1, temperature: float = 1.0) -> Any:
+    r"""Softmax with temperature, in the division form that has the smallest error bound.
+
+    .. math::
+
+        \operatorname{softmax}(x / T)_i = \frac{e^{(x_i - a)/T}}{1 + \sum_{j \ne k} e^{(x_j - a)/T}},
+        \quad a = x_k = \max_j x_j .
+
+    ``T = 0`` gives the argmax one-hot (ties share equally), ``T = inf`` the uniform distribution
+    over entries that are not ``-inf``. A row of only ``-inf`` (fully masked) gives the uniform
+    distribution instead of NaN; a row with ``+inf`` entries shares the mass among them.
+
+    Args:
+        x: logits; lists are accepted.
+        axis: the class axis.
+        temperature: ``T >= 0``; ``T = 0`` and ``T = inf`` are the limits above.
+
+    Returns:
+        Probabilities with ``x``'s shape, namespace, device and floating dtype.
+
+    Raises:
+        ValueError: ``temperature`` negative or NaN, ``axis`` out of range.
+        TypeError: non-numeric input.
+
+    Example:
+        >>> from logitlab import softmax
+        >>> softmax([1000.0, 0.0])
+        array([1., 0.])
+        >>> softmax([1.0, 2.0, 2.0], temperature=0)
+        array([0. , 0.5, 0.5])
+        >>> softmax([1.0, 2.0, float("-inf")], temperature=float("inf"))
+        array([0.5, 0.5, 0. ])
+
+    References:
+        Blanchard, Higham & Higham, IMA J. Numer. Anal. 41(4), 2021, section 4.
+    """
+    t = check_temperature(temperature)
+    if _wants_grad(x):
+        from logitlab.torch._autograd import softmax_grad
+
+        return softmax_grad(x, axis, t, log=False)
+    xp, arr, out_dtype, ax = _prepare(x, "x", axis)
+    assert ax is not None
+    return _finish(xp, softmax_impl(xp, arr, ax, t), out_dtype)
+
+
+def log_softmax(x: Array, axis: int = -1, temperature: float = 1.0) -> Any:
+    r"""Log-softmax with temperature, keeping the tiny negative value of the dominant entry.
+
+    .. math::
+
+        \log \operatorname{softmax}(x / T)_i = -\frac{a - x_i}{T}
+        - \operatorname{log1p}\Big(\sum_{j \ne k} e^{(x_j - a)/T}\Big).
+
+    For ``x = [0, -40]`` the first entry is ``-4.248e-18``, not the 0 that ``x - lse(x)`` gives.
+
+    Args:
+        x: logits; lists are accepted.
+        axis: the class axis.
+        temperature: ``T >= 0`` (limits as in :func:`softmax`; ``-inf`` where the limit is 0).
+
+    Returns:
+        Log-probabilities with ``x``'s shape, namespace, device and floating dtype.
+
+    Raises:
+        ValueError: ``temperature`` negative or NaN, ``axis`` out of range.
+
+    Example:
+        >>> from logitlab import log_softmax
+        >>> log_softmax([0.0, -40.0])
+        array([-4.24835426e-18, -4.00000000e+01])
+
+    References:
+        Blanchard, Higham & Higham, IMA J. Numer. Anal. 41(4), 2021.
+    """
+    t = check_temperature(temperature)
+    if _wants_grad(x):
+        from logitlab.torch._autograd import softmax_grad
+
+        return softmax_grad(x, axis, t, log=True)
+    xp, arr, out_dtype, ax = _prepare(x, "x", axis)
+    assert ax is not None
+    return _finish(xp, log_softmax_impl(xp, arr, ax, t), out_dtype)
+
+
+# --------------------------------------------------------------------------- scalar helpers
+
+
+def log1pexp_impl(xp: Any, x: Array) -> Array:
+    # max(x, 0) + log1p(exp(-|x|)): exp(-|x|) never overflows and both terms are >= 0, so there is
+    # no cancellation for any x (the Mächler cut-offs only save time). +-inf: inf and 0.
+    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def log1pexp(x: Array) -> Any:
+    r"""Softplus :math:`\log(1 + e^x)`, accurate for every ``x`` (elementwise).
+
+    Computed as :math:`\max(x, 0) + \operatorname{log1p}(e^{-|x|})`: for ``x = -40`` this is
+    ``4.248e-18`` (``log(1 + exp(x))`` gives 0) and for ``x = 800`` it is 800 (no overflow).
+
+    Args:
+        x: any real array, list or scalar.
+
+    Returns:
+        Elementwise softplus in ``x``'s namespace and floating dtype.
+
+    Example:
+        >>> from logitlab import log1pexp
+        >>> log1pexp([-40.0, 0.0, 800.0])
+        array([4.24835426e-18, 6.93147181e-01, 8.00000000e+02])
+
+    References:
+        M. Mächler, "Accurately computing log(1 - exp(-|a|))", Rmpfr vignette, 2012.
+    """
+    xp, arr, out_dtype, _ = _prepare(x, "x", None)
+    return _finish(xp, log1pexp_impl(xp, arr), out_dtype)
+
+
+def log1mexp_impl(xp: Any, x: Array) -> Array:
+    # Mächler's switch at -ln 2: above it 1 - e^x is small and -expm1(x) is exact; below it e^x is
+    # small and log1p(-e^x) is exact. Each branch is fed a safe value so neither warns.
+    near = x > -math.log(2.0)
+    a = xp.log(-xp.expm1(xp.where(near, x, -xp.ones_like(x))))
+    b = xp.log1p(-xp.exp(xp.where(near, -xp.ones_like(x), x)))
+    return xp.where(near, a, b)
+
+
+def log1mexp(x: Array) -> Any:
+    r""":math:`\log(1 - e^{x})` for ``x <= 0``, accurate near 0 and near ``-inf`` (elementwise).
+
+    .. math::
+
+        \operatorname{log1mexp}(x) = \begin{cases}
+        \log(-\operatorname{expm1}(x)) & x > -\ln 2 \\
+        \operatorname{log1p}(-e^{x}) & x \le -\ln 2
+        \end{cases}
+
+    Args:
+        x: non-positive reals. ``x = 0`` gives ``-inf``.
+
+    Returns:
+        Elementwise values in ``x``'s namespace and floating dtype.
+
+    Raises:
+        ValueError: some ``x > 0`` (the logarithm of a negative number); checked when validation
+            is on.
+
+    Example:
+        >>> from logitlab import log1mexp
+        >>> log1mexp([-1e-20, -1.0, -50.0])
+        array([-4.60517019e+01, -4.58675145e-01, -1.92874985e-22])
+
+    References:
+        M. Mächler, "Accurately computing log(1 - exp(-|a|))", Rmpfr vignette, 2012.
+    """
+    xp, arr, out_dtype, _ = _prepare(x, "x", None)
+    if validation_enabled() and bool(xp.any(arr > 0)):
+        raise ValueError("log1mexp(x) needs x <= 0 (log of 1 - e^x < 0 is undefined)")
+    return _finish(xp, log1mexp_impl(xp, arr), out_dtype)
+
+
+def xlogy_impl(xp: Any, x: Array, y: Array) -> Array:
+    # 0 * log(0) = 0 by convention (entropy's limit p log p -> 0); NaN in y still propagates.
+    safe_y = xp.where(x == 0, xp.ones_like(y), y)
+    return xp.where((x == 0) & ~xp.isnan(y), xp.zeros_like(x), x * xp.log(safe_y))
+
+
+def xlog1py_impl(xp: Any, x: Array, y: Array) -> Array:
+    safe_y = xp.where(x == 0, xp.zeros_like(y), y)
+    return xp.where((x == 0) & ~xp.isnan(y), xp.zeros_like(x), x * xp.log1p(safe_y))
+
+
+def _binary(x: object, y: object, fn: Any) -> Any:
+    xp, (xa, ya) = as_arrays(x, y, names=["x", "y"])
+    out_dtype = result_dtype(xp, xa) if xp.isdtype(xa.dtype, "real floating") else result_dtype(
+        xp, ya)
+    xa, ya = to_float(xp, xa, "x"), to_float(xp, ya, "y")
+    dt = xp.result_type(xa, ya)
+    xa, ya = xp.broadcast_arrays(xp.astype(xa, dt), xp.astype(ya, dt))
+    if is_half(xp, out_dtype):
+        return _finish(xp, fn(xp, xa, ya), out_dtype)
+    return fn(xp, xa, ya)
+
+
+def xlogy(x: Array, y: Array) -> Any:
+    r""":math:`x \log y` with :math:`0 \log 0 = 0` (elementwise, broadcasting).
+
+    Args:
+        x: multiplier.
+        y: argument of the logarithm.
+
+    Returns:
+        ``x * log(y)``, and 0 wherever ``x == 0`` (unless ``y`` is NaN).
+
+    Example:
+        >>> from logitlab import xlogy
+        >>> xlogy([0.0, 0.5], [0.0, 0.25])
+        array([ 0.        , -0.69314718])
+    """
+    return _binary(x, y, xlogy_impl)
+
+
+def xlog1py(x: Array, y: Array) -> Any:
+    r""":math:`x \operatorname{log1p}(y)` with value 0 wherever ``x == 0`` (elementwise).
+
+    The stable form of :math:`(1 - t) \log(1 - p)` in binary cross-entropy: ``xlog1py(1 - t, -p)``
+    is exact for tiny ``p``.
+
+    Args:
+        x: multiplier.
+        y: argument of ``log1p``.
+
+    Returns:
+        ``x * log1p(y)``, and 0 wherever ``x == 0`` (unless ``y`` is NaN).
+
+    Example:
+        >>> from logitlab import xlog1py
+        >>> xlog1py([1.0, 0.0], [-1e-30, -1.0])
+        array([-1.e-30,  0.e+00])
+    """
+    return _binary(x, y, xlog1py_impl)
