@@ -1,11 +1,27 @@
-"""logitlab: exact, fast and explained softmax, log-sum-exp, entropy, cross-entropy and calibration."""
+"""logitlab: exact, fast and explained softmax, log-sum-exp, entropy, cross-entropy, calibration."""
 
 from logitlab._array import set_validation, validation, validation_enabled
 from logitlab._version import __version__
+from logitlab.losses import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    entropy,
+    js_divergence,
+    kl_divergence,
+    perplexity,
+)
 from logitlab.special import log1mexp, log1pexp, log_softmax, logsumexp, softmax, xlog1py, xlogy
 
 __all__ = [
     "__version__",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "cross_entropy",
+    "entropy",
+    "js_divergence",
+    "kl_divergence",
+    "perplexity",
     "log1mexp",
     "log1pexp",
     "log_softmax",

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import os
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj, is_torch_array
@@ -82,6 +83,25 @@ def validation(enabled: bool) -> Iterator[None]:
         _VALIDATE.reset(token)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def quiet(fn: F) -> F:
+    """Run ``fn`` under ``np.errstate(all="ignore")``.
+
+    Intermediate infinities are deliberate in this library (``exp(-inf) = 0`` for masked classes,
+    ``log(0) = -inf`` for a zero-temperature log-softmax); every result is made finite or set to
+    its documented limit explicitly, so NumPy's floating-point warnings would only be noise.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with np.errstate(all="ignore"):
+            return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
 def _is_array(x: object) -> bool:
     return is_array_api_obj(x) and not isinstance(x, np.generic)
 
@@ -102,8 +122,11 @@ def as_arrays(*args: object, names: Sequence[str]) -> tuple[Any, list[Any]]:
         try:
             xp = array_namespace(*real)
         except TypeError as exc:
-            kinds = ", ".join(f"{n}: {type(a).__module__}.{type(a).__name__}"
-                              for n, a in zip(names, args, strict=False) if a is not None)
+            kinds = ", ".join(
+                f"{n}: {type(a).__module__}.{type(a).__name__}"
+                for n, a in zip(names, args, strict=False)
+                if a is not None
+            )
             raise TypeError(f"arrays from different libraries cannot be mixed ({kinds})") from exc
         dev = device(real[0])
     else:
@@ -192,7 +215,9 @@ def check_temperature(temperature: float) -> float:
     except (TypeError, ValueError) as exc:
         raise TypeError(f"temperature must be a real number, got {temperature!r}") from exc
     if not t >= 0:  # also catches NaN
-        raise ValueError(f"temperature must be >= 0 (0 = argmax, inf = uniform), got {temperature!r}")
+        raise ValueError(
+            f"temperature must be >= 0 (0 = argmax, inf = uniform), got {temperature!r}"
+        )
     return t
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from logitlab.cli import main
+
+sys.exit(main())

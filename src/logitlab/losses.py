@@ -1,0 +1,865 @@
+r"""Entropy, cross-entropy, binary cross-entropy, KL and JS divergence, perplexity.
+
+Every function here is one implementation over the Python array API built on the decomposition of
+:mod:`logitlab.special` (row maximum ``a``, distances ``d_i = a - x_i >= 0``, ``s`` = the sum of
+``exp(-d_i)`` over all but one maximal entry). Each quantity is written as a sum of non-negative
+terms so that no subtraction can cancel:
+
+* entropy from logits: :math:`H = \operatorname{log1p}(s) + \frac{\sum_i d_i e^{-d_i}}{1 + s}`
+  (the textbook ``lse - sum p x`` returns 2.73 instead of 0.582 for ``[1e4, 1e4 - 1]`` in float32)
+* cross-entropy: :math:`-\log p_t = d_t + \operatorname{log1p}(s)`
+* KL: :math:`\sum_i q_i\, h(u_i)` with :math:`u_i = \log(p_i / q_i)` and
+  :math:`h(u) = u e^u - \operatorname{expm1}(u) \ge 0`, summed as a power series for
+  :math:`|u| < 1` (relative accuracy when ``p`` is close to ``q``).
+
+torch tensors that require grad go through :mod:`logitlab.torch._autograd`, whose backward passes
+use the closed-form gradients (``softmax - target``, ...) with zeros wherever a logit is ``-inf``.
+
+References:
+    Blanchard, Higham & Higham, "Accurately computing the log-sum-exp and softmax functions",
+    IMA J. Numer. Anal. 41(4), 2021.
+
+    C. E. Shannon, "A mathematical theory of communication", Bell Syst. Tech. J. 27, 1948.
+
+    S. Kullback, R. A. Leibler, "On information and sufficiency", Ann. Math. Statist. 22, 1951.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from logitlab._array import (
+    Array,
+    any_true,
+    as_arrays,
+    check_probabilities,
+    check_reduction,
+    check_temperature,
+    first_true,
+    is_floating,
+    is_integral,
+    normalize_axis,
+    pick,
+    quiet,
+    result_dtype,
+    to_float,
+    validation_enabled,
+)
+from logitlab.special import (
+    _finish,
+    _wants_grad,
+    log1pexp_impl,
+    log_softmax_impl,
+    parts,
+    softmax_impl,
+    xlog1py_impl,
+    xlogy_impl,
+)
+
+__all__ = [
+    "entropy",
+    "cross_entropy",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "kl_divergence",
+    "js_divergence",
+    "perplexity",
+]
+
+
+def _log_base(base: float | None) -> float:
+    if base is None:
+        return 1.0
+    b = float(base)
+    if not (b > 0 and b != 1 and math.isfinite(b)):
+        raise ValueError(f"base must be a positive number other than 1, got {base!r}")
+    return math.log(b)
+
+
+def _reduce(xp: Any, loss: Array, reduction: str, denom: Array | float | None = None) -> Array:
+    if reduction == "none":
+        return loss
+    total = xp.sum(loss)
+    if reduction == "sum":
+        return total
+    if denom is None:
+        n = math.prod(loss.shape)
+        return total / n if n else xp.zeros_like(total)
+    # An all-ignored (or zero-weight) batch has mean 0 with zero gradient, not 0/0 = NaN.
+    denom = xp.asarray(denom, dtype=total.dtype) if not hasattr(denom, "shape") else denom
+    safe = xp.where(denom == 0, xp.ones_like(denom), denom)
+    return xp.where(denom == 0, xp.zeros_like(total), total / safe)
+
+
+# --------------------------------------------------------------------------- entropy
+
+
+def entropy_logits_impl(xp: Any, x: Array, axis: int) -> Array:
+    p = parts(xp, x, axis)
+    # d_i * w_i is 0 for masked entries (w = 0, d = inf): never form inf * 0.
+    dw = xp.where(p.w > 0, p.d * p.w, xp.zeros_like(p.w))
+    h = xp.log1p(p.s) + xp.sum(dw, axis=axis, keepdims=True) / (1 + p.s)
+    return xp.squeeze(h, axis=axis)
+
+
+def entropy_probs_impl(xp: Any, p: Array, axis: int) -> Array:
+    return -xp.sum(xlogy_impl(xp, p, p), axis=axis)
+
+
+@quiet
+def entropy(
+    *,
+    probs: Array | None = None,
+    logits: Array | None = None,
+    axis: int = -1,
+    base: float | None = None,
+) -> Any:
+    r"""Shannon entropy of categorical distributions, from probabilities or from logits.
+
+    .. math::
+
+        H(p) = -\sum_i p_i \log p_i, \qquad 0 \log 0 = 0, \qquad 0 \le H \le \log n .
+
+    From logits the terms are all non-negative
+    (:math:`H = \operatorname{log1p}(s) + \sum_i d_i e^{-d_i} / (1 + s)`), so near-deterministic
+    rows (``[0, -30, -30, -30]``, where torch float32 is 3% off) and huge logits
+    (``[1e4, 1e4 - 1]`` in float32) are exact to a few ulps.
+
+    Args:
+        probs: probabilities along ``axis`` (must be in [0, 1] and sum to 1).
+        logits: unnormalised log-probabilities (exactly one of ``probs``/``logits``).
+        axis: the class axis.
+        base: logarithm base (``None``: nats; 2: bits).
+
+    Returns:
+        Entropy per distribution (``axis`` removed), in the input's namespace and floating dtype.
+
+    Raises:
+        ValueError: both or neither of ``probs``/``logits`` given; probabilities outside [0, 1],
+            NaN or not summing to 1 (see :func:`logitlab.set_validation`); bad ``base``/``axis``.
+
+    Example:
+        >>> from logitlab import entropy
+        >>> float(entropy(probs=[0.5, 0.5], base=2))
+        1.0
+        >>> float(entropy(logits=[0.0, -30.0, -30.0, -30.0]))
+        8.702589361018959e-12
+
+    References:
+        C. E. Shannon, Bell Syst. Tech. J. 27, 1948; Blanchard, Higham & Higham 2021.
+    """
+    if (probs is None) == (logits is None):
+        raise ValueError("entropy() takes exactly one of probs=... or logits=...")
+    name = "probs" if logits is None else "logits"
+    src: Any = probs if logits is None else logits
+    lb = _log_base(base)
+    if _wants_grad(src):
+        from logitlab.torch._autograd import entropy_grad
+
+        out = entropy_grad(src, axis, from_logits=logits is not None)
+        return out / lb if base is not None else out
+    xp, (arr,) = as_arrays(src, names=[name])
+    out_dtype = result_dtype(xp, arr)
+    arr = to_float(xp, arr, name)
+    ax = normalize_axis(axis, arr.ndim, "axis")
+    if logits is None:
+        check_probabilities(xp, arr, "probs", ax)
+        h = entropy_probs_impl(xp, arr, ax)
+    else:
+        h = entropy_logits_impl(xp, arr, ax)
+    if base is not None:
+        h = h / lb
+    return _finish(xp, h, out_dtype)
+
+
+# --------------------------------------------------------------------------- cross-entropy
+
+
+def _move_last(xp: Any, x: Array, axis: int) -> Array:
+    return x if axis == x.ndim - 1 else xp.moveaxis(x, axis, -1)
+
+
+def ce_coefficients(
+    xp: Any,
+    x: Array,
+    target: Array,
+    *,
+    soft: bool,
+    ignore_index: int,
+    label_smoothing: float,
+    weight: Array | None,
+    temperature: float,
+) -> tuple[Array, Array, Array, Array]:
+    """Shared by the forward and the analytic backward (class axis last).
+
+    Returns ``(loss_rows, alpha, valid, denom_rows)``: per-row loss, the per-class coefficients
+    ``alpha`` with ``loss_row = sum_c alpha_c * (-log p_c)`` (so the logit gradient is
+    ``(p * sum(alpha) - alpha) / T``), the mask of non-ignored rows, and the per-row contribution
+    to the mean's denominator (``weight[target]`` for class targets, 1 for soft targets).
+    """
+    p = parts(xp, x, x.ndim - 1, temperature)
+    nll = p.d + xp.log1p(p.s)  # -log p_c >= 0; +inf for masked classes
+    finite = p.d < math.inf
+    n_classes = x.shape[-1]
+    if soft:
+        valid = xp.ones(tuple(x.shape[:-1]), dtype=xp.bool, device=_dev(x))
+        base = target
+    else:
+        valid = target != ignore_index
+        t_safe = xp.where(valid, target, xp.zeros_like(target))
+        idx = xp.reshape(xp.arange(n_classes, device=_dev(x)), (1,) * (x.ndim - 1) + (-1,))
+        base = xp.astype(idx == xp.expand_dims(t_safe, axis=-1), x.dtype)
+    alpha = (1 - label_smoothing) * base if label_smoothing else base
+    if label_smoothing:
+        # Spread the smoothing mass over the classes with a finite logit only: a masked class
+        # (-inf) would otherwise contribute eps/C * inf.
+        fin = xp.astype(finite, x.dtype)
+        n_fin = xp.sum(fin, axis=-1, keepdims=True)
+        alpha = alpha + label_smoothing * fin / xp.where(n_fin == 0, xp.ones_like(n_fin), n_fin)
+    if weight is not None:
+        alpha = alpha * weight
+    alpha = xp.where(xp.expand_dims(valid, axis=-1), alpha, xp.zeros_like(alpha))
+    terms = alpha * xp.where(alpha == 0, xp.zeros_like(nll), nll)
+    loss = xp.sum(terms, axis=-1)
+    if soft:
+        denom = xp.ones_like(loss)
+    elif weight is not None:
+        wt = xp.sum(
+            xp.where(base > 0, xp.broadcast_to(weight, base.shape), xp.zeros_like(base)), axis=-1
+        )
+        denom = xp.where(valid, wt, xp.zeros_like(wt))
+    else:
+        denom = xp.astype(valid, x.dtype)
+    return loss, alpha, valid, denom
+
+
+def _dev(x: Array) -> Any:
+    from array_api_compat import device
+
+    return device(x)
+
+
+def _check_class_target(xp: Any, target: Array, n_classes: int, ignore_index: int) -> None:
+    if not validation_enabled():
+        return
+    bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+    if any_true(xp, bad):
+        i = first_true(xp, bad)
+        raise ValueError(
+            f"target[{', '.join(map(str, i))}] = {int(pick(xp, target, i))} is not a class index "
+            f"in [0, {n_classes}) (and is not ignore_index={ignore_index})"
+        )
+
+
+def prepare_ce(
+    logits: Array,
+    target: Array,
+    axis: int,
+    weight: Array | None,
+    label_smoothing: float,
+    temperature: float,
+    ignore_index: int = -100,
+) -> tuple[Any, Array, Array, Array | None, bool, Any]:
+    """Validate and convert cross-entropy inputs (class axis moved last)."""
+    xp, (x, t, w) = as_arrays(logits, target, weight, names=["logits", "target", "weight"])
+    if not is_floating(xp, x) and not is_integral(xp, x):
+        raise TypeError(f"logits must be real numbers, got dtype {x.dtype}")
+    out_dtype = result_dtype(xp, x)
+    x = to_float(xp, x, "logits")
+    ax = normalize_axis(axis, x.ndim)
+    x = _move_last(xp, x, ax)
+    n_classes = x.shape[-1]
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    t_val = check_temperature(temperature)
+    if not 0 < t_val < math.inf:
+        raise ValueError(f"temperature must be positive and finite, got {temperature!r}")
+    soft = is_floating(xp, t)
+    if soft:
+        if t.ndim != x.ndim:
+            raise ValueError(
+                f"probability target must have the logits' shape {tuple(_move_back(x, ax))}, "
+                f"got {tuple(t.shape)} (class-index targets must be integers)"
+            )
+        t = _move_last(xp, xp.astype(t, x.dtype), ax)
+        if tuple(t.shape) != tuple(x.shape):
+            raise ValueError(
+                f"probability target has shape {tuple(_move_back(t, ax))}, logits have "
+                f"{tuple(_move_back(x, ax))}"
+            )
+        check_probabilities(xp, t, "target", -1)
+    else:
+        if not is_integral(xp, t) or xp.isdtype(t.dtype, "bool"):
+            raise TypeError(
+                f"target must hold integer class indices or probabilities, got {t.dtype}"
+            )
+        expected = tuple(x.shape[:-1])
+        if tuple(t.shape) != expected:
+            raise ValueError(
+                f"target has shape {tuple(t.shape)}, expected {expected} (logits' shape without "
+                f"the class axis {axis})"
+            )
+        _check_class_target(xp, t, n_classes, ignore_index)
+    if w is not None:
+        w = to_float(xp, w, "weight")
+        if tuple(w.shape) != (n_classes,):
+            raise ValueError(f"weight must have shape ({n_classes},), got {tuple(w.shape)}")
+        if validation_enabled() and any_true(xp, (w < 0) | xp.isnan(w)):
+            raise ValueError("weight must be non-negative and not NaN")
+        w = xp.astype(w, x.dtype)
+    return xp, x, t, w, soft, out_dtype
+
+
+def _move_back(x: Array, ax: int) -> tuple[int, ...]:
+    shape = list(x.shape)
+    last = shape.pop()
+    shape.insert(ax, last)
+    return tuple(shape)
+
+
+@quiet
+def cross_entropy(
+    logits: Array,
+    target: Array,
+    axis: int = -1,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    weight: Array | None = None,
+    reduction: str = "mean",
+    temperature: float = 1.0,
+) -> Any:
+    r"""Cross-entropy between targets and ``softmax(logits / T)``, exact to a few ulps.
+
+    For a class target :math:`t` with label smoothing :math:`\varepsilon` and class weights
+    :math:`w`:
+
+    .. math::
+
+        \ell = (1 - \varepsilon)\, w_t\, (-\log p_t)
+             + \frac{\varepsilon}{|F|} \sum_{c \in F} w_c\, (-\log p_c),
+        \qquad -\log p_c = \frac{a - x_c}{T} + \operatorname{log1p}(s),
+
+    where :math:`F` is the set of classes with a finite logit (torch spreads :math:`\varepsilon`
+    over all classes and returns inf when some are masked with ``-inf``; the two agree when none
+    is). Probability targets :math:`y` (soft labels) give :math:`\ell = \sum_c w_c y_c (-\log p_c)`.
+
+    Reductions follow torch: ``"mean"`` divides by :math:`\sum w_{t}` over non-ignored rows (class
+    targets) or by the number of rows (probability targets). **An all-ignored batch has mean 0 and
+    zero gradient** (torch returns NaN). The gradient with respect to the logits is
+    :math:`(p \sum_c \alpha_c - \alpha)/T` with :math:`\alpha` the target weights above: zero on
+    masked classes, never NaN.
+
+    Args:
+        logits: unnormalised scores, class axis ``axis``.
+        target: integer class indices (shape of ``logits`` without ``axis``) or probabilities
+            (shape of ``logits``).
+        axis: the class axis of ``logits``.
+        ignore_index: class-index value whose rows contribute nothing.
+        label_smoothing: :math:`\varepsilon \in [0, 1]`.
+        weight: per-class weights, shape ``(C,)``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        temperature: divide logits by ``T > 0``.
+
+    Returns:
+        The loss (scalar, or per row for ``"none"``) in ``logits``' namespace and floating dtype.
+
+    Raises:
+        ValueError: shape mismatch, class index out of range (index and number of classes are
+            reported), probability targets outside [0, 1] or not summing to 1, NaN targets, bad
+            ``reduction``/``label_smoothing``/``temperature``.
+        TypeError: non-numeric inputs or boolean targets.
+
+    Example:
+        >>> from logitlab import cross_entropy
+        >>> float(cross_entropy([[0.0, -40.0]], [0]))
+        4.248354255291589e-18
+        >>> float(cross_entropy([[2.0, 0.0, float("-inf")]], [0], label_smoothing=0.1))
+        0.2269280110429725
+        >>> float(cross_entropy([[1.0, 2.0]], [-100]))
+        0.0
+
+    References:
+        Szegedy et al., "Rethinking the Inception architecture" (label smoothing), CVPR 2016;
+        Blanchard, Higham & Higham 2021.
+    """
+    check_reduction(reduction)
+    if _wants_grad(logits) or _wants_grad(target):
+        from logitlab.torch._autograd import cross_entropy_grad
+
+        return cross_entropy_grad(
+            logits, target, axis, ignore_index, label_smoothing, weight, reduction, temperature
+        )
+    xp, x, t, w, soft, out_dtype = prepare_ce(
+        logits, target, axis, weight, label_smoothing, temperature, int(ignore_index)
+    )
+    loss, _, _, denom = ce_coefficients(
+        xp,
+        x,
+        t,
+        soft=soft,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        weight=w,
+        temperature=float(temperature),
+    )
+    out = _reduce(xp, loss, reduction, xp.sum(denom))
+    return _finish(xp, out, out_dtype)
+
+
+# --------------------------------------------------------------------------- binary CE
+
+
+def _check_binary(xp: Any, pred: Array, target: Array, pred_name: str, probs: bool) -> None:
+    if tuple(pred.shape) != tuple(target.shape):
+        raise ValueError(
+            f"target has shape {tuple(target.shape)} but {pred_name} has {tuple(pred.shape)}; "
+            "they must match (broadcasting here usually hides a bug)"
+        )
+    if not validation_enabled():
+        return
+    if any_true(xp, xp.isnan(target)):
+        raise ValueError(f"target contains NaN (first at index {first_true(xp, xp.isnan(target))})")
+    if probs:
+        looks_like_labels = is_integral(xp, pred) or not any_true(xp, (pred != 0) & (pred != 1))
+        fractional = any_true(xp, (target != 0) & (target != 1))
+        if looks_like_labels and fractional and math.prod(pred.shape):
+            raise ValueError(
+                "binary_cross_entropy(probs, target): the arguments look swapped: probs holds only "
+                "0/1 labels while target holds fractional values. Call "
+                "binary_cross_entropy(probs=predictions, target=labels)"
+            )
+    bad = (target < 0) | (target > 1)
+    if any_true(xp, bad):
+        i = first_true(xp, bad)
+        raise ValueError(f"target must be in [0, 1]; target{list(i)} = {pick(xp, target, i)!r}")
+
+
+def bce_probs_impl(xp: Any, p: Array, y: Array) -> Array:
+    # -y log p - (1 - y) log1p(-p): log1p keeps tiny p exact and there is no clamp (torch clamps
+    # log at -100, so BCE(1e-50, 1) = 100 instead of 115.13).
+    return -xlogy_impl(xp, y, p) - xlog1py_impl(xp, 1 - y, -p)
+
+
+def bce_logits_impl(xp: Any, x: Array, y: Array, pos_weight: Array | None) -> Array:
+    # Two non-negative terms w y softplus(-x) + (1 - y) softplus(x): no cancellation for any x, y
+    # in [0, 1]; 0 * inf is taken as 0 so x = +-inf gives 0 or inf, never NaN.
+    a = log1pexp_impl(xp, -x)
+    b = log1pexp_impl(xp, x)
+    pos = y if pos_weight is None else pos_weight * y
+    ta = pos * xp.where(pos == 0, xp.zeros_like(a), a)
+    tb = (1 - y) * xp.where(y == 1, xp.zeros_like(b), b)
+    return ta + tb
+
+
+def _bce_prepare(
+    pred: Array, target: Array, weight: Array | None, extra: Array | None, names: list[str]
+) -> tuple[Any, Array, Array, Array | None, Array | None, Any]:
+    xp, (p, y, w, e) = as_arrays(pred, target, weight, extra, names=names)
+    out_dtype = result_dtype(xp, p) if is_floating(xp, p) else result_dtype(xp, y)
+    p0, y0 = p, y
+    p, y = to_float(xp, p, names[0]), to_float(xp, y, names[1])
+    dt = xp.result_type(p, y)
+    p, y = xp.astype(p, dt), xp.astype(y, dt)
+    _check_binary(xp, p0 if is_integral(xp, p0) else p, y, names[0], names[0] == "probs")
+    del y0
+    if w is not None:
+        w = xp.astype(to_float(xp, w, names[2]), dt)
+    if e is not None:
+        e = xp.astype(to_float(xp, e, names[3]), dt)
+    return xp, p, y, w, e, out_dtype
+
+
+@quiet
+def binary_cross_entropy(
+    probs: Array,
+    target: Array,
+    weight: Array | None = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Binary cross-entropy on probabilities, exact down to subnormal probabilities.
+
+    .. math::
+
+        \ell = -y \log p - (1 - y) \operatorname{log1p}(-p), \qquad 0 \log 0 = 0 .
+
+    No clamping: ``binary_cross_entropy(1e-50, 1) = 115.129...`` (torch clamps to 100). The
+    argument order matters (``probs`` first, like ``F.binary_cross_entropy(pred, label)``): when
+    ``probs`` holds only 0/1 values and ``target`` fractional ones, a ValueError says they look
+    swapped instead of returning a silent wrong number.
+
+    Args:
+        probs: predicted probabilities in [0, 1].
+        target: labels or soft labels in [0, 1], same shape as ``probs``.
+        weight: optional elementwise weights (broadcast to ``probs``).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The loss in ``probs``' namespace and floating dtype.
+
+    Raises:
+        ValueError: shapes differ, values outside [0, 1], NaN target, swapped arguments.
+
+    Example:
+        >>> from logitlab import binary_cross_entropy
+        >>> float(binary_cross_entropy([1e-50], [1.0]))
+        115.12925464970229
+        >>> binary_cross_entropy([0.9, 0.2], [1.0, 0.0], reduction="none")
+        array([0.10536052, 0.22314355])
+
+    References:
+        Goodfellow, Bengio & Courville, *Deep Learning*, section 6.2.2, 2016.
+    """
+    check_reduction(reduction)
+    if _wants_grad(probs) or _wants_grad(target):
+        from logitlab.torch._autograd import bce_grad
+
+        return bce_grad(probs, target, weight, None, reduction, from_logits=False)
+    xp, p, y, w, _, out_dtype = _bce_prepare(
+        probs, target, weight, None, ["probs", "target", "weight", "_"]
+    )
+    if validation_enabled():
+        bad = (p < 0) | (p > 1) | xp.isnan(p)
+        if any_true(xp, bad):
+            i = first_true(xp, bad)
+            raise ValueError(
+                f"probs must be probabilities in [0, 1]; probs{list(i)} = {pick(xp, p, i)!r} "
+                "(for logits use binary_cross_entropy_with_logits)"
+            )
+    loss = bce_probs_impl(xp, p, y)
+    if w is not None:
+        loss = loss * w
+    return _finish(xp, _reduce(xp, loss, reduction), out_dtype)
+
+
+@quiet
+def binary_cross_entropy_with_logits(
+    logits: Array,
+    target: Array,
+    weight: Array | None = None,
+    pos_weight: Array | None = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Binary cross-entropy on logits, exact for every ``|x|`` and ``NaN``-free at ``±inf``.
+
+    .. math::
+
+        \ell = w_+\, y \operatorname{softplus}(-x) + (1 - y) \operatorname{softplus}(x),
+        \qquad \operatorname{softplus}(x) = \max(x, 0) + \operatorname{log1p}(e^{-|x|}) .
+
+    Both terms are non-negative, so there is no cancellation: ``x = -40, y = 0`` gives
+    ``4.248e-18`` (torch: 0).
+
+    Args:
+        logits: real scores :math:`x`.
+        target: labels or soft labels in [0, 1], same shape as ``logits``.
+        weight: optional elementwise weights.
+        pos_weight: weight :math:`w_+` of the positive term (broadcast along the last axis).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The loss in ``logits``' namespace and floating dtype.
+
+    Raises:
+        ValueError: shapes differ, target outside [0, 1] or NaN.
+
+    Example:
+        >>> from logitlab import binary_cross_entropy_with_logits as bce
+        >>> float(bce([-40.0], [0.0]))
+        4.248354255291589e-18
+        >>> float(bce([float("inf"), float("-inf")], [1.0, 0.0], reduction="sum"))
+        0.0
+
+    References:
+        M. Mächler, "Accurately computing log(1 - exp(-|a|))", Rmpfr vignette, 2012.
+    """
+    check_reduction(reduction)
+    if _wants_grad(logits) or _wants_grad(target):
+        from logitlab.torch._autograd import bce_grad
+
+        return bce_grad(logits, target, weight, pos_weight, reduction, from_logits=True)
+    xp, x, y, w, pw, out_dtype = _bce_prepare(
+        logits, target, weight, pos_weight, ["logits", "target", "weight", "pos_weight"]
+    )
+    loss = bce_logits_impl(xp, x, y, pw)
+    if w is not None:
+        loss = loss * w
+    return _finish(xp, _reduce(xp, loss, reduction), out_dtype)
+
+
+# --------------------------------------------------------------------------- KL / JS
+
+# h(u) = u e^u - expm1(u) = sum_{n >= 2} (n - 1) / n! u^n: coefficients fall factorially, so 19
+# terms reach float64 precision for |u| < 1, where the closed form cancels (h ~ u^2 / 2).
+_H_COEFFS = [(n - 1) / math.factorial(n) for n in range(2, 21)]
+
+
+def _h_series(xp: Any, u: Array) -> Array:
+    acc = xp.zeros_like(u) + _H_COEFFS[-1]
+    for c in reversed(_H_COEFFS[:-1]):
+        acc = acc * u + c
+    return acc * u * u
+
+
+def kl_terms(xp: Any, p: Array, q: Array, u: Array) -> Array:
+    r"""Elementwise :math:`q\,h(u) = p \log(p/q) - p + q \ge 0` with :math:`u = \log(p/q)`.
+
+    For ``|u| < 1`` the power series (relative accuracy as ``p -> q``); otherwise
+    ``p (u - 1) + q``, whose cancellation is bounded by a factor 3.8. ``p = 0`` gives ``q``,
+    ``q = 0 < p`` gives ``inf``. Summed over a normalised pair these give KL(p || q).
+    """
+    small = xp.abs(u) < 1
+    u_s = xp.where(small, u, xp.zeros_like(u))
+    series = q * _h_series(xp, u_s)
+    u_l = xp.where(small | (p == 0) | (q == 0), xp.full_like(u, 2.0), u)
+    large = p * (u_l - 1) + q
+    out = xp.where(small, series, large)
+    out = xp.where(p == 0, q, out)
+    out = xp.where((q == 0) & (p > 0), xp.full_like(out, math.inf), out)
+    out = xp.where(xp.isnan(p) | xp.isnan(q), xp.full_like(out, math.nan), out)
+    return xp.maximum(out, xp.zeros_like(out))
+
+
+def _log_ratio_probs(xp: Any, p: Array, q: Array) -> Array:
+    # log(p / q) = log1p((p - q) / q): p - q is exact when p and q are within a factor 2 of each
+    # other (Sterbenz), so u keeps full relative accuracy exactly where KL is tiny.
+    q_safe = xp.where(q == 0, xp.ones_like(q), q)
+    r = (p - q) / q_safe
+    r = xp.where((q == 0) | (p == 0), xp.zeros_like(r), r)
+    return xp.log1p(r)
+
+
+def _dist_input(
+    xp: Any, probs: Array | None, logits: Array | None, axis: int, name: str
+) -> tuple[Array, Array | None]:
+    """(probabilities, log-probabilities or None) of one distribution argument."""
+    if logits is not None:
+        return softmax_impl(xp, logits, axis), log_softmax_impl(xp, logits, axis)
+    assert probs is not None
+    check_probabilities(xp, probs, name, axis)
+    return probs, None
+
+
+def _two_dists(
+    p: Array | None,
+    q: Array | None,
+    p_logits: Array | None,
+    q_logits: Array | None,
+    axis: int,
+) -> tuple[Any, Array, Array, Array | None, Array | None, int, Any]:
+    if (p is None) == (p_logits is None) or (q is None) == (q_logits is None):
+        raise ValueError("give exactly one of p / p_logits and exactly one of q / q_logits")
+    names = ["p", "q", "p_logits", "q_logits"]
+    xp, arrs = as_arrays(p, q, p_logits, q_logits, names=names)
+    first = next(a for a in arrs if a is not None)
+    out_dtype = result_dtype(xp, first)
+    arrs = [None if a is None else to_float(xp, a, n) for a, n in zip(arrs, names, strict=True)]
+    dt = xp.result_type(*[a for a in arrs if a is not None])
+    arrs = [None if a is None else xp.astype(a, dt) for a in arrs]
+    given = [a for a in arrs if a is not None]
+    if tuple(given[0].shape) != tuple(given[1].shape):
+        raise ValueError(
+            f"the two distributions have different shapes {tuple(given[0].shape)} and "
+            f"{tuple(given[1].shape)}"
+        )
+    ax = normalize_axis(axis, given[0].ndim)
+    pp, lp = _dist_input(xp, arrs[0], arrs[2], ax, "p")
+    qq, lq = _dist_input(xp, arrs[1], arrs[3], ax, "q")
+    return xp, pp, qq, lp, lq, ax, out_dtype
+
+
+def kl_impl(xp: Any, pp: Array, qq: Array, lp: Array | None, lq: Array | None, ax: int) -> Array:
+    if lp is None and lq is None:
+        u = _log_ratio_probs(xp, pp, qq)
+    else:
+        lpv = lp if lp is not None else xp.log(xp.where(pp == 0, xp.ones_like(pp), pp))
+        lqv = lq if lq is not None else xp.log(xp.where(qq == 0, xp.ones_like(qq), qq))
+        u = xp.where((pp == 0) | (qq == 0), xp.zeros_like(pp), lpv - lqv)
+    return xp.sum(kl_terms(xp, pp, qq, u), axis=ax)
+
+
+@quiet
+def kl_divergence(
+    p: Array | None = None,
+    q: Array | None = None,
+    *,
+    p_logits: Array | None = None,
+    q_logits: Array | None = None,
+    axis: int = -1,
+    base: float | None = None,
+    reduction: str = "none",
+) -> Any:
+    r"""Kullback–Leibler divergence KL(p || q): never negative, accurate as p → q.
+
+    .. math::
+
+        \mathrm{KL}(p \| q) = \sum_i p_i \log\frac{p_i}{q_i}
+        = \sum_i q_i\, h(u_i), \quad u_i = \log\frac{p_i}{q_i},
+        \quad h(u) = u e^u - \operatorname{expm1}(u) \ge 0 .
+
+    Every term is non-negative (the rewrite adds :math:`\sum q_i - p_i = 0`), so the result is
+    never negative and keeps *relative* accuracy when :math:`p \approx q`: a perturbation of
+    1e-6 gives the right 1e-13-sized answer, where ``sum(p * log(p / q))`` (and
+    ``scipy.stats.entropy(p, q)``) returns rounding noise, sometimes negative.
+
+    Args:
+        p: probabilities of the first argument, or give ``p_logits``.
+        q: probabilities of the reference distribution, or give ``q_logits``.
+        p_logits: logits of ``p`` (exactly one of ``p`` / ``p_logits``).
+        q_logits: logits of ``q``.
+        axis: the class axis.
+        base: logarithm base (``None``: nats).
+        reduction: ``"none"`` (per distribution), ``"sum"`` or ``"mean"`` over distributions.
+
+    Returns:
+        KL per distribution (``axis`` removed) or reduced, in the inputs' namespace and dtype.
+
+    Raises:
+        ValueError: not exactly one of each pair given, shapes differ, invalid probabilities.
+
+    Example:
+        >>> import numpy as np
+        >>> from logitlab import kl_divergence
+        >>> p = np.array([0.5 + 1e-6, 0.5 - 1e-6])
+        >>> float(kl_divergence(p, np.array([0.5, 0.5])))  # exact: 2.0000000000053e-12
+        2.0000000000053334e-12
+        >>> float(kl_divergence(p_logits=[0.0, 0.0], q_logits=[0.0, float("-inf")]))
+        inf
+
+    References:
+        Kullback & Leibler, Ann. Math. Statist. 22, 1951.
+    """
+    check_reduction(reduction)
+    if any(_wants_grad(a) for a in (p, q, p_logits, q_logits)):
+        from logitlab.torch._autograd import kl_grad
+
+        out = kl_grad(p, q, p_logits, q_logits, axis)
+        out = out / _log_base(base) if base is not None else out
+        return _reduce(_torch_xp(), out, reduction)
+    xp, pp, qq, lp, lq, ax, out_dtype = _two_dists(p, q, p_logits, q_logits, axis)
+    kl = kl_impl(xp, pp, qq, lp, lq, ax)
+    if base is not None:
+        kl = kl / _log_base(base)
+    return _finish(xp, _reduce(xp, kl, reduction), out_dtype)
+
+
+def _torch_xp() -> Any:
+    import array_api_compat.torch as xp
+
+    return xp
+
+
+def js_impl(xp: Any, pp: Array, qq: Array, ax: int) -> Array:
+    m = (pp + qq) / 2
+    tot = pp + qq
+    safe = xp.where(tot == 0, xp.ones_like(tot), tot)
+    # log(p / m) = log1p((p - q) / (p + q)): p - q keeps the relative accuracy for p ~ q.
+    up = xp.log1p(xp.where(tot == 0, xp.zeros_like(tot), (pp - qq) / safe))
+    uq = xp.log1p(xp.where(tot == 0, xp.zeros_like(tot), (qq - pp) / safe))
+    return (xp.sum(kl_terms(xp, pp, m, up), axis=ax) + xp.sum(kl_terms(xp, qq, m, uq), axis=ax)) / 2
+
+
+@quiet
+def js_divergence(
+    p: Array | None = None,
+    q: Array | None = None,
+    *,
+    p_logits: Array | None = None,
+    q_logits: Array | None = None,
+    axis: int = -1,
+    base: float | None = None,
+    reduction: str = "none",
+) -> Any:
+    r"""Jensen–Shannon divergence, symmetric and bounded by :math:`\log 2`.
+
+    .. math::
+
+        \mathrm{JS}(p, q) = \tfrac12 \mathrm{KL}(p \| m) + \tfrac12 \mathrm{KL}(q \| m),
+        \qquad m = \tfrac12 (p + q),
+
+    computed with the non-negative terms of :func:`kl_divergence`, and
+    :math:`\log(p/m) = \operatorname{log1p}((p - q)/(p + q))` for relative accuracy as p → q.
+
+    Args:
+        p: probabilities (or ``p_logits``).
+        q: probabilities (or ``q_logits``).
+        p_logits: logits of ``p``.
+        q_logits: logits of ``q``.
+        axis: the class axis.
+        base: logarithm base (2 gives values in [0, 1]).
+        reduction: ``"none"``, ``"sum"`` or ``"mean"``.
+
+    Returns:
+        JS per distribution or reduced.
+
+    Raises:
+        ValueError: as for :func:`kl_divergence`.
+
+    Example:
+        >>> from logitlab import js_divergence
+        >>> float(js_divergence([1.0, 0.0], [0.0, 1.0], base=2))
+        1.0
+
+    References:
+        J. Lin, "Divergence measures based on the Shannon entropy", IEEE Trans. Inf. Theory 37(1),
+        1991.
+    """
+    check_reduction(reduction)
+    if any(_wants_grad(a) for a in (p, q, p_logits, q_logits)):
+        from logitlab.torch._autograd import js_grad
+
+        out = js_grad(p, q, p_logits, q_logits, axis)
+        out = out / _log_base(base) if base is not None else out
+        return _reduce(_torch_xp(), out, reduction)
+    xp, pp, qq, _, _, ax, out_dtype = _two_dists(p, q, p_logits, q_logits, axis)
+    js = js_impl(xp, pp, qq, ax)
+    if base is not None:
+        js = js / _log_base(base)
+    return _finish(xp, _reduce(xp, js, reduction), out_dtype)
+
+
+@quiet
+def perplexity(
+    logits: Array,
+    target: Array,
+    axis: int = -1,
+    ignore_index: int = -100,
+    temperature: float = 1.0,
+) -> Any:
+    r"""Perplexity :math:`\exp(\overline{\mathrm{NLL}})` of class targets under ``softmax(logits)``.
+
+    .. math::
+
+        \mathrm{PPL} = \exp\Big(\frac{1}{|V|}\sum_{i \in V} -\log p_{i, t_i}\Big),
+
+    over the non-ignored positions :math:`V`, with the exact cross-entropy of
+    :func:`cross_entropy`. An all-ignored input gives 1 (mean NLL 0).
+
+    Args:
+        logits: scores with the class axis ``axis``.
+        target: integer class indices (``ignore_index`` rows are skipped).
+        axis: the class axis.
+        ignore_index: index value to skip.
+        temperature: divide logits by ``T > 0``.
+
+    Returns:
+        Scalar perplexity in ``logits``' namespace and floating dtype.
+
+    Raises:
+        ValueError: as for :func:`cross_entropy`.
+
+    Example:
+        >>> from logitlab import perplexity
+        >>> float(perplexity([[0.0, 0.0, 0.0, 0.0]], [2]))
+        4.0
+
+    References:
+        Jelinek et al., "Perplexity — a measure of the difficulty of speech recognition tasks",
+        JASA 62(S1), 1977.
+    """
+    nll = cross_entropy(
+        logits, target, axis=axis, ignore_index=ignore_index, temperature=temperature
+    )
+    from array_api_compat import array_namespace
+
+    return array_namespace(nll).exp(nll)

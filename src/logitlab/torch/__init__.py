@@ -1,0 +1,1 @@
+"""PyTorch-specific parts of logitlab: autograd Functions, fused chunked losses, distributed."""
