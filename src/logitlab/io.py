@@ -199,39 +199,39 @@ def open_array(path: str | os.PathLike[str], key: str | None = None) -> ArraySou
         return ArraySource(p, None, tuple(arr.shape), arr.dtype, _slicer(arr))
     if s == ".safetensors":
         header = _safetensors_header(p)
-        k = _pick_key(p, list(header), key)
+        name = _pick_key(p, list(header), key)
         from safetensors import safe_open
 
-        dt = header[k].get("dtype", "")
+        dt = header[name].get("dtype", "")
         framework = "pt" if dt == "BF16" else "np"
         try:
             f = safe_open(str(p), framework=framework)
-            sl = f.get_slice(k)
+            sl = f.get_slice(name)
         except Exception as exc:
-            raise LoadError(f"{p}: cannot read tensor {k!r} ({exc})") from exc
-        shape = tuple(int(v) for v in header[k]["shape"])
+            raise LoadError(f"{p}: cannot read tensor {name!r} ({exc})") from exc
+        shape = tuple(int(v) for v in header[name]["shape"])
 
         def get(a: int | None, b: int | None) -> np.ndarray:
-            v = sl[a:b] if shape else f.get_tensor(k)
+            v = sl[a:b] if shape else f.get_tensor(name)
             return _torch_to_numpy(v) if framework == "pt" else np.asarray(v)
 
         probe = get(0, 0) if shape else get(None, None)
-        _check_numeric(p, k, probe.dtype)
-        return ArraySource(p, k, shape, probe.dtype, get)
+        _check_numeric(p, name, probe.dtype)
+        return ArraySource(p, name, shape, probe.dtype, get)
     if s == ".npz":
         try:
             z = np.load(p, allow_pickle=False)
         except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise LoadError(f"{p}: not a readable .npz file ({exc})") from exc
-        k = _pick_key(p, list(z.files), key)
+        zk = _pick_key(p, list(z.files), key)
         try:
-            arr = z[k]
+            arr = z[zk]
         except ValueError as exc:
             raise LoadError(
-                f"{p}[{k!r}]: refused: {exc} (pickled content is never loaded)"
+                f"{p}[{zk!r}]: refused: {exc} (pickled content is never loaded)"
             ) from exc
-        _check_numeric(p, k, arr.dtype)
-        return ArraySource(p, k, tuple(arr.shape), arr.dtype, _slicer(arr))
+        _check_numeric(p, zk, arr.dtype)
+        return ArraySource(p, zk, tuple(arr.shape), arr.dtype, _slicer(arr))
     obj = _torch_load(p)
     k: str | None = None
     if isinstance(obj, dict):
