@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from logitlab import _fast
 from logitlab._array import (
     Array,
     any_true,
@@ -96,6 +97,12 @@ def _reduce(xp: Any, loss: Array, reduction: str, denom: Array | float | None = 
 
 
 def entropy_logits_impl(xp: Any, x: Array, axis: int) -> Array:
+    if _fast.usable(x, axis):
+        return _fast.entropy(x, lambda c: _entropy_logits_general(xp, c, 1))
+    return _entropy_logits_general(xp, x, axis)
+
+
+def _entropy_logits_general(xp: Any, x: Array, axis: int) -> Array:
     p = parts(xp, x, axis)
     # d_i * w_i is 0 for masked entries (w = 0, d = inf): never form inf * 0.
     dw = xp.where(p.w > 0, p.d * p.w, xp.zeros_like(p.w))
@@ -393,6 +400,9 @@ def cross_entropy(
     xp, x, t, w, soft, out_dtype = prepare_ce(
         logits, target, axis, weight, label_smoothing, temperature, int(ignore_index)
     )
+    if not soft and not label_smoothing and _fast.usable(x, x.ndim - 1):
+        loss, denom = _ce_class_fast(xp, x, t, w, int(ignore_index), float(temperature))
+        return _finish(xp, _reduce(xp, loss, reduction, xp.sum(denom)), out_dtype)
     loss, _, _, denom = ce_coefficients(
         xp,
         x,
@@ -405,6 +415,34 @@ def cross_entropy(
     )
     out = _reduce(xp, loss, reduction, xp.sum(denom))
     return _finish(xp, out, out_dtype)
+
+
+def _ce_class_fast(
+    xp: Any, x: Array, t: Array, w: Array | None, ignore_index: int, temperature: float
+) -> tuple[Array, Array]:
+    """Class-target CE without smoothing on the row-chunked path: ``w_t (d_t + log1p(s))``."""
+    valid = t != ignore_index
+    t_safe = xp.where(valid, t, xp.zeros_like(t))
+
+    def general(c: Array, tc: Array) -> Array:
+        loss, _, _, _ = ce_coefficients(
+            xp,
+            c,
+            tc,
+            soft=False,
+            ignore_index=-1,
+            label_smoothing=0.0,
+            weight=None,
+            temperature=temperature,
+        )
+        return loss
+
+    nll = _fast.nll_class(x, t_safe, temperature, general)
+    wt = xp.ones_like(nll) if w is None else xp.take(w, xp.reshape(t_safe, (-1,)))
+    wt = xp.reshape(wt, tuple(nll.shape))
+    denom = xp.where(valid, wt, xp.zeros_like(wt))
+    loss = denom * xp.where(denom == 0, xp.zeros_like(nll), nll)
+    return loss, denom
 
 
 # --------------------------------------------------------------------------- binary CE

@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from logitlab import _fast
 from logitlab._array import (
     Array,
     as_arrays,
@@ -134,6 +135,13 @@ def _wants_grad(x: object) -> bool:
 
 
 def lse_impl(xp: Any, x: Array, axis: int, keepdims: bool, temperature: float = 1.0) -> Array:
+    if _fast.usable(x, axis):
+        r = _fast.lse(x, temperature, lambda c: _lse_general(xp, c, 1, False, temperature))
+        return xp.expand_dims(r, axis=axis) if keepdims else r
+    return _lse_general(xp, x, axis, keepdims, temperature)
+
+
+def _lse_general(xp: Any, x: Array, axis: int, keepdims: bool, temperature: float) -> Array:
     p = parts(xp, x, axis, temperature)
     a = p.a / temperature if temperature != 1.0 else p.a
     r = a + xp.log1p(p.s)
@@ -263,6 +271,12 @@ def logsumexp(
 def softmax_impl(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Array:
     if temperature == 0.0 or temperature == math.inf:
         return _limit_softmax(xp, x, axis, temperature)
+    if _fast.usable(x, axis):
+        return _fast.softmax(x, temperature, lambda c: _softmax_general(xp, c, 1, temperature))
+    return _softmax_general(xp, x, axis, temperature)
+
+
+def _softmax_general(xp: Any, x: Array, axis: int, temperature: float) -> Array:
     p = parts(xp, x, axis, temperature)
     w = xp.where(p.top, xp.ones_like(p.w), p.w)
     return w / (1 + p.s)
@@ -271,6 +285,14 @@ def softmax_impl(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Arra
 def log_softmax_impl(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Array:
     if temperature == 0.0 or temperature == math.inf:
         return xp.log(_limit_softmax(xp, x, axis, temperature))
+    if _fast.usable(x, axis):
+        return _fast.log_softmax(
+            x, temperature, lambda c: _log_softmax_general(xp, c, 1, temperature)
+        )
+    return _log_softmax_general(xp, x, axis, temperature)
+
+
+def _log_softmax_general(xp: Any, x: Array, axis: int, temperature: float) -> Array:
     p = parts(xp, x, axis, temperature)
     return -p.d - xp.log1p(p.s)
 
