@@ -138,29 +138,38 @@ def lse(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
 
 
 def log_softmax(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
+    # Five passes per in-cache block, the first write going straight to the output:
+    # o = (x - a) / T;  b = exp(o) with the excluded entry zeroed;  s = sum(b);  o -= log1p(s).
+    # -(a - x)/T - log1p(s) in two roundings keeps the dominant entry's tiny log-probability
+    # (the shorter x - (a + log1p(s)) rounds it to 0).
     x2 = _as2d(x)
     ops = _Ops(x2)
-    out = ops.empty(tuple(x2.shape), x2)
-
-    def body(ops: _Ops, a: int, c: Any, m: Any, k: Any, b: Any, s: Any) -> None:
-        o = out[a : a + c.shape[0]]
-        # -(a - x) / T - log1p(s), two roundings: the shorter x - (a + log1p(s)) loses the tiny
-        # log-probability of the dominant entry (a + log1p(s) rounds to a).
+    n, v = x2.shape
+    out = ops.empty((n, v), x2)
+    rows = _rows(n, v)
+    buf = ops.empty((rows, v), x2)
+    for a in range(0, n, rows):
+        c, o = x2[a : a + rows], out[a : a + rows]
+        m, k = ops.max_idx(c)
+        if not ops.all_finite(m):
+            o[...] = general(c)
+            continue
+        b = buf[: c.shape[0]]
         if ops.is_np:
             np.subtract(c, m, out=o)
             if t != 1.0:
                 np.divide(o, t, out=o)
-            np.subtract(o, np.log1p(s), out=o)
+            np.exp(o, out=b)
+            np.put_along_axis(b, k, 0.0, axis=1)
+            np.subtract(o, np.log1p(b.sum(axis=1, keepdims=True)), out=o)
         else:
-            ops.torch.sub(c, m, out=o)
+            torch = ops.torch
+            torch.sub(c, m, out=o)
             if t != 1.0:
                 o.div_(t)
-            o.sub_(ops.torch.log1p(s))
-
-    def fb(a: int, z: int) -> None:
-        out[a:z] = general(x2[a:z])
-
-    _loop(x2, t, body, fb)
+            torch.exp(o, out=b)
+            b.scatter_(1, k, 0.0)
+            o.sub_(torch.log1p(b.sum(dim=1, keepdim=True)))
     return out.reshape(x.shape)
 
 
