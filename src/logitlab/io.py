@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -136,12 +137,15 @@ def _torch_load(p: Path) -> Any:
             f"{p}: reading .pt files needs PyTorch (pip install 'logitlab[torch]')"
         ) from exc
     try:
-        try:
-            return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it then refuses anyway; the LoadError says it all.
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                return torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses pickled code: report, never execute
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise LoadError(
