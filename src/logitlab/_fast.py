@@ -180,6 +180,12 @@ def softmax(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
 
     def body(ops: _Ops, a: int, c: Any, m: Any, k: Any, b: Any, s: Any) -> None:
         o = out[a : a + c.shape[0]]
+        lib: Any = np if ops.is_np else ops.torch
+        if t == 1.0:
+            # compensate the rounding of a - x, which exp amplifies by |a - x| (see sub_error)
+            from logitlab.special import sub_error
+
+            b = b * (1 - sub_error(lib, m, c))
         if ops.is_np:
             np.divide(b, 1 + s, out=o)
             np.put_along_axis(o, k, 1 / (1 + s), axis=1)

@@ -643,28 +643,26 @@ def kl_terms(xp: Any, p: Array, q: Array, u: Array) -> Array:
     r"""Elementwise :math:`q\,h(u) = p \log(p/q) - p + q \ge 0` with :math:`u = \log(p/q)`.
 
     For ``|u| < 1`` the power series (relative accuracy as ``p -> q``); otherwise
-    ``p (u - 1) + q``, whose cancellation is bounded by a factor 3.8. ``p = 0`` gives ``q``,
-    ``q = 0 < p`` gives ``inf``. Summed over a normalised pair these give KL(p || q).
+    ``p (u - 1) + q``, whose cancellation is bounded by a factor 3.8. ``u = +inf`` (``q = 0 < p``)
+    gives ``inf``; ``p = 0`` gives ``q``. ``u`` may be finite where ``p`` or ``q`` underflowed
+    (logits): the terms stay finite and right. Summed over a normalised pair these give KL(p || q).
     """
     small = xp.abs(u) < 1
     u_s = xp.where(small, u, xp.zeros_like(u))
     series = q * _h_series(xp, u_s)
-    u_l = xp.where(small | (p == 0) | (q == 0), xp.full_like(u, 2.0), u)
-    large = p * (u_l - 1) + q
+    large = p * (u - 1) + q
     out = xp.where(small, series, large)
     out = xp.where(p == 0, q, out)
-    out = xp.where((q == 0) & (p > 0), xp.full_like(out, math.inf), out)
-    out = xp.where(xp.isnan(p) | xp.isnan(q), xp.full_like(out, math.nan), out)
+    out = xp.where(xp.isnan(p) | xp.isnan(q) | xp.isnan(u), xp.full_like(out, math.nan), out)
     return xp.maximum(out, xp.zeros_like(out))
 
 
 def _log_ratio_probs(xp: Any, p: Array, q: Array) -> Array:
     # log(p / q) = log1p((p - q) / q): p - q is exact when p and q are within a factor 2 of each
-    # other (Sterbenz), so u keeps full relative accuracy exactly where KL is tiny.
-    q_safe = xp.where(q == 0, xp.ones_like(q), q)
-    r = (p - q) / q_safe
-    r = xp.where((q == 0) | (p == 0), xp.zeros_like(r), r)
-    return xp.log1p(r)
+    # other (Sterbenz), so u keeps full relative accuracy exactly where KL is tiny. q = 0 < p gives
+    # +inf, p = 0 < q gives -inf, p = q = 0 gives 0.
+    u = xp.log1p((p - q) / q)
+    return xp.where((p == 0) & (q == 0), xp.zeros_like(u), u)
 
 
 def _dist_input(
@@ -684,7 +682,12 @@ def _two_dists(
     p_logits: Array | None,
     q_logits: Array | None,
     axis: int,
-) -> tuple[Any, Array, Array, Array | None, Array | None, int, Any]:
+) -> tuple[Any, Array, Array, Array, int, Any]:
+    """Convert and check a pair of distributions; returns ``(xp, p, q, u, axis, dtype)``.
+
+    ``u = log(p / q)`` elementwise (0 where either probability is 0), computed as accurately as the
+    inputs allow (see :func:`_log_ratio`).
+    """
     if (p is None) == (p_logits is None) or (q is None) == (q_logits is None):
         raise ValueError("give exactly one of p / p_logits and exactly one of q / q_logits")
     names = ["p", "q", "p_logits", "q_logits"]
@@ -703,16 +706,43 @@ def _two_dists(
     ax = normalize_axis(axis, given[0].ndim)
     pp, lp = _dist_input(xp, arrs[0], arrs[2], ax, "p")
     qq, lq = _dist_input(xp, arrs[1], arrs[3], ax, "q")
-    return xp, pp, qq, lp, lq, ax, out_dtype
+    u = _log_ratio(xp, pp, qq, lp, lq, arrs[2], arrs[3], ax)
+    return xp, pp, qq, u, ax, out_dtype
 
 
-def kl_impl(xp: Any, pp: Array, qq: Array, lp: Array | None, lq: Array | None, ax: int) -> Array:
+def _log_ratio(
+    xp: Any,
+    pp: Array,
+    qq: Array,
+    lp: Array | None,
+    lq: Array | None,
+    xa: Array | None,
+    xb: Array | None,
+    ax: int,
+) -> Array:
     if lp is None and lq is None:
-        u = _log_ratio_probs(xp, pp, qq)
-    else:
-        lpv = lp if lp is not None else xp.log(xp.where(pp == 0, xp.ones_like(pp), pp))
-        lqv = lq if lq is not None else xp.log(xp.where(qq == 0, xp.ones_like(qq), qq))
-        u = xp.where((pp == 0) | (qq == 0), xp.zeros_like(pp), lpv - lqv)
+        return _log_ratio_probs(xp, pp, qq)
+    # log-softmax stays finite where a probability underflows, so u stays finite and right there
+    lpv = lp if lp is not None else xp.log(pp)
+    lqv = lq if lq is not None else xp.log(qq)
+    u = lpv - lqv
+    u = xp.where((lpv == -math.inf) & (lqv == -math.inf), xp.zeros_like(u), u)
+    if xa is None or xb is None:
+        return u
+    # Both logits: log p - log q carries the absolute error eps * |log p| of each log-softmax,
+    # which swamps u when p ~ q. With delta = x_p - x_q (exact when close, Sterbenz),
+    #   u = delta - (lse_p - lse_q),   lse_p - lse_q = log1p(sum_j q_j expm1(delta_j)),
+    # every piece keeps its relative accuracy. Used on rows with max |delta| <= 1 (no overflow).
+    both = xp.isfinite(xa) & xp.isfinite(xb)
+    delta = xp.where(both, xa - xb, xp.zeros_like(xa))
+    near = xp.all(xp.abs(delta) <= 1, axis=ax, keepdims=True) & xp.all(
+        both | ((xa == -math.inf) & (xb == -math.inf)), axis=ax, keepdims=True
+    )
+    c = xp.log1p(xp.sum(qq * xp.expm1(delta), axis=ax, keepdims=True))
+    return xp.where(near & both, delta - c, u)
+
+
+def kl_impl(xp: Any, pp: Array, qq: Array, u: Array, ax: int) -> Array:
     return xp.sum(kl_terms(xp, pp, qq, u), axis=ax)
 
 
@@ -774,8 +804,8 @@ def kl_divergence(
         out = kl_grad(p, q, p_logits, q_logits, axis)
         out = out / _log_base(base) if base is not None else out
         return _reduce(_torch_xp(), out, reduction)
-    xp, pp, qq, lp, lq, ax, out_dtype = _two_dists(p, q, p_logits, q_logits, axis)
-    kl = kl_impl(xp, pp, qq, lp, lq, ax)
+    xp, pp, qq, u, ax, out_dtype = _two_dists(p, q, p_logits, q_logits, axis)
+    kl = kl_impl(xp, pp, qq, u, ax)
     if base is not None:
         kl = kl / _log_base(base)
     return _finish(xp, _reduce(xp, kl, reduction), out_dtype)
@@ -787,13 +817,23 @@ def _torch_xp() -> Any:
     return xp
 
 
-def js_impl(xp: Any, pp: Array, qq: Array, ax: int) -> Array:
+def _log_half_ratio(xp: Any, u: Array) -> Array:
+    """``log(p / m)`` with ``m = (p + q) / 2`` from ``u = log(p / q)``: ``log(2 / (1 + e^-u))``.
+
+    For ``|u| <= 1`` it is ``log1p(tanh(u / 2))`` (relative accuracy as p -> q); beyond, where
+    ``1 - tanh`` would round away the small side, ``log 2 - softplus(-u)`` (no cancellation).
+    """
+    small = xp.abs(u) <= 1
+    us = xp.where(small, u, xp.zeros_like(u))
+    near = xp.log1p(xp.tanh(us / 2))
+    far = math.log(2.0) - log1pexp_impl(xp, -xp.where(small, xp.ones_like(u), u))
+    return xp.where(small, near, far)
+
+
+def js_impl(xp: Any, pp: Array, qq: Array, u: Array, ax: int) -> Array:
     m = (pp + qq) / 2
-    tot = pp + qq
-    safe = xp.where(tot == 0, xp.ones_like(tot), tot)
-    # log(p / m) = log1p((p - q) / (p + q)): p - q keeps the relative accuracy for p ~ q.
-    up = xp.log1p(xp.where(tot == 0, xp.zeros_like(tot), (pp - qq) / safe))
-    uq = xp.log1p(xp.where(tot == 0, xp.zeros_like(tot), (qq - pp) / safe))
+    up = _log_half_ratio(xp, u)
+    uq = _log_half_ratio(xp, -u)
     return (xp.sum(kl_terms(xp, pp, m, up), axis=ax) + xp.sum(kl_terms(xp, qq, m, uq), axis=ax)) / 2
 
 
@@ -849,8 +889,8 @@ def js_divergence(
         out = js_grad(p, q, p_logits, q_logits, axis)
         out = out / _log_base(base) if base is not None else out
         return _reduce(_torch_xp(), out, reduction)
-    xp, pp, qq, _, _, ax, out_dtype = _two_dists(p, q, p_logits, q_logits, axis)
-    js = js_impl(xp, pp, qq, ax)
+    xp, pp, qq, u, ax, out_dtype = _two_dists(p, q, p_logits, q_logits, axis)
+    js = js_impl(xp, pp, qq, u, ax)
     if base is not None:
         js = js / _log_base(base)
     return _finish(xp, _reduce(xp, js, reduction), out_dtype)

@@ -276,9 +276,25 @@ def softmax_impl(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Arra
     return _softmax_general(xp, x, axis, temperature)
 
 
+def sub_error(xp: Any, a: Array, x: Array) -> Array:
+    """The rounding error ``e`` of ``d = fl(a - x)``, so that ``a - x = d + e`` exactly.
+
+    Knuth's TwoSum (6 flops, any magnitudes); 0 where ``x`` or ``a`` is not finite.
+    ``exp(-(a - x))`` amplifies an error ``e`` in ``d`` by ``|d|``: a softmax entry 30 nats below
+    the maximum would otherwise lose 15 ulps. ``exp(-d) * (1 - e)`` restores it.
+    """
+    d = a - x
+    bp = d - a
+    ap = d - bp
+    e = (a - ap) + (-x - bp)
+    return xp.where(xp.isfinite(e), e, xp.zeros_like(e))
+
+
 def _softmax_general(xp: Any, x: Array, axis: int, temperature: float) -> Array:
     p = parts(xp, x, axis, temperature)
     w = xp.where(p.top, xp.ones_like(p.w), p.w)
+    if temperature == 1.0:
+        w = w * (1 - sub_error(xp, p.a, x))
     return w / (1 + p.s)
 
 

@@ -1,0 +1,259 @@
+"""Accuracy against 60-digit mpmath references on adversarial families.
+
+Bound: every result within **4 ulps** of the exact value of the (rounded) input, in float64 and in
+float32 (ulps of float32), on NumPy, torch and array_api_strict. Rows have at most 1000 entries:
+with pairwise/vectorised summation the rounding of the sums stays below one ulp of the results,
+so the bound does not grow with n here. Half precision is checked separately: within 1 ulp of the
+output dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from tests import reference as R
+from tests.conftest import Backend
+
+import logitlab as ll
+
+BOUND = 4.0
+rng = np.random.default_rng(1234)
+RAND_ROW = rng.standard_normal(1000)
+NEG = -np.inf
+
+# Rows of logits: (name, row, dtypes it is meaningful in)
+ROWS: list[tuple[str, list[float]]] = [
+    ("dominated-40", [0.0, -40.0]),
+    ("dominated-20", [0.0, -20.0, -25.0]),
+    ("near-deterministic", [0.0, -30.0, -30.0, -30.0]),
+    ("near-deterministic-f32", [0.0, -15.0, -15.0, -15.0]),
+    ("uniform", [3.25] * 7),
+    ("ties", [2.0, 2.0, -1.0]),
+    ("masked", [NEG, 0.5, 1.0, NEG]),
+    ("huge+-1e4", [1e4, 1e4 - 1.0, -1e4]),
+    ("huge+-1e30", [1e30, -1e30, 0.0]),
+    ("huge-negative", [-1e4, -1e4 - 2.0]),
+    ("random-1000", list(RAND_ROW)),
+    ("random-1000x30", list(30 * RAND_ROW)),
+]
+DTYPES = [np.float64, np.float32]
+
+
+def _errors(computed: np.ndarray, exact: list[Any], dtype: type) -> float:
+    flat = np.asarray(computed, dtype=np.float64).reshape(-1)
+    assert flat.size == len(exact)
+    return max(R.ulp_error(float(c), e, dtype) for c, e in zip(flat, exact, strict=True))
+
+
+def _rounded(row: list[float], dtype: type) -> list[float]:
+    return [float(v) for v in np.asarray(row, dtype=dtype)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize(("name", "row"), ROWS, ids=[r[0] for r in ROWS])
+class TestRowFamilies:
+    """logsumexp, softmax, log_softmax, entropy and CE on each adversarial row, within 4 ulps."""
+
+    def test_logsumexp(self, backend: Backend, dtype: type, name: str, row: list[float]) -> None:
+        x = _rounded(row, dtype)
+        got = backend.to_numpy(ll.logsumexp(backend.asarray([x], dtype)))
+        assert got.dtype == dtype
+        assert _errors(got, [R.lse(x)], dtype) <= BOUND
+
+    def test_log_softmax(self, backend: Backend, dtype: type, name: str, row: list[float]) -> None:
+        x = _rounded(row, dtype)
+        got = backend.to_numpy(ll.log_softmax(backend.asarray([x], dtype)))
+        assert _errors(got, R.log_softmax(x), dtype) <= BOUND
+
+    def test_softmax(self, backend: Backend, dtype: type, name: str, row: list[float]) -> None:
+        x = _rounded(row, dtype)
+        got = backend.to_numpy(ll.softmax(backend.asarray([x], dtype)))
+        assert _errors(got, R.softmax(x), dtype) <= BOUND
+
+    def test_entropy(self, backend: Backend, dtype: type, name: str, row: list[float]) -> None:
+        x = _rounded(row, dtype)
+        got = backend.to_numpy(ll.entropy(logits=backend.asarray([x], dtype)))
+        assert _errors(got, [R.entropy_logits(x)], dtype) <= BOUND
+
+    def test_cross_entropy(
+        self, backend: Backend, dtype: type, name: str, row: list[float]
+    ) -> None:
+        x = _rounded(row, dtype)
+        finite = [i for i, v in enumerate(x) if np.isfinite(v)]
+        targets = sorted({finite[0], finite[-1], int(np.argmax(x))})
+        xs = backend.asarray([x] * len(targets), dtype)
+        got = backend.to_numpy(ll.cross_entropy(xs, backend.asarray(targets), reduction="none"))
+        assert _errors(got, [R.nll(x, t) for t in targets], dtype) <= BOUND
+        got = backend.to_numpy(
+            ll.cross_entropy(xs, backend.asarray(targets), label_smoothing=0.1, reduction="none")
+        )
+        assert _errors(got, [R.ce_smooth(x, t, 0.1) for t in targets], dtype) <= BOUND
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_soft_target_cross_entropy(backend: Backend, dtype: type) -> None:
+    x = _rounded([0.0, -30.0, 2.5, NEG], dtype)
+    y = _rounded([0.25, 0.0, 0.75, 0.0], dtype)
+    got = backend.to_numpy(
+        ll.cross_entropy(backend.asarray([x], dtype), backend.asarray([y], dtype), reduction="none")
+    )
+    assert _errors(got, [R.ce_soft(x, y)], dtype) <= BOUND
+
+
+PROB_ROWS: list[tuple[str, list[float]]] = [
+    ("uniform", [0.125] * 8),
+    ("near-deterministic", [1 - 3e-12, 1e-12, 1e-12, 1e-12]),
+    ("with-zeros", [0.5, 0.0, 0.25, 0.25, 0.0]),
+    ("subnormal", [1.0, 5e-324]),
+    ("skewed", list(np.exp(-np.arange(20.0)) / np.exp(-np.arange(20.0)).sum())),
+]
+
+
+@pytest.mark.parametrize(("name", "p"), PROB_ROWS, ids=[r[0] for r in PROB_ROWS])
+def test_entropy_probs_f64(backend: Backend, name: str, p: list[float]) -> None:
+    got = backend.to_numpy(ll.entropy(probs=backend.asarray([p], np.float64)))
+    assert _errors(got, [R.entropy_probs(p)], np.float64) <= BOUND
+
+
+BCE_CASES = [
+    (1e-50, 1.0),
+    (1e-300, 0.0),
+    (5e-324, 1.0),
+    (0.3, 0.7),
+    (0.999999, 0.0),
+    (1e-8, 0.25),
+    (0.5, 1.0),
+]
+
+
+@pytest.mark.parametrize(("p", "y"), BCE_CASES)
+def test_bce_probs_f64(backend: Backend, p: float, y: float) -> None:
+    got = backend.to_numpy(
+        ll.binary_cross_entropy(
+            backend.asarray([p], np.float64), backend.asarray([y], np.float64), reduction="none"
+        )
+    )
+    assert _errors(got, [R.bce_probs(p, y)], np.float64) <= BOUND
+
+
+BCE_LOGIT_CASES = [
+    (-40.0, 0.0),
+    (40.0, 1.0),
+    (-40.0, 1.0),
+    (1e4, 0.0),
+    (-1e4, 1.0),
+    (3.0, 0.3),
+    (-750.0, 0.0),
+    (0.0, 0.5),
+    (np.inf, 1.0),
+    (-np.inf, 0.0),
+    (np.inf, 0.0),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize(("x", "y"), BCE_LOGIT_CASES)
+def test_bce_logits(backend: Backend, dtype: type, x: float, y: float) -> None:
+    xr, yr = _rounded([x], dtype)[0], _rounded([y], dtype)[0]
+    for pw in (1.0, 2.5):
+        got = backend.to_numpy(
+            ll.binary_cross_entropy_with_logits(
+                backend.asarray([xr], dtype),
+                backend.asarray([yr], dtype),
+                pos_weight=backend.asarray([pw], dtype),
+                reduction="none",
+            )
+        )
+        assert _errors(got, [R.bce_logits(xr, yr, pw)], dtype) <= BOUND
+
+
+def _near(delta: float, n: int = 6) -> tuple[list[float], list[float]]:
+    q = np.full(n, 1.0 / n)
+    p = q.copy()
+    p[0] += delta
+    p[1] -= delta
+    return list(p), list(q)
+
+
+KL_CASES = [
+    ("near-1e-6", *_near(1e-6)),
+    ("near-1e-10", *_near(1e-10)),
+    ("far", [0.7, 0.2, 0.1], [0.1, 0.3, 0.6]),
+    ("p-zero", [0.5, 0.5, 0.0], [0.25, 0.25, 0.5]),
+    ("tiny-q", [0.5, 0.5], [1 - 1e-300, 1e-300]),
+]
+
+
+@pytest.mark.parametrize(("name", "p", "q"), KL_CASES, ids=[c[0] for c in KL_CASES])
+def test_kl_and_js_f64(backend: Backend, name: str, p: list[float], q: list[float]) -> None:
+    P, Q = backend.asarray([p], np.float64), backend.asarray([q], np.float64)
+    assert _errors(backend.to_numpy(ll.kl_divergence(P, Q)), [R.kl(p, q)], np.float64) <= BOUND
+    assert _errors(backend.to_numpy(ll.js_divergence(P, Q)), [R.js(p, q)], np.float64) <= BOUND
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("scale", [1e-7, 1e-3, 1.0, 20.0])
+def test_kl_logits(backend: Backend, dtype: type, scale: float) -> None:
+    g = np.random.default_rng(7)  # per-test seed: the same data whatever the test order
+    xa = _rounded(list(g.standard_normal(50) * 3), dtype)
+    xb = _rounded(list(np.asarray(xa) + scale * g.standard_normal(50)), dtype)
+    pa, pb = backend.asarray([xa], dtype), backend.asarray([xb], dtype)
+    # u = (x_p - x_q) - log1p(sum q expm1(x_p - x_q)) keeps KL's relative accuracy down to 1e-7
+    # perturbations, where log_softmax(x_p) - log_softmax(x_q) would lose eps * |log p| per term.
+    got = backend.to_numpy(ll.kl_divergence(p_logits=pa, q_logits=pb))
+    assert _errors(got, [R.kl_logits(xa, xb)], dtype) <= BOUND
+    got = backend.to_numpy(ll.js_divergence(p_logits=pa, q_logits=pb))
+    assert _errors(got, [R.js_logits(xa, xb)], dtype) <= BOUND
+
+
+SCALARS: list[tuple[str, Callable[..., Any], Callable[[float], Any], list[float]]] = [
+    ("log1pexp", ll.log1pexp, R.softplus, [-800.0, -40.0, -1e-10, 0.0, 1e-10, 5.0, 40.0, 800.0]),
+    ("log1mexp", ll.log1mexp, R.log1mexp, [-1e-20, -1e-5, -0.5, -0.7, -1.0, -40.0, -800.0]),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize(("name", "fn", "ref", "xs"), SCALARS, ids=[s[0] for s in SCALARS])
+def test_scalar_helpers(
+    backend: Backend,
+    dtype: type,
+    name: str,
+    fn: Callable[..., Any],
+    ref: Callable[[float], Any],
+    xs: list[float],
+) -> None:
+    xr = _rounded(xs, dtype)
+    got = backend.to_numpy(fn(backend.asarray(xr, dtype)))
+    assert _errors(got, [ref(v) for v in xr], dtype) <= BOUND
+
+
+def test_half_precision_within_one_ulp() -> None:
+    torch = pytest.importorskip("torch")
+    for dt, npdt in ((torch.float16, np.float16), (torch.bfloat16, None)):
+        x = (torch.randn(64, 50, generator=torch.Generator().manual_seed(0)) * 8).to(dt)
+        x64 = x.double()
+        for fn in (ll.log_softmax, ll.softmax):
+            out = fn(x)
+            assert out.dtype == dt
+            exact = fn(x64)
+            rounded = exact.to(dt).double()
+            # correctly rounded value vs ours: at most one ulp of the output dtype apart
+            gap = (out.double() - rounded).abs()
+            ulp = (
+                rounded.abs().to(dt).double().nextafter(torch.tensor(np.inf, dtype=torch.float64))
+                - rounded.abs()
+            )
+            if npdt is not None:
+                ulp = torch.from_numpy(
+                    np.spacing(np.abs(rounded.numpy()).astype(npdt)).astype(np.float64)
+                )
+            tiny = torch.finfo(dt).smallest_normal * torch.finfo(dt).eps
+            assert bool((gap <= ulp.clamp_min(tiny) * 1.0001).all())
+        h = ll.entropy(logits=x)
+        assert h.dtype == dt
+        assert float((h.double() - ll.entropy(logits=x64)).abs().max()) <= float(
+            torch.finfo(dt).eps * ll.entropy(logits=x64).abs().max()
+        )
