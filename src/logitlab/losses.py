@@ -658,10 +658,15 @@ def kl_terms(xp: Any, p: Array, q: Array, u: Array) -> Array:
 
 
 def _log_ratio_probs(xp: Any, p: Array, q: Array) -> Array:
-    # log(p / q) = log1p((p - q) / q): p - q is exact when p and q are within a factor 2 of each
-    # other (Sterbenz), so u keeps full relative accuracy exactly where KL is tiny. q = 0 < p gives
-    # +inf, p = 0 < q gives -inf, p = q = 0 gives 0.
-    u = xp.log1p((p - q) / q)
+    # Near p ~ q: log(p / q) = log1p((p - q) / q), where p - q is exact (Sterbenz: p and q within a
+    # factor 2), so u keeps full relative accuracy exactly where KL is tiny. Elsewhere log(p / q),
+    # or log p - log q where p / q would overflow or underflow (p / q - 1 would lose a tiny p / q).
+    # q = 0 < p gives +inf, p = 0 < q gives -inf, p = q = 0 gives 0.
+    near = xp.abs(p - q) <= q / 2
+    ratio = p / q
+    ok = xp.isfinite(ratio) & (ratio > 0)
+    far = xp.where(ok, xp.log(xp.where(ok, ratio, xp.ones_like(ratio))), xp.log(p) - xp.log(q))
+    u = xp.where(near, xp.log1p((p - q) / q), far)
     return xp.where((p == 0) & (q == 0), xp.zeros_like(u), u)
 
 
