@@ -183,8 +183,8 @@ def _simple_rows() -> list[tuple[str, str, Any, dict[str, Callable[[], Any]], li
                     "torch": lambda xd=xd, yd=yd, td=td: F.binary_cross_entropy_with_logits(
                         torch.tensor(xd, dtype=td), torch.tensor(yd, dtype=td), reduction="none"
                     ).numpy(),
-                    "scipy": lambda xd=xd, yd=yd: -(yd * ss.log_expit(xd) + (1 - yd) * ss.log_expit(-xd)),
-                        yd * np.logaddexp(0, -xd) + (1 - yd) * np.logaddexp(0, xd)
+                    "scipy": lambda xd=xd, yd=yd: (
+                        -(yd * ss.log_expit(xd) + (1 - yd) * ss.log_expit(-xd))
                     ),
                 },
                 [R.bce_logits(float(a), float(b)) for a, b in zip(xd, yd, strict=True)],
