@@ -177,15 +177,34 @@ def softmax(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
     x2 = _as2d(x)
     ops = _Ops(x2)
     out = ops.empty(tuple(x2.shape), x2)
+    scratch = ops.empty((_rows(*x2.shape), x2.shape[1]), x2)
 
     def body(ops: _Ops, a: int, c: Any, m: Any, k: Any, b: Any, s: Any) -> None:
         o = out[a : a + c.shape[0]]
-        lib: Any = np if ops.is_np else ops.torch
         if t == 1.0:
-            # compensate the rounding of a - x, which exp amplifies by |a - x| (see sub_error)
-            from logitlab.special import sub_error
-
-            b = b * (1 - sub_error(lib, m, c))
+            # Compensate the rounding of d = a - x, which exp amplifies by |d| (special.sub_error):
+            # Knuth's TwoSum e = (a - (d - (d - a))) - (x + (d - a)), in place in two buffers,
+            # then b *= 1 - e. NaN (masked entries, where b = 0) is zeroed first.
+            e, bp = scratch[: c.shape[0]], o
+            if ops.is_np:
+                np.subtract(m, c, out=e)
+                np.subtract(e, m, out=bp)
+                np.subtract(e, bp, out=e)
+                np.subtract(m, e, out=e)
+                np.add(bp, c, out=bp)
+                np.subtract(e, bp, out=e)
+                np.nan_to_num(e, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+                np.multiply(e, b, out=e)
+                np.subtract(b, e, out=b)
+            else:
+                torch = ops.torch
+                torch.sub(m, c, out=e)
+                torch.sub(e, m, out=bp)
+                e.sub_(bp)
+                torch.sub(m, e, out=e)
+                bp.add_(c)
+                e.sub_(bp).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+                b.addcmul_(b, e, value=-1.0)
         if ops.is_np:
             np.divide(b, 1 + s, out=o)
             np.put_along_axis(o, k, 1 / (1 + s), axis=1)
