@@ -14,9 +14,61 @@ try:
 except ImportError:  # pragma: no cover - the cli extra is missing
     typer = None  # type: ignore[assignment]
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 from logitlab._version import __version__
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "fail", "cli_errors"]
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def fail(msg: str) -> None:
+    """Print ``logitlab: error: msg`` to stderr and exit with status 2 (no traceback)."""
+    print(f"logitlab: error: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn the errors bad input raises into one-line messages (exit 2)."""
+    from logitlab.io import LoadError
+
+    try:
+        yield
+    except (LoadError, ValueError, TypeError, FileNotFoundError, CLIError, OSError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        fail(msg)
+
+
+@contextmanager
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar on stderr; yields ``update(done, total)``."""
+    if not enabled:
+        yield lambda done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as prog:
+        task = prog.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            prog.update(task, completed=done, total=total)
+
+        yield update
 
 
 def _version_callback(value: bool) -> None:
@@ -45,6 +97,152 @@ if typer is not None:
         ),
     ) -> None:
         """logitlab: the numbers every classifier and language model lives on."""
+
+    # --- evaluation commands ---
+    def _load(file: Path | None, labels: Path | None, probs: bool) -> tuple[Any, Any, str]:
+        from logitlab.io import load_predictions
+        from logitlab.metrics.summary import SAMPLE
+
+        path = SAMPLE if file is None else file
+        scores, lab = load_predictions(path, labels)
+        name = (
+            "bundled sample: scikit-learn digits, logistic regression"
+            if file is None
+            else str(file)
+        )
+        return scores, lab, name
+
+    def _evaluate(
+        file: Path | None, labels: Path | None, probs: bool, quiet: bool, fit_temp: bool
+    ) -> Any:
+        from logitlab.metrics.summary import evaluate_predictions
+
+        scores, lab, name = _load(file, labels, probs)
+        with progress_bar("evaluating", enabled=not quiet) as update:
+            return evaluate_predictions(
+                scores, lab, probs=probs, source=name, fit_temp=fit_temp, progress=update
+            )
+
+    @app.command()
+    def report(
+        file: Path | None = typer.Argument(
+            None,
+            help="Predictions: .npz (logits, labels), .npy, "
+            ".pt, .safetensors. Omit to use the bundled sample.",
+        ),
+        labels: Path | None = typer.Option(None, "--labels", help="Labels file (for .npy scores)."),
+        out: Path = typer.Option(Path("logitlab-report"), "--out", help="Output directory."),
+        probs: bool = typer.Option(False, "--probs", help="Scores are probabilities, not logits."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout only."),
+    ) -> None:
+        """Metrics, calibration, temperature scaling and numerical health: terminal, JSON, HTML."""
+        from logitlab.io import atomic_write
+        from logitlab.report import to_json
+        from logitlab.report.evaluate import render_html, render_terminal
+
+        with cli_errors():
+            rep = _evaluate(file, labels, probs, json_out, True)
+            js = to_json(rep.to_dict())
+            html = render_html(rep)
+            # both files are rendered before either is written: a failure leaves nothing behind
+            atomic_write(out / "report.json", js)
+            atomic_write(out / "report.html", html)
+        if json_out:
+            print(js)
+            return
+        render_terminal(rep)
+        print(f"wrote {out / 'report.json'} and {out / 'report.html'}")
+
+    @app.command()
+    def evaluate(
+        file: Path | None = typer.Argument(None, help="Predictions file (omit: bundled sample)."),
+        labels: Path | None = typer.Option(None, "--labels", help="Labels file (for .npy scores)."),
+        probs: bool = typer.Option(False, "--probs", help="Scores are probabilities, not logits."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout only."),
+    ) -> None:
+        """Print the metrics only (no temperature fit, no files written)."""
+        from logitlab.report import to_json
+        from logitlab.report.evaluate import metrics_rows
+
+        with cli_errors():
+            rep = _evaluate(file, labels, probs, json_out, False)
+        if json_out:
+            d = rep.to_dict()
+            print(
+                to_json(
+                    {
+                        k: d[k]
+                        for k in (
+                            "source",
+                            "n",
+                            "n_classes",
+                            "metrics",
+                            "calibration",
+                            "brier_decomposition",
+                        )
+                    }
+                )
+            )
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"logitlab evaluate — {rep.source}")
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        for k, v in metrics_rows(rep):
+            t.add_row(k, v)
+        Console().print(t)
+
+    @app.command()
+    def perplexity(
+        model: Path = typer.Option(..., "--model", help="Local Hugging Face causal LM directory."),
+        text: Path = typer.Option(
+            ..., "--text", help="UTF-8 text; documents split on blank lines."
+        ),
+        context: int = typer.Option(1024, "--context", min=2),
+        stride: int = typer.Option(512, "--stride", min=1),
+        batch_size: int = typer.Option(4, "--batch-size", min=1),
+        bos: bool = typer.Option(False, "--bos", help="Prefix each document with BOS."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout only."),
+    ) -> None:
+        """Sliding-window perplexity, bits per byte and word perplexity of a local causal LM."""
+        from logitlab.metrics.lm import lm_perplexity, load_local_model
+        from logitlab.report import to_json
+
+        with cli_errors():
+            if not text.is_file():
+                raise CLIError(f"--text {text}: no such file")
+            body = text.read_text(encoding="utf-8")
+            m, tok = load_local_model(model)
+            if stride > context:
+                raise CLIError(f"--stride {stride} must not exceed --context {context}")
+            res = lm_perplexity(
+                m, tok, body, context=context, stride=stride, batch_size=batch_size, bos=bos
+            )
+        if json_out:
+            print(to_json(res.to_dict()))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"perplexity — {model}")
+        t.add_column("metric")
+        t.add_column("value", justify="right")
+        lo, hi = res.ci95
+        for k, v in (
+            ("documents", str(len(res.documents))),
+            ("tokens scored", str(res.tokens)),
+            ("token perplexity", f"{res.token_perplexity:.4f}"),
+            ("95% bootstrap CI", f"[{lo:.4f}, {hi:.4f}]"),
+            ("bits per byte", f"{res.bits_per_byte:.4f}"),
+            ("word perplexity", f"{res.word_perplexity:.4f}"),
+            ("context / stride", f"{res.context} / {res.stride}"),
+        ):
+            t.add_row(k, v)
+        Console().print(t)
+
+    # --- end evaluation commands ---
 
 
 def main(argv: list[str] | None = None) -> int:

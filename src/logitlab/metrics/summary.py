@@ -1,0 +1,249 @@
+"""Assemble everything ``logitlab report`` / ``evaluate`` show, from a predictions file.
+
+Streaming where it matters: the core metrics and the temperature fit read the scores in row
+chunks (constant memory); the batch-only extras (classwise and equal-mass ECE variants, Brier
+decomposition, histograms) are computed when the scores fit in ``batch_limit`` elements.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from logitlab.io import ArraySource, iter_row_chunks, rows_for_budget
+from logitlab.metrics.calibration import BinTable, bin_table, calibration_error
+from logitlab.metrics.classification import brier_decomposition
+from logitlab.metrics.evaluator import Evaluator
+from logitlab.metrics.temperature import TemperatureResult, fit_temperature
+from logitlab.special import softmax
+
+__all__ = ["EvaluationReport", "evaluate_predictions", "SAMPLE"]
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "digits_sample.npz"
+BATCH_LIMIT = 20_000_000  # elements of scores kept in memory for the batch-only extras
+
+
+@dataclass
+class EvaluationReport:
+    source: str
+    n: int
+    n_classes: int
+    input_kind: str
+    metrics: dict[str, Any]
+    calibration: list[dict[str, Any]]
+    brier: dict[str, Any] | None
+    temperature: TemperatureResult | None
+    table_before: BinTable
+    table_after: BinTable | None
+    confidence_hist: dict[str, list[float]]
+    entropy_hist: dict[str, list[float]]
+    findings: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "n": self.n,
+            "n_classes": self.n_classes,
+            "input_kind": self.input_kind,
+            "metrics": self.metrics,
+            "calibration": self.calibration,
+            "brier_decomposition": self.brier,
+            "temperature": None if self.temperature is None else self.temperature.to_dict(),
+            "reliability_before": self.table_before.to_dict(),
+            "reliability_after": None if self.table_after is None else self.table_after.to_dict(),
+            "confidence_histogram": self.confidence_hist,
+            "entropy_histogram": self.entropy_hist,
+            "findings": self.findings,
+            "notes": self.notes,
+        }
+
+
+def _as_logits(chunk: np.ndarray, probs: bool) -> np.ndarray:
+    x = np.asarray(chunk, dtype=np.float64)
+    if x.ndim == 1:  # binary: score of class 1
+        x = np.stack([1 - x, x], 1) if probs else np.stack([np.zeros_like(x), x], 1)
+    if probs:
+        # log p as logits (softmax(log p / T) is temperature scaling of p); p = 0 is kept finite
+        # at log(1e-300) so that expectations under softmax stay free of 0 * inf.
+        with np.errstate(divide="ignore"):
+            x = np.log(np.maximum(x, 1e-300))
+    return x
+
+
+class _LogitView:
+    """Row-sliced view of the scores as logits (for the streaming temperature fit)."""
+
+    def __init__(self, src: ArraySource, probs: bool, n_classes: int) -> None:
+        self.src, self.probs = src, probs
+        self.shape = (src.shape[0], n_classes)
+
+    def rows(self, a: int, b: int) -> np.ndarray:
+        return _as_logits(self.src.rows(a, b), self.probs)
+
+
+def evaluate_predictions(
+    scores: ArraySource,
+    labels: np.ndarray,
+    *,
+    probs: bool = False,
+    source: str = "",
+    fit_temp: bool = True,
+    n_bins: int = 15,
+    progress: Callable[[int, int], None] | None = None,
+    batch_limit: int = BATCH_LIMIT,
+) -> EvaluationReport:
+    """Compute the full evaluation of one predictions file (see module docstring)."""
+    n = scores.shape[0]
+    n_classes = 2 if len(scores.shape) == 1 else scores.shape[1]
+    if len(scores.shape) > 2:
+        raise ValueError(f"{source}: scores must have shape (N, C) or (N,), got {scores.shape}")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        i = int(np.argmax((labels < 0) | (labels >= n_classes)))
+        raise ValueError(
+            f"{source}: label[{i}] = {labels[i]} is not a class index in [0, {n_classes})"
+        )
+    ev = Evaluator(n_classes, n_bins=n_bins, from_probs=False)
+    step = rows_for_budget(8 * n_classes * 4)
+    keep = n * n_classes <= batch_limit
+    kept: list[np.ndarray] = []
+    conf_counts = np.zeros(50)
+    ent_counts = np.zeros(50)
+    from logitlab.losses import entropy
+
+    for a, chunk in iter_row_chunks(scores, step):
+        x = np.asarray(chunk, dtype=np.float64)
+        if np.isnan(x).any():
+            row = a + int(np.argwhere(np.isnan(x))[0][0])
+            raise ValueError(f"{source}: scores contain NaN (row {row})")
+        if probs:
+            from logitlab._array import check_probabilities
+
+            xx = x if x.ndim == 2 else np.stack([1 - x, x], 1)
+            try:
+                check_probabilities(np, xx, "probs", 1)
+            except ValueError as exc:
+                raise ValueError(f"{source}: rows {a}..: {exc}") from exc
+        z = _as_logits(x, probs)
+        y = labels[a : a + z.shape[0]]
+        ev.update(z, y)
+        p = np.asarray(softmax(z, axis=1))
+        conf_counts += np.histogram(p.max(1), bins=50, range=(0, 1))[0]
+        h = np.asarray(entropy(logits=z)) / (math.log(n_classes) if n_classes > 1 else 1)
+        ent_counts += np.histogram(np.clip(h, 0, 1), bins=50, range=(0, 1))[0]
+        if keep:
+            kept.append(z)
+        if progress is not None:
+            progress(a + z.shape[0], n)
+    res = ev.compute()
+    metrics = res.to_dict()
+    metrics.pop("table")
+    calib: list[dict[str, Any]] = []
+    brier = None
+    notes: list[str] = []
+    if keep:
+        z = np.concatenate(kept)
+        for mode in ("top-label", "classwise"):
+            for binning in ("equal-width", "equal-mass"):
+                for norm in ("l1", "l2", "max"):
+                    r = calibration_error(
+                        logits=z,
+                        target=labels,
+                        n_bins=n_bins,
+                        binning=binning,
+                        norm=norm,
+                        mode=mode,
+                    )
+                    calib.append(
+                        {
+                            "mode": mode,
+                            "binning": binning,
+                            "norm": norm,
+                            "debiased": False,
+                            "value": r.value,
+                        }
+                    )
+        r = calibration_error(logits=z, target=labels, n_bins=n_bins, norm="l2", debiased=True)
+        calib.append(
+            {
+                "mode": "top-label",
+                "binning": "equal-width",
+                "norm": "l2",
+                "debiased": True,
+                "value": r.value,
+            }
+        )
+        brier = brier_decomposition(logits=z, target=labels, n_bins=n_bins).to_dict()
+    else:
+        calib = [
+            {
+                "mode": "top-label",
+                "binning": "equal-width",
+                "norm": k,
+                "debiased": False,
+                "value": v,
+            }
+            for k, v in (("l1", res.ece), ("l2", res.rmsce), ("max", res.mce))
+        ]
+        calib.append(
+            {
+                "mode": "top-label",
+                "binning": "equal-mass",
+                "norm": "l1",
+                "debiased": False,
+                "value": res.ece_equal_mass,
+            }
+        )
+        notes.append(
+            f"{n} x {n_classes} scores exceed {batch_limit} elements: classwise ECE and "
+            "the Brier decomposition were skipped (streaming metrics only)."
+        )
+    temp = None
+    after = None
+    if fit_temp:
+        view = _LogitView(scores, probs, n_classes)
+        temp = fit_temperature(view, labels)
+        beta = 1.0 / temp.temperature
+        confs, corr = [], []
+        for a, _ in iter_row_chunks(scores, step):
+            zz = view.rows(a, a + step)
+            p = np.asarray(softmax(beta * zz, axis=1))
+            confs.append(p.max(1))
+            corr.append(p.argmax(1) == labels[a : a + zz.shape[0]])
+        after = bin_table(np.concatenate(confs), np.concatenate(corr), n_bins)
+    findings = _health_findings(kept, n_classes) if keep else []
+    return EvaluationReport(
+        source=source,
+        n=n,
+        n_classes=n_classes,
+        input_kind="probs" if probs else "logits",
+        metrics=metrics,
+        calibration=calib,
+        brier=brier,
+        temperature=temp,
+        table_before=res.table,
+        table_after=after,
+        confidence_hist={"edges": np.linspace(0, 1, 51).tolist(), "counts": conf_counts.tolist()},
+        entropy_hist={"edges": np.linspace(0, 1, 51).tolist(), "counts": ent_counts.tolist()},
+        findings=findings,
+        notes=notes,
+    )
+
+
+def _health_findings(kept: list[np.ndarray], n_classes: int) -> list[dict[str, str]]:
+    """Numerical-health findings from :mod:`logitlab.diagnostics`, when it is available."""
+    try:
+        from logitlab.diagnostics import diagnose
+    except ImportError:
+        return []
+    rep = diagnose(np.concatenate(kept).astype(np.float32))
+    out = []
+    for f in getattr(rep, "findings", []):
+        d = f.to_dict() if hasattr(f, "to_dict") else dict(f)
+        out.append({k: str(v) for k, v in d.items()})
+    return out
