@@ -55,12 +55,16 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[i
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:  # no bar (and no stray newline) when stderr is a file or a pipe
+        yield lambda done, total: None
+        return
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.percentage:>3.0f}%"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
     ) as prog:
         task = prog.add_task(description, total=None)

@@ -56,8 +56,8 @@ def nll(*, logits: Any = None, probs: Any = None, target: Any) -> float:
 def accuracy(scores: Any, target: Any, k: int = 1) -> float:
     """Top-``k`` accuracy: the fraction of rows whose target is among the ``k`` highest scores.
 
-    Ties are counted pessimistically (a target tied with the k-th score counts only if fewer than
-    ``k`` scores are strictly higher), so the value does not depend on sort order.
+    A row counts when fewer than ``k`` scores are strictly higher than the target's: ties are
+    resolved in the target's favour, so the value does not depend on sort order.
 
     Example:
         >>> accuracy([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], [2, 0], k=2)

@@ -124,7 +124,11 @@ def evaluate_predictions(
         if probs:
             from logitlab._array import check_probabilities
 
-            xx = x if x.ndim == 2 else np.stack([1 - x, x], 1)
+            # the tolerance is that of the file's own dtype (float32 probabilities sum to 1
+            # only within float32 rounding)
+            own = np.asarray(chunk)
+            own = own if own.dtype.kind == "f" else x
+            xx = own if own.ndim == 2 else np.stack([1 - own, own], 1)
             try:
                 check_probabilities(np, xx, "probs", 1)
             except ValueError as exc:

@@ -1,0 +1,78 @@
+"""NLL, accuracy, Brier score and its decomposition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from logitlab.metrics import accuracy, brier_decomposition, brier_score, entropy_stats, nll
+
+torch = pytest.importorskip("torch")
+
+
+def _data(seed: int = 0, n: int = 300, c: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, c)) * 2, rng.integers(0, c, n)
+
+
+def test_nll_matches_torch() -> None:
+    z, y = _data()
+    ref = torch.nn.functional.cross_entropy(torch.tensor(z), torch.tensor(y)).item()
+    assert nll(logits=z, target=y) == pytest.approx(ref, rel=1e-13)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    assert nll(probs=p, target=y) == pytest.approx(ref, rel=1e-12)
+
+
+def test_topk_accuracy() -> None:
+    s = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.2, 0.6]])
+    y = np.array([2, 0, 0])
+    assert accuracy(s, y) == pytest.approx(1 / 3)
+    # row 3's target ties with another class for second place: ties go to the target
+    assert accuracy(s, y, k=2) == 1.0
+    z, yy = _data(4, 200, 10)  # no ties: same as torch.topk
+    for k in (1, 3, 5):
+        ref = (torch.tensor(z).topk(k, 1).indices == torch.tensor(yy)[:, None]).any(1)
+        assert accuracy(z, yy, k=k) == pytest.approx(float(ref.double().mean()))
+
+
+def test_brier_multiclass_and_binary() -> None:
+    z, y = _data(1)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    onehot = np.eye(5)[y]
+    assert brier_score(probs=p, target=y) == pytest.approx(np.mean(((p - onehot) ** 2).sum(1)))
+    pb = np.array([0.9, 0.2, 0.6])
+    yb = np.array([1, 0, 0])
+    assert brier_score(probs=pb, target=yb) == pytest.approx(2 * np.mean((pb - yb) ** 2))
+
+
+@pytest.mark.parametrize("n_bins", [1, 5, 15, 100])
+def test_brier_decomposition_sums_to_brier(n_bins: int) -> None:
+    z, y = _data(2, 500, 4)
+    d = brier_decomposition(logits=z, target=y, n_bins=n_bins)
+    total = (
+        d.reliability
+        - d.resolution
+        + d.uncertainty
+        + d.within_bin_variance
+        - d.within_bin_covariance
+    )
+    assert total == pytest.approx(d.brier, rel=1e-12)
+    assert d.reliability >= 0 and d.resolution >= 0
+    assert d.uncertainty == pytest.approx(
+        sum(np.mean(y == c) * (1 - np.mean(y == c)) for c in range(4))
+    )
+
+
+def test_decomposition_exact_without_within_bin_terms_for_discrete_forecasts() -> None:
+    # forecasts take one value per bin: Murphy's three terms alone sum to the Brier score
+    y = np.array([0, 1, 1, 0, 1, 0, 0, 1])
+    p1 = np.array([0.1, 0.1, 0.7, 0.7, 0.7, 0.1, 0.7, 0.7])
+    p = np.stack([1 - p1, p1], 1)
+    d = brier_decomposition(probs=p, target=y, n_bins=10)
+    assert abs(d.within_bin_variance) < 1e-15 and abs(d.within_bin_covariance) < 1e-15
+    assert d.reliability - d.resolution + d.uncertainty == pytest.approx(d.brier)
+
+
+def test_entropy_stats() -> None:
+    e = entropy_stats(logits=np.zeros((3, 4)))
+    assert e.mean == pytest.approx(np.log(4)) and e.mean_normalized == pytest.approx(1.0)

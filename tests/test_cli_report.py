@@ -1,0 +1,102 @@
+"""`logitlab report` / `evaluate`: the bundled sample, every input format, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from logitlab.cli import app
+
+runner = CliRunner()
+
+
+def test_report_on_bundled_sample(tmp_path: Path) -> None:
+    out = tmp_path / "rep"
+    r = runner.invoke(app, ["report", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "fitted temperature" in r.stdout and "ECE" in r.stdout
+    d = json.loads((out / "report.json").read_text())
+    assert d["n"] == 719 and d["n_classes"] == 10
+    assert 0.9 < d["metrics"]["accuracy"] <= 1
+    assert d["temperature"]["converged"]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+    assert "http://" not in html and "https://" not in html  # self-contained
+
+
+def test_json_flag_prints_only_json(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["report", "--json", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0
+    d = json.loads(r.stdout)
+    assert {"metrics", "calibration", "temperature", "brier_decomposition"} <= d.keys()
+    b = d["brier_decomposition"]
+    total = (
+        b["reliability"]
+        - b["resolution"]
+        + b["uncertainty"]
+        + b["within_bin_variance"]
+        - b["within_bin_covariance"]
+    )
+    assert total == pytest.approx(b["brier"], rel=1e-9)
+
+
+def _write(tmp_path: Path, logits: np.ndarray, labels: np.ndarray) -> Path:
+    f = tmp_path / "p.npz"
+    np.savez(f, logits=logits, labels=labels)
+    return f
+
+
+def test_formats_agree(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((50, 4)).astype(np.float32)
+    y = rng.integers(0, 4, 50)
+    np.save(tmp_path / "s.npy", z)
+    np.save(tmp_path / "l.npy", y)
+    torch.save({"logits": torch.from_numpy(z), "labels": torch.from_numpy(y)}, tmp_path / "p.pt")
+    outs = []
+    for args in (
+        ["evaluate", str(_write(tmp_path, z, y)), "--json"],
+        ["evaluate", str(tmp_path / "s.npy"), "--labels", str(tmp_path / "l.npy"), "--json"],
+        ["evaluate", str(tmp_path / "p.pt"), "--json"],
+    ):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+        outs.append(json.loads(r.stdout)["metrics"]["nll"])
+    assert outs[0] == outs[1] == outs[2]
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    np.savez(tmp_path / "pp.npz", probs=p, labels=y)
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "pp.npz"), "--probs", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["metrics"]["nll"] == pytest.approx(outs[0], rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("logits", "labels", "extra", "msg"),
+    [
+        (np.zeros((5, 3)), np.arange(4), [], "5 rows of scores but 4 labels"),
+        (np.zeros((4, 3)), np.array([0, 1, 2, 3]), [], "not a class index"),
+        (np.array([[np.nan, 0.0], [0.0, 0.0]]), np.array([0, 1]), [], "NaN"),
+        (np.full((2, 2), 0.7), np.array([0, 1]), ["--probs"], "sum to 1"),
+        (np.zeros((0, 3)), np.zeros(0, dtype=int), [], "empty"),
+    ],
+)
+def test_bad_input_one_line_error_nothing_written(
+    tmp_path: Path, logits: np.ndarray, labels: np.ndarray, extra: list[str], msg: str
+) -> None:
+    f = _write(tmp_path, logits, labels)
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["report", str(f), "--out", str(out), *extra])
+    assert r.exit_code == 2
+    assert msg in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.output
+    assert not out.exists()
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["evaluate", str(tmp_path / "none.npz")])
+    assert r.exit_code == 2 and "no such file" in r.stderr
