@@ -248,6 +248,40 @@ if typer is not None:
 
     # --- end evaluation commands ---
 
+    # --- diagnose command ---
+    @app.command()
+    def diagnose(
+        file: Path = typer.Argument(..., help="Logits: .npy, .npz, .pt/.pth, .safetensors."),
+        key: str | None = typer.Option(None, "--key", help="Array name inside the file."),
+        axis: int = typer.Option(-1, "--axis", help="Class axis."),
+        labels: Path | None = typer.Option(None, "--labels", help="Optional labels file."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout only."),
+        html: Path | None = typer.Option(None, "--html", help="Also write an HTML report."),
+    ) -> None:
+        """What the logits will do in float16/bfloat16/float32: overflow, saturation, loss scale."""
+        from logitlab.diagnostics import diagnose_file
+        from logitlab.io import atomic_write
+
+        with cli_errors():
+            with progress_bar("diagnosing", enabled=not json_out) as update:
+                rep = diagnose_file(
+                    str(file),
+                    key,
+                    axis=axis,
+                    target_path=None if labels is None else str(labels),
+                    progress=update,
+                )
+            if html is not None:
+                atomic_write(html, rep.to_html())
+        if json_out:
+            print(rep.to_json())
+            return
+        rep.print()
+        if html is not None:
+            print(f"wrote {html}")
+
+    # --- end diagnose command ---
+
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (``logitlab`` and ``python -m logitlab``)."""
