@@ -105,6 +105,8 @@ def parts(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Parts:
     k = xp.argmax(x, axis=axis, keepdims=True)
     top = _axis_index(xp, n, x.ndim, axis, x) == k
     w = xp.where(top, xp.zeros_like(d), xp.exp(-d))
+    # exp amplifies the rounding error e of a - x by |d|: exp(-(d + e) / T) = w * (1 - e / T).
+    w = w * (1 - sub_error(xp, a, x) / temperature)
     s = xp.sum(w, axis=axis, keepdims=True)
     return Parts(a, d, w, s, top)
 
@@ -293,8 +295,6 @@ def sub_error(xp: Any, a: Array, x: Array) -> Array:
 def _softmax_general(xp: Any, x: Array, axis: int, temperature: float) -> Array:
     p = parts(xp, x, axis, temperature)
     w = xp.where(p.top, xp.ones_like(p.w), p.w)
-    if temperature == 1.0:
-        w = w * (1 - sub_error(xp, p.a, x))
     return w / (1 + p.s)
 
 
