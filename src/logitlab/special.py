@@ -492,13 +492,15 @@ def log1mexp(x: Array) -> Any:
 
 def xlogy_impl(xp: Any, x: Array, y: Array) -> Array:
     # 0 * log(0) = 0 by convention (entropy's limit p log p -> 0); NaN in y still propagates.
-    safe_y = xp.where(x == 0, xp.ones_like(y), y)
-    return xp.where((x == 0) & ~xp.isnan(y), xp.zeros_like(x), x * xp.log(safe_y))
+    zero = (x == 0) & ~xp.isnan(y)
+    safe_y = xp.where(zero, xp.ones_like(y), y)
+    return xp.where(zero, xp.zeros_like(x), x * xp.log(safe_y))
 
 
 def xlog1py_impl(xp: Any, x: Array, y: Array) -> Array:
-    safe_y = xp.where(x == 0, xp.zeros_like(y), y)
-    return xp.where((x == 0) & ~xp.isnan(y), xp.zeros_like(x), x * xp.log1p(safe_y))
+    zero = (x == 0) & ~xp.isnan(y)
+    safe_y = xp.where(zero, xp.zeros_like(y), y)
+    return xp.where(zero, xp.zeros_like(x), x * xp.log1p(safe_y))
 
 
 def _binary(x: object, y: object, fn: Any) -> Any:
