@@ -383,3 +383,43 @@ def test_entropy_probs_f32(backend: Backend, name: str, p: list[float]) -> None:
     pr = _rounded(p, np.float32)
     got = backend.to_numpy(ll.entropy(probs=backend.asarray([pr], np.float32)))
     assert _errors(got, [R.entropy_probs(pr)], np.float32) <= BOUND
+
+
+_HALF = {"float16": (11, -14), "bfloat16": (8, -126)}  # significand bits, min normal exponent
+
+
+def _half_ulp(exact: np.ndarray, name: str) -> np.ndarray:
+    p, emin = _HALF[name]
+    e = np.floor(np.log2(np.maximum(np.abs(exact), 2.0**emin)))
+    return 2.0 ** (e - (p - 1))
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16"])
+def test_half_precision_losses_within_one_ulp(name: str) -> None:
+    """Half in, half out: lse, entropy, CE (per row), BCE with logits within 1 ulp of the half
+    dtype from the exact result of the same half inputs (float64 logitlab, itself within a few
+    float64 ulps, stands in for the exact value: 2**-40 of a half ulp)."""
+    torch = pytest.importorskip("torch")
+    dt = getattr(torch, name)
+    g = torch.Generator().manual_seed(11)
+    x = (torch.randn(64, 50, generator=g) * 6).to(dt)
+    x[0] = torch.tensor([0.0] + [-30.0] * 49).to(dt)  # near-deterministic row
+    t = torch.randint(0, 50, (64,), generator=g)
+    y = torch.rand(64, 50, generator=g).to(dt)
+    pairs = [
+        (ll.logsumexp(x), ll.logsumexp(x.double())),
+        (ll.entropy(logits=x), ll.entropy(logits=x.double())),
+        (
+            ll.cross_entropy(x, t, reduction="none"),
+            ll.cross_entropy(x.double(), t, reduction="none"),
+        ),
+        (
+            ll.binary_cross_entropy_with_logits(x, y, reduction="none"),
+            ll.binary_cross_entropy_with_logits(x.double(), y.double(), reduction="none"),
+        ),
+    ]
+    for ours, exact in pairs:
+        assert ours.dtype == dt
+        ex = exact.numpy()
+        gap = np.abs(ours.double().numpy() - ex)
+        assert np.all(gap <= _half_ulp(ex, name)), float((gap / _half_ulp(ex, name)).max())
