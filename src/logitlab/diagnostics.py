@@ -235,7 +235,8 @@ class LogitStats:
             self.has_target = True
         if z.shape[0] == 0:
             return
-        self._softmax_stats(z.astype(np.float64) if self.V * z.shape[0] < 2**16 else z, y)
+        # float64 throughout: 1 - p_top of a saturated row (below 2^-23) must survive lse - max
+        self._softmax_stats(z.astype(np.float64), y)
 
     def _softmax_stats(self, z: np.ndarray, y: np.ndarray | None) -> None:
         mx = z.max(axis=1)
