@@ -148,7 +148,8 @@ class LogitMonitor:
             gap = -torch.expm1(a - lse)  # 1 - p_max without cancellation
             new = torch.stack(
                 [
-                    x.abs().amax() if x.numel() else x.new_zeros(()),
+                    # max|z| from the row maxima and one amin: no |x| temporary
+                    torch.maximum(a.amax(), -x.amin()) if x.numel() else x.new_zeros(()),
                     a.amax() if a.numel() else x.new_full((), -math.inf),
                     (lse > _F16_OVERFLOW_LOG).sum().float(),
                     (gap < _F16_EPS).sum().float(),
