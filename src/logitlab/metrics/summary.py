@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,6 @@ def _health_findings(kept: list[np.ndarray], n_classes: int) -> list[dict[str, s
     rep = diagnose(np.concatenate(kept).astype(np.float32))
     out = []
     for f in getattr(rep, "findings", []):
-        d = f.to_dict() if hasattr(f, "to_dict") else dict(f)
+        d = f.to_dict() if hasattr(f, "to_dict") else asdict(f)
         out.append({k: str(v) for k, v in d.items()})
     return out

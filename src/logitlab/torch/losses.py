@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from logitlab.torch._kernels import ce_chunk, check_targets, rows_per_chunk
 
 __all__ = [
