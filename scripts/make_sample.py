@@ -23,8 +23,9 @@ OUT = Path(__file__).resolve().parents[1] / "src" / "logitlab" / "data" / "digit
 
 def main() -> None:
     x, y = load_digits(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(x / 16.0, y, test_size=0.4, random_state=0,
-                                              stratify=y)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x / 16.0, y, test_size=0.4, random_state=0, stratify=y
+    )
     clf = LogisticRegression(C=10.0, max_iter=5000, random_state=0).fit(x_tr, y_tr)
     logits = clf.decision_function(x_te).astype(np.float32)
     OUT.parent.mkdir(parents=True, exist_ok=True)
