@@ -129,10 +129,11 @@ def _passes(src: Any, y: np.ndarray, beta: float) -> tuple[float, float, float, 
     """One pass over the rows: mean ``f, f', f''`` and per-row confidence and correctness."""
     s, n, c = _source_rows(src)
     step = _rows(c)
+    torch: Any
     try:
         import torch
 
-        xp: Any = "torch"
+        xp = "torch"
     except ImportError:  # pragma: no cover - torch is an optional extra
         torch, xp = None, "numpy"
     f = d1 = d2 = 0.0
