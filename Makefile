@@ -29,7 +29,7 @@ typecheck: install
 	$(BIN)/mypy src
 
 test: install lint typecheck
-	$(BIN)/python -m pytest -n 2 -p no:cacheprovider
+	$(BIN)/python -m pytest -n 2 -p no:cacheprovider -o addopts="--doctest-modules"
 
 bench: install
 	$(BIN)/python benchmarks/accuracy.py

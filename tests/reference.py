@@ -21,23 +21,46 @@ def _m(v: float) -> mpmath.mpf:
     return mpf(float(v)) if np.isfinite(v) else (INF if v > 0 else -INF)
 
 
-def lse(x: Sequence[float]) -> mpmath.mpf:
-    vals = [_m(v) for v in x]
+def _tail(vals: list[mpmath.mpf]) -> mpmath.mpf:
+    """``log1p(sum of exp(v - a) over all but one maximal entry)``: exact even when that sum is
+    below 1e-60 (``a + log(...)`` at 60 digits would round it away when ``a != 0``)."""
+    a = max(vals)
+    k = vals.index(a)
+    return mpmath.log1p(
+        mpmath.fsum(mpmath.exp(v - a) for i, v in enumerate(vals) if i != k and v != -INF)
+    )
+
+
+def lse(x: Sequence[float], temperature: float = 1.0) -> mpmath.mpf:
+    """``log sum exp(x / T)`` of the rounded inputs (T exact too)."""
+    vals = [_m(v) / _m(temperature) for v in x]
     if all(v == -INF for v in vals):
         return -INF
     if any(v == INF for v in vals):
         return INF
+    return max(vals) + _tail(vals)
+
+
+def lse_b(x: Sequence[float], b: Sequence[float]) -> tuple[mpmath.mpf, int]:
+    """``(log |sum b exp(x)|, sign)``."""
+    tot = mpmath.fsum(_m(bi) * mpmath.exp(_m(v)) for v, bi in zip(x, b, strict=True) if bi != 0)
+    if tot == 0:
+        return -INF, 0
+    return mpmath.log(abs(tot)), (1 if tot > 0 else -1)
+
+
+def log_softmax(x: Sequence[float], temperature: float = 1.0) -> list[mpmath.mpf]:
+    """``-(a - x_i) / T - log1p(s)``: the dominant entry keeps its tiny value at any ``a``."""
+    vals = [_m(v) / _m(temperature) for v in x]
     a = max(vals)
-    return a + mpmath.log(mpmath.fsum(mpmath.exp(v - a) for v in vals if v != -INF))
+    if a == -INF:
+        return [-mpmath.log(len(vals))] * len(vals)
+    t = _tail(vals)
+    return [-(a - v) - t if v != -INF else -INF for v in vals]
 
 
-def log_softmax(x: Sequence[float]) -> list[mpmath.mpf]:
-    z = lse(x)
-    return [_m(v) - z for v in x]
-
-
-def softmax(x: Sequence[float]) -> list[mpmath.mpf]:
-    return [mpmath.exp(v) for v in log_softmax(x)]
+def softmax(x: Sequence[float], temperature: float = 1.0) -> list[mpmath.mpf]:
+    return [mpmath.exp(v) for v in log_softmax(x, temperature)]
 
 
 def entropy_logits(x: Sequence[float]) -> mpmath.mpf:
@@ -49,8 +72,19 @@ def entropy_probs(p: Sequence[float]) -> mpmath.mpf:
     return -mpmath.fsum(_m(v) * mpmath.log(_m(v)) for v in p if v > 0)
 
 
-def nll(x: Sequence[float], t: int) -> mpmath.mpf:
-    return -log_softmax(x)[t]
+def nll(x: Sequence[float], t: int, temperature: float = 1.0) -> mpmath.mpf:
+    return -log_softmax(x, temperature)[t]
+
+
+def ce_weighted(x: Sequence[float], t: int, eps: float, weight: Sequence[float]) -> mpmath.mpf:
+    """Per-row CE with class weights and label smoothing over the finite classes (torch's
+    formula when no class is masked): ``(1 - eps) w_t nll_t + eps / |F| sum_{c in F} w_c nll_c``.
+    """
+    ls = log_softmax(x)
+    fin = [i for i, v in enumerate(x) if np.isfinite(v)]
+    e = _m(eps)
+    tail = mpmath.fsum(-_m(weight[i]) * ls[i] for i in fin) if eps else mpf(0)
+    return (1 - e) * -_m(weight[t]) * ls[t] + e / len(fin) * tail
 
 
 def ce_smooth(x: Sequence[float], t: int, eps: float) -> mpmath.mpf:
@@ -93,6 +127,14 @@ def bce_logits(x: float, y: float, pos_weight: float = 1.0) -> mpmath.mpf:
     if ym != 1:
         out += (1 - ym) * softplus(x)
     return out
+
+
+def xlogy(x: float, y: float) -> mpmath.mpf:
+    return mpf(0) if x == 0 else _m(x) * mpmath.log(_m(y))
+
+
+def xlog1py(x: float, y: float) -> mpmath.mpf:
+    return mpf(0) if x == 0 else _m(x) * mpmath.log1p(_m(y))
 
 
 def log1mexp(x: float) -> mpmath.mpf:

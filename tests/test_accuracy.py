@@ -30,6 +30,11 @@ ROWS: list[tuple[str, list[float]]] = [
     ("dominated-20", [0.0, -20.0, -25.0]),
     ("near-deterministic", [0.0, -30.0, -30.0, -30.0]),
     ("near-deterministic-f32", [0.0, -15.0, -15.0, -15.0]),
+    # max != 0: a - x is rounded, and exp amplifies that rounding by |a - x| (needs compensation)
+    ("near-deterministic-shifted", [0.1, -29.9, -29.9, -29.9]),
+    ("dominated-shifted", [1.7, -20.3, -25.9, -31.3]),
+    ("subnormal-probs-f64", [0.0, -740.0, -745.0, 3e-3]),
+    ("subnormal-probs-f32", [0.0, -100.0, -103.0, -0.5]),
     ("uniform", [3.25] * 7),
     ("ties", [2.0, 2.0, -1.0]),
     ("masked", [NEG, 0.5, 1.0, NEG]),
@@ -257,3 +262,164 @@ def test_half_precision_within_one_ulp() -> None:
         assert float((h.double() - ll.entropy(logits=x64)).abs().max()) <= float(
             torch.finfo(dt).eps * ll.entropy(logits=x64).abs().max()
         )
+
+
+TEMP_ROWS = [[0.1, -29.9, -29.9, -29.9], [1.7, -20.3, -25.9, 3.0], list(RAND_ROW[:40] * 5)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("temperature", [0.25, 0.5, 2.0])
+def test_temperature_within_4_ulps(backend: Backend, dtype: type, temperature: float) -> None:
+    """softmax / log_softmax / CE of x / T within 4 ulps for power-of-two T (x / T exact).
+
+    For other T the rounding of (a - x) / T is amplified by |a - x| / T in exp: not covered by the
+    bound (measured up to ~5 ulps at T = 3).
+    """
+    for row in TEMP_ROWS:
+        x = _rounded(row, dtype)
+        X = backend.asarray([x], dtype)
+        got = backend.to_numpy(ll.softmax(X, temperature=temperature))
+        assert _errors(got, R.softmax(x, temperature), dtype) <= BOUND
+        got = backend.to_numpy(ll.log_softmax(X, temperature=temperature))
+        assert _errors(got, R.log_softmax(x, temperature), dtype) <= BOUND
+        targets = [int(np.argmax(x)), int(np.argmin(x))]
+        got = backend.to_numpy(
+            ll.cross_entropy(
+                backend.asarray([x, x], dtype),
+                backend.asarray(targets),
+                temperature=temperature,
+                reduction="none",
+            )
+        )
+        assert _errors(got, [R.nll(x, t, temperature) for t in targets], dtype) <= BOUND
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_weighted_smoothed_cross_entropy_within_4_ulps(backend: Backend, dtype: type) -> None:
+    """Class weights + label smoothing, with a masked class: per-row loss within 4 ulps."""
+    rows = [[0.1, -29.9, NEG, 2.5, -3.0], [1e4, 1e4 - 1.0, NEG, -1e4, 0.0], [0.0, -40.0, NEG, 1, 2]]
+    w = _rounded([0.5, 2.0, 1.0, 0.25, 3.0], dtype)
+    xs = [_rounded(r, dtype) for r in rows]
+    tg = [0, 3, 1]
+    for eps in (0.0, 0.1):
+        got = backend.to_numpy(
+            ll.cross_entropy(
+                backend.asarray(xs, dtype),
+                backend.asarray(tg),
+                weight=backend.asarray(w, dtype),
+                label_smoothing=eps,
+                reduction="none",
+            )
+        )
+        ref = [R.ce_weighted(x, t, eps, w) for x, t in zip(xs, tg, strict=True)]
+        assert _errors(got, ref, dtype) <= BOUND
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_logsumexp_with_b_within_4_ulps(backend: Backend, dtype: type) -> None:
+    """Scaled sums within 4 ulps, including negative ones (``return_sign``) and dominated tails."""
+    cases = [
+        ([0.0, -40.0], [1.0, 1.0]),
+        ([1.0, 2.0], [1.0, -1.0]),
+        ([0.0, -30.0, 3.0], [2.0, 0.5, 0.0]),
+        ([0.0, -40.0], [1.0, -1.0]),
+    ]
+    # Not covered: near-cancelling signed sums such as x = [10, 10 - 2**-20], b = [1, -1] are
+    # ill-conditioned (kappa ~ |x| / 2**-20 = 1e7): ~340 ulps, like scipy.special.logsumexp.
+    for x, b in cases:
+        xr, br = _rounded(x, dtype), _rounded(b, dtype)
+        out, sgn = ll.logsumexp(
+            backend.asarray(xr, dtype), b=backend.asarray(br, dtype), return_sign=True
+        )
+        ref, rs = R.lse_b(xr, br)
+        assert _errors(backend.to_numpy(out), [ref], dtype) <= BOUND
+        assert float(backend.to_numpy(sgn)) == rs
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_xlogy_xlog1py_within_4_ulps(backend: Backend, dtype: type) -> None:
+    xs = [0.0, 0.0, 1e-30, 0.5, 3.0, 1.0, 2.0]
+    ys = [0.0, 5.0, 1e-30, 0.25, 1e-300, 1.0 - 2.0**-20, 1e10]
+    xr, yr = _rounded(xs, dtype), _rounded(ys, dtype)
+    X, Y = backend.asarray(xr, dtype), backend.asarray(yr, dtype)
+    got = backend.to_numpy(ll.xlogy(X, Y))
+    assert _errors(got, [R.xlogy(a, b) for a, b in zip(xr, yr, strict=True)], dtype) <= BOUND
+    y1 = _rounded([-1.0, 0.3, -1e-30, -0.5, 1e-300, -(2.0**-20), 1e10], dtype)
+    got = backend.to_numpy(ll.xlog1py(X, backend.asarray(y1, dtype)))
+    assert _errors(got, [R.xlog1py(a, b) for a, b in zip(xr, y1, strict=True)], dtype) <= BOUND
+
+
+def _dyadic_near(delta: float) -> tuple[list[float], list[float]]:
+    q = [0.5, 0.25, 0.125, 0.125]
+    p = [q[0] + delta, q[1] - delta, q[2] + delta, q[3] - delta]
+    return p, q  # exactly representable and exactly normalised in float32 and float64
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("delta", [2.0**-20, 2.0**-23])
+def test_near_equal_kl_js_exactly_normalised(backend: Backend, dtype: type, delta: float) -> None:
+    """KL/JS of p = q +- 1e-6 (and 1e-7): the 1e-12-sized answers within 4 ulps."""
+    p, q = _dyadic_near(delta)
+    P, Q = backend.asarray([p], dtype), backend.asarray([q], dtype)
+    assert _errors(backend.to_numpy(ll.kl_divergence(P, Q)), [R.kl(p, q)], dtype) <= BOUND
+    assert _errors(backend.to_numpy(ll.kl_divergence(Q, P)), [R.kl(q, p)], dtype) <= BOUND
+    assert _errors(backend.to_numpy(ll.js_divergence(P, Q)), [R.js(p, q)], dtype) <= BOUND
+
+
+@pytest.mark.parametrize(("p", "y"), BCE_CASES[:2] + BCE_CASES[3:])
+def test_bce_probs_f32(backend: Backend, p: float, y: float) -> None:
+    """float32 BCE on probabilities (subnormal and near-1 p) within 4 float32 ulps."""
+    pr, yr = _rounded([p], np.float32)[0], _rounded([y], np.float32)[0]
+    got = backend.to_numpy(
+        ll.binary_cross_entropy(
+            backend.asarray([pr], np.float32), backend.asarray([yr], np.float32), reduction="none"
+        )
+    )
+    assert _errors(got, [R.bce_probs(pr, yr)], np.float32) <= BOUND
+
+
+@pytest.mark.parametrize(("name", "p"), PROB_ROWS[:3], ids=[r[0] for r in PROB_ROWS[:3]])
+def test_entropy_probs_f32(backend: Backend, name: str, p: list[float]) -> None:
+    pr = _rounded(p, np.float32)
+    got = backend.to_numpy(ll.entropy(probs=backend.asarray([pr], np.float32)))
+    assert _errors(got, [R.entropy_probs(pr)], np.float32) <= BOUND
+
+
+_HALF = {"float16": (11, -14), "bfloat16": (8, -126)}  # significand bits, min normal exponent
+
+
+def _half_ulp(exact: np.ndarray, name: str) -> np.ndarray:
+    p, emin = _HALF[name]
+    e = np.floor(np.log2(np.maximum(np.abs(exact), 2.0**emin)))
+    return 2.0 ** (e - (p - 1))
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16"])
+def test_half_precision_losses_within_one_ulp(name: str) -> None:
+    """Half in, half out: lse, entropy, CE (per row), BCE with logits within 1 ulp of the half
+    dtype from the exact result of the same half inputs (float64 logitlab, itself within a few
+    float64 ulps, stands in for the exact value: 2**-40 of a half ulp)."""
+    torch = pytest.importorskip("torch")
+    dt = getattr(torch, name)
+    g = torch.Generator().manual_seed(11)
+    x = (torch.randn(64, 50, generator=g) * 6).to(dt)
+    x[0] = torch.tensor([0.0] + [-30.0] * 49).to(dt)  # near-deterministic row
+    t = torch.randint(0, 50, (64,), generator=g)
+    y = torch.rand(64, 50, generator=g).to(dt)
+    pairs = [
+        (ll.logsumexp(x), ll.logsumexp(x.double())),
+        (ll.entropy(logits=x), ll.entropy(logits=x.double())),
+        (
+            ll.cross_entropy(x, t, reduction="none"),
+            ll.cross_entropy(x.double(), t, reduction="none"),
+        ),
+        (
+            ll.binary_cross_entropy_with_logits(x, y, reduction="none"),
+            ll.binary_cross_entropy_with_logits(x.double(), y.double(), reduction="none"),
+        ),
+    ]
+    for ours, exact in pairs:
+        assert ours.dtype == dt
+        ex = exact.numpy()
+        gap = np.abs(ours.double().numpy() - ex)
+        assert np.all(gap <= _half_ulp(ex, name)), float((gap / _half_ulp(ex, name)).max())

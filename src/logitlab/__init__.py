@@ -11,10 +11,28 @@ from logitlab.losses import (
     kl_divergence,
     perplexity,
 )
+from logitlab.metrics import (
+    Evaluator,
+    accuracy,
+    brier_decomposition,
+    brier_score,
+    calibration_error,
+    fit_temperature,
+    nll,
+)
 from logitlab.special import log1mexp, log1pexp, log_softmax, logsumexp, softmax, xlog1py, xlogy
 
 __all__ = [
+    "Evaluator",
+    "LogitReport",
     "__version__",
+    "accuracy",
+    "brier_decomposition",
+    "brier_score",
+    "calibration_error",
+    "diagnose",
+    "fit_temperature",
+    "nll",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
@@ -33,3 +51,12 @@ __all__ = [
     "xlog1py",
     "xlogy",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # diagnostics pulls in more than the core needs: import it on first use
+    if name in ("diagnose", "LogitReport"):
+        from logitlab import diagnostics
+
+        return getattr(diagnostics, name)
+    raise AttributeError(f"module 'logitlab' has no attribute {name!r}")

@@ -53,10 +53,18 @@ class _Ops:
 
     def __init__(self, x: Any) -> None:
         self.is_np = isinstance(x, np.ndarray)
+        self._scratch: tuple[Any, Any] | None = None
         if not self.is_np:
             import torch
 
             self.torch = torch
+
+    def scratch(self, b: Any) -> tuple[Any, Any]:
+        """Two reusable buffers shaped like the block ``b``."""
+        if self._scratch is None or self._scratch[0].shape[0] < b.shape[0]:
+            self._scratch = (self.empty(tuple(b.shape), b), self.empty(tuple(b.shape), b))
+        n = b.shape[0]
+        return self._scratch[0][:n], self._scratch[1][:n]
 
     def empty(self, shape: tuple[int, ...], like: Any) -> Any:
         if self.is_np:
@@ -75,19 +83,23 @@ class _Ops:
             return bool(np.isfinite(m).all())
         return bool(self.torch.isfinite(m).all())
 
-    def exp_shifted(self, c: Any, m: Any, k: Any, b: Any, t: float) -> Any:
+    def exp_shifted(self, c: Any, m: Any, k: Any, b: Any, t: float, comp: bool = True) -> Any:
         """``b = exp((x - a) / T)`` with the excluded maximal entry set to 0; returns ``s``."""
         if self.is_np:
             np.subtract(c, m, out=b)
             if t != 1.0:
                 np.divide(b, t, out=b)
             np.exp(b, out=b)
+            if comp:
+                _compensate(self, b, c, m, t)
             np.put_along_axis(b, k, 0.0, axis=1)
             return b.sum(axis=1, keepdims=True)
         self.torch.sub(c, m, out=b)
         if t != 1.0:
             b.div_(t)
         b.exp_()
+        if comp:
+            _compensate(self, b, c, m, t)
         b.scatter_(1, k, 0.0)
         return b.sum(dim=1, keepdim=True)
 
@@ -95,11 +107,48 @@ class _Ops:
         return np.log1p(s) if self.is_np else self.torch.log1p(s)
 
 
+def _compensate(ops: _Ops, b: Any, c: Any, m: Any, t: float) -> None:
+    """Multiply ``b = exp(fl(x - a) / T)`` in place by ``1 + e / T``, ``x - a = fl(x - a) + e``.
+
+    exp amplifies the rounding error ``e`` of ``x - a`` by ``|x - a|`` (a class 30 nats below the
+    maximum would lose 15 ulps, and with it ``log1p(s)`` of a near-deterministic row):
+    ``exp((d + e) / T) = exp(d / T) (1 + e / T)``. ``e`` is Knuth's TwoSum error, computed in
+    place in two scratch buffers; masked entries (``x = -inf``) give NaN there and are reset to
+    ``b = 0``.
+    """
+    e, bb = ops.scratch(b)
+    if ops.is_np:
+        np.subtract(c, m, out=e)
+        np.subtract(e, c, out=bb)
+        np.subtract(e, bb, out=e)
+        np.subtract(c, e, out=e)
+        np.subtract(-m, bb, out=bb)
+        np.add(e, bb, out=e)
+        if t != 1.0:
+            np.divide(e, t, out=e)
+        np.add(e, 1.0, out=e)
+        np.multiply(b, e, out=b)
+        np.fmax(b, 0.0, out=b)
+    else:
+        torch = ops.torch
+        torch.sub(c, m, out=e)
+        torch.sub(e, c, out=bb)
+        e.sub_(bb)
+        torch.sub(c, e, out=e)
+        torch.sub(-m, bb, out=bb)
+        e.add_(bb)
+        if t != 1.0:
+            e.div_(t)
+        e.add_(1.0)
+        b.mul_(e).nan_to_num_(nan=0.0)
+
+
 def _loop(
     x2: Any,
     t: float,
     body: Callable[[_Ops, int, Any, Any, Any, Any, Any], None],
     fallback: Callable[[int, int], None],
+    comp: bool = True,
 ) -> None:
     ops = _Ops(x2)
     n, v = x2.shape
@@ -112,7 +161,7 @@ def _loop(
             fallback(a, a + c.shape[0])
             continue
         b = buf[: c.shape[0]]
-        s = ops.exp_shifted(c, m, k, b, t)
+        s = ops.exp_shifted(c, m, k, b, t, comp)
         body(ops, a, c, m, k, b, s)
 
 
@@ -133,7 +182,9 @@ def lse(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
     def fb(a: int, z: int) -> None:
         out[a:z] = general(x2[a:z])
 
-    _loop(x2, t, body, fb)
+    # lse = a + log1p(s) needs no compensation: an error of |d| ulps in a term w of s moves
+    # log1p(s) by at most H * eps / 2 (H the entropy), below an ulp of |lse| unless lse ~ 0.
+    _loop(x2, t, body, fb, comp=False)
     return out.reshape(x.shape[:-1])
 
 
@@ -160,6 +211,7 @@ def log_softmax(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
             if t != 1.0:
                 np.divide(o, t, out=o)
             np.exp(o, out=b)
+            _compensate(ops, b, c, m, t)
             np.put_along_axis(b, k, 0.0, axis=1)
             np.subtract(o, np.log1p(b.sum(axis=1, keepdims=True)), out=o)
         else:
@@ -168,6 +220,7 @@ def log_softmax(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
             if t != 1.0:
                 o.div_(t)
             torch.exp(o, out=b)
+            _compensate(ops, b, c, m, t)
             b.scatter_(1, k, 0.0)
             o.sub_(torch.log1p(b.sum(dim=1, keepdim=True)))
     return out.reshape(x.shape)
@@ -177,34 +230,9 @@ def softmax(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
     x2 = _as2d(x)
     ops = _Ops(x2)
     out = ops.empty(tuple(x2.shape), x2)
-    scratch = ops.empty((_rows(*x2.shape), x2.shape[1]), x2)
 
     def body(ops: _Ops, a: int, c: Any, m: Any, k: Any, b: Any, s: Any) -> None:
         o = out[a : a + c.shape[0]]
-        if t == 1.0:
-            # Compensate the rounding of d = a - x, which exp amplifies by |d| (special.sub_error):
-            # Knuth's TwoSum e = (a - (d - (d - a))) - (x + (d - a)), in place in two buffers,
-            # then b *= 1 - e. NaN (masked entries, where b = 0) is zeroed first.
-            e, bp = scratch[: c.shape[0]], o
-            if ops.is_np:
-                np.subtract(m, c, out=e)
-                np.subtract(e, m, out=bp)
-                np.subtract(e, bp, out=e)
-                np.subtract(m, e, out=e)
-                np.add(bp, c, out=bp)
-                np.subtract(e, bp, out=e)
-                np.nan_to_num(e, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
-                np.multiply(e, b, out=e)
-                np.subtract(b, e, out=b)
-            else:
-                torch = ops.torch
-                torch.sub(m, c, out=e)
-                torch.sub(e, m, out=bp)
-                e.sub_(bp)
-                torch.sub(m, e, out=e)
-                bp.add_(c)
-                e.sub_(bp).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
-                b.addcmul_(b, e, value=-1.0)
         if ops.is_np:
             np.divide(b, 1 + s, out=o)
             np.put_along_axis(o, k, 1 / (1 + s), axis=1)

@@ -273,6 +273,46 @@ if typer is not None:
 
     # --- end evaluation commands ---
 
+    # --- diagnose command ---
+    @app.command()
+    def diagnose(
+        file: str = typer.Argument(
+            ..., help=".npy, .npz, .pt/.pth or .safetensors file of logits."
+        ),
+        key: str | None = typer.Option(None, "--key", help="Array name inside a container."),
+        axis: int = typer.Option(-1, "--axis", help="The class axis."),
+        target_key: str | None = typer.Option(
+            None, "--target-key", help="Integer targets in the same container (optional)."
+        ),
+        json_out: bool = typer.Option(False, "--json", help="JSON report on stdout, nothing else."),
+        html: str | None = typer.Option(None, "--html", help="Also write an HTML report here."),
+    ) -> None:
+        """Diagnose logits: float16/bfloat16 overflow, saturation, loss scale, conditioning.
+
+        Streams the file in row chunks (memory bounded by about 256 MiB whatever its size), with a
+        progress bar on stderr.
+        """
+        from rich.console import Console
+
+        from logitlab.diagnostics import diagnose_file
+        from logitlab.io import atomic_write
+
+        with cli_errors():
+            with progress_bar("diagnose", enabled=not json_out) as update:
+                rep = diagnose_file(file, key, axis, target_key=target_key, progress=update)
+            if html is not None:
+                atomic_write(html, rep.to_html())
+        if json_out:
+            print(rep.to_json())
+            return
+        from logitlab.report.diagnose import render_terminal
+
+        render_terminal(rep, Console())
+        if html is not None:
+            Console(stderr=True).print(f"wrote {html}")
+
+    # --- end diagnose command ---
+
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (``logitlab`` and ``python -m logitlab``)."""

@@ -391,6 +391,24 @@ def cross_entropy(
         Blanchard, Higham & Higham 2021.
     """
     check_reduction(reduction)
+    if _wants_grad(logits) and _fused_ok(logits, target, axis):
+        # class targets on a 2-D tensor: the fused kernel (loss and gradient in one pass)
+        from logitlab.torch.losses import cross_entropy as fused
+
+        w = weight
+        if w is not None and not hasattr(w, "dtype"):
+            import torch
+
+            w = torch.as_tensor(w, dtype=logits.dtype, device=logits.device)
+        return fused(
+            logits,
+            target,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            weight=w,
+            reduction=reduction,
+            temperature=temperature,
+        )
     if _wants_grad(logits) or _wants_grad(target):
         from logitlab.torch._autograd import cross_entropy_grad
 
@@ -443,6 +461,19 @@ def _ce_class_fast(
     denom = xp.where(valid, wt, xp.zeros_like(wt))
     loss = denom * xp.where(denom == 0, xp.zeros_like(nll), nll)
     return loss, denom
+
+
+def _fused_ok(logits: Any, target: Any, axis: int) -> bool:
+    import torch
+
+    return (
+        isinstance(target, torch.Tensor)
+        and not target.is_floating_point()
+        and target.dtype != torch.bool
+        and logits.ndim == 2
+        and axis in (-1, 1)
+        and target.device == logits.device
+    )
 
 
 # --------------------------------------------------------------------------- binary CE

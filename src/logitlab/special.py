@@ -105,6 +105,8 @@ def parts(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Parts:
     k = xp.argmax(x, axis=axis, keepdims=True)
     top = _axis_index(xp, n, x.ndim, axis, x) == k
     w = xp.where(top, xp.zeros_like(d), xp.exp(-d))
+    # exp amplifies the rounding error e of a - x by |d|: exp(-(d + e) / T) = w * (1 - e / T).
+    w = w * (1 - sub_error(xp, a, x) / temperature)
     s = xp.sum(w, axis=axis, keepdims=True)
     return Parts(a, d, w, s, top)
 
@@ -293,8 +295,6 @@ def sub_error(xp: Any, a: Array, x: Array) -> Array:
 def _softmax_general(xp: Any, x: Array, axis: int, temperature: float) -> Array:
     p = parts(xp, x, axis, temperature)
     w = xp.where(p.top, xp.ones_like(p.w), p.w)
-    if temperature == 1.0:
-        w = w * (1 - sub_error(xp, p.a, x))
     return w / (1 + p.s)
 
 
@@ -492,13 +492,15 @@ def log1mexp(x: Array) -> Any:
 
 def xlogy_impl(xp: Any, x: Array, y: Array) -> Array:
     # 0 * log(0) = 0 by convention (entropy's limit p log p -> 0); NaN in y still propagates.
-    safe_y = xp.where(x == 0, xp.ones_like(y), y)
-    return xp.where((x == 0) & ~xp.isnan(y), xp.zeros_like(x), x * xp.log(safe_y))
+    zero = (x == 0) & ~xp.isnan(y)
+    safe_y = xp.where(zero, xp.ones_like(y), y)
+    return xp.where(zero, xp.zeros_like(x), x * xp.log(safe_y))
 
 
 def xlog1py_impl(xp: Any, x: Array, y: Array) -> Array:
-    safe_y = xp.where(x == 0, xp.zeros_like(y), y)
-    return xp.where((x == 0) & ~xp.isnan(y), xp.zeros_like(x), x * xp.log1p(safe_y))
+    zero = (x == 0) & ~xp.isnan(y)
+    safe_y = xp.where(zero, xp.zeros_like(y), y)
+    return xp.where(zero, xp.zeros_like(x), x * xp.log1p(safe_y))
 
 
 def _binary(x: object, y: object, fn: Any) -> Any:

@@ -1,0 +1,393 @@
+"""Tests of logitlab.diagnostics: every count is checked against a direct computation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from logitlab import entropy, softmax
+from logitlab.diagnostics import (
+    FORMATS,
+    LogitReport,
+    LogitStats,
+    diagnose,
+    round_to_format,
+    simulate_softmax,
+)
+
+torch = pytest.importorskip("torch")
+
+RNG = np.random.default_rng(1234)
+
+
+def _torch_naive_overflow(x: np.ndarray, dtype: object) -> np.ndarray:
+    """Rows where torch's own naive softmax exp(x) / sum(exp(x)) in ``dtype`` overflows."""
+    t = torch.from_numpy(np.asarray(x, dtype=np.float32)).to(dtype)
+    e = torch.exp(t)
+    s = e.sum(-1, keepdim=True)
+    p = e / s
+    bad = ~torch.isfinite(s.squeeze(-1))
+    # an overflowed sum gives NaN (inf/inf) or all-zero rows: never a valid distribution
+    assert bool((~torch.isfinite(p) | (p == 0)).all(-1)[bad].all())
+    return bad.numpy()
+
+
+def _torch_stable_zero(x: np.ndarray, dtype: object) -> np.ndarray:
+    t = torch.from_numpy(np.asarray(x, dtype=np.float32)).to(dtype)
+    e = torch.exp(t - t.max(-1, keepdim=True).values)
+    p = e / e.sum(-1, keepdim=True)
+    return (p == 0).any(-1).numpy()
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_round_to_format_matches_numpy_float16_and_torch_bfloat16() -> None:
+    v = np.concatenate(
+        [
+            RNG.normal(scale=10, size=20000),
+            RNG.normal(scale=1e-6, size=2000),
+            np.ldexp(RNG.integers(1, 4096, 2000).astype(np.float64), -37),  # subnormal ties
+            [65504.0, 65519.99, 65520.0, 1e6, -7e4, 0.0, -0.0, 2.0**-25, 3 * 2.0**-26],
+        ]
+    )
+    with np.errstate(over="ignore"):
+        ref16 = v.astype(np.float16).astype(np.float64)
+    assert np.array_equal(round_to_format(v, "float16"), ref16)
+    v32 = np.concatenate([RNG.normal(scale=30, size=20000), [3.3961e38, 3.39e38, 1e-40, 9e-41]])
+    v32 = v32.astype(np.float32)
+    ref = torch.from_numpy(v32).to(torch.bfloat16).float().numpy().astype(np.float64)
+    assert np.array_equal(round_to_format(v32, "bfloat16"), ref)
+
+
+def test_format_constants() -> None:
+    assert FORMATS["float16"].max == 65504.0
+    assert FORMATS["bfloat16"].max == float(torch.finfo(torch.bfloat16).max)
+    assert FORMATS["float32"].max == float(np.finfo(np.float32).max)
+    assert math.isclose(FORMATS["float16"].exp_limit, math.log(65504.0))
+    assert math.isclose(FORMATS["float64"].exp_limit, math.log(np.finfo(np.float64).max))
+    assert FORMATS["float16"].min_subnormal == 2.0**-24
+
+
+# --------------------------------------------------------------------------- overflow / underflow
+
+
+def _boundary_rows(n: int, V: int, centre: float, width: float) -> np.ndarray:
+    """Rows whose log-sum-exp is spread around ``centre`` (some overflow, some do not)."""
+    x = RNG.normal(scale=1.0, size=(n, V))
+    lse = np.log(np.exp(x).sum(-1))
+    return x - lse[:, None] + centre + RNG.uniform(-width, width, size=(n, 1))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_float16_naive_overflow_is_the_real_float16_computation(dtype: type) -> None:
+    x = _boundary_rows(3000, 50, math.log(65504.0), 0.02).astype(dtype)
+    rep = diagnose(x)
+    real = _torch_naive_overflow(x, torch.float16)
+    assert 0 < real.sum() < len(x)  # the data straddle the boundary
+    assert rep.dtypes["float16"].naive_overflow_rows == int(real.sum())
+    assert rep.dtypes["float16"].naive_overflow_fraction == real.mean()
+    # the simulation agrees row by row
+    sim = simulate_softmax(x.astype(np.float32), "float16")["naive_overflow"]
+    assert np.array_equal(sim, real)
+
+
+def test_float16_overflow_also_checked_with_numpy_float16() -> None:
+    x = np.array([[11.0, 11.0, 0.0], [11.08, -5, -5], [11.1, 0, 0], [5.0, 5.0, 5.0]], np.float16)
+    with np.errstate(all="ignore"):
+        e = np.exp(x)  # real float16 arithmetic
+        p = e / e.sum(-1, keepdims=True)
+    real = ~np.isfinite(e.sum(-1))
+    assert real.tolist() == [True, False, True, False]
+    assert np.isnan(p[2]).any() and (p[0] == 0).all()
+    assert diagnose(x).dtypes["float16"].naive_overflow_rows == 2
+
+
+def test_bfloat16_and_float32_naive_overflow_real() -> None:
+    x = _boundary_rows(2000, 40, math.log(float(np.finfo(np.float32).max)), 0.01)
+    x = x.astype(np.float32)
+    rep = diagnose(x)
+    for name, dt in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
+        real = _torch_naive_overflow(x, dt)
+        assert 0 < real.sum() < len(x)
+        assert rep.dtypes[name].naive_overflow_rows == int(real.sum()), name
+    assert rep.dtypes["float16"].naive_overflow_rows == len(x)
+    assert rep.dtypes["float64"].naive_overflow_rows == 0
+
+
+def test_float64_naive_overflow_exact_count() -> None:
+    x = np.zeros((10, 4))
+    x[:3, 0] = 710.0  # exp(710) overflows float64
+    x[3:5, :] = 708.5  # 4 e^708.5 = e^709.886 > max: the sum overflows
+    x[5, 0] = 709.0  # finite
+    rep = diagnose(x)
+    assert rep.dtypes["float64"].naive_overflow_rows == 5
+    assert rep.dtypes["float64"].naive_overflow_fraction == 0.5
+
+
+def test_naive_underflow_nan_rows() -> None:
+    x = np.array([[-20.0, -30.0], [-16.0, -30.0], [0.0, 1.0]], np.float32)
+    real = np.exp(x.astype(np.float16)).sum(-1) == 0  # every float16 exp is 0: 0/0
+    rep = diagnose(x)
+    assert rep.dtypes["float16"].naive_nan_rows == int(real.sum()) == 1
+    assert rep.dtypes["float32"].naive_nan_rows == 0
+
+
+@pytest.mark.parametrize("fmt,dt", [("float16", torch.float16), ("bfloat16", torch.bfloat16)])
+def test_stable_zero_matches_real_half_softmax(fmt: str, dt: object) -> None:
+    thr = math.log(FORMATS[fmt].min_subnormal)
+    x = RNG.normal(size=(3000, 30)).astype(np.float32)
+    x[:, 0] = 0
+    x[:, 1] = x[:, 2:].max(1) + 0.1 + RNG.uniform(0, 0.5, 3000)  # the row max
+    # push the minimum around the underflow boundary of the format
+    x[:, 0] = x[:, 1] + thr + RNG.uniform(-3, 3, 3000)
+    real = _torch_stable_zero(x, dt)
+    assert 0 < real.sum() < len(x)
+    rep = diagnose(x)
+    assert rep.dtypes[fmt].stable_zero_rows == int(real.sum())
+
+
+def test_margin_and_representable() -> None:
+    x = np.array([[-100.0, 3.0], [7e4, 0.0]])
+    rep = diagnose(x)
+    assert rep.dtypes["float16"].margin == pytest.approx(math.log(65504) - 7e4)
+    assert not rep.dtypes["float16"].max_representable
+    assert rep.dtypes["bfloat16"].max_representable
+    assert any(f.code == "float16-range" for f in rep.findings)
+
+
+# --------------------------------------------------------------------------- saturation, targets
+
+
+def test_saturation_exact() -> None:
+    # 1 - p_max = s / (1 + s) with s = e^-d: saturated in float16 iff it is below 2^-10.
+    d = np.array([5.0, 6.8, 7.0, 8.0, 16.0, 17.0, 30.0])
+    x = np.stack([np.zeros_like(d), -d], axis=1)
+    gap = np.exp(-d) / (1 + np.exp(-d))
+    rep = diagnose(x)
+    for name in ("float16", "bfloat16", "float32"):
+        want = int(np.sum(gap < FORMATS[name].eps))
+        assert rep.dtypes[name].saturated_rows == want, name
+    assert rep.dtypes["float16"].saturated_rows == 5
+    assert rep.saturation.rows_top_above_099 == 7
+    assert rep.saturation.mean_top_prob == pytest.approx(float(np.mean(1 / (1 + np.exp(-d)))))
+
+
+def test_targets_wrong_and_confident() -> None:
+    x = np.array([[10.0, 0, 0], [6.0, 0, 0], [0.0, 1, 0], [30.0, 0, 0], [1.0, 1.0, 0]])
+    t = np.array([0, 1, 0, 2, 1])  # right, conf. wrong, wrong, saturated wrong, tie (not wrong)
+    rep = diagnose(x, t)
+    s = rep.saturation
+    assert (s.wrong_rows, s.confident_wrong_rows, s.saturated_wrong_rows) == (3, 2, 1)
+    ce = -np.log(softmax(x))[np.arange(5), t]
+    assert s.mean_loss == pytest.approx(float(ce.mean()), rel=1e-12)
+    assert rep.mixed_precision.target_source == "target"
+    assert diagnose(x).saturation.wrong_rows is None
+
+
+# --------------------------------------------------------------------------- mixed precision
+
+
+def _grad(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    g = np.asarray(softmax(x.astype(np.float64)))
+    g[np.arange(len(t)), t] -= 1
+    return g
+
+
+def test_gradient_fractions_match_float16_cast() -> None:
+    x = (RNG.normal(size=(300, 500)) * 4).astype(np.float32)
+    t = RNG.integers(0, 500, 300)
+    rep = diagnose(x, t)
+    mp = rep.mixed_precision
+    g = np.abs(_grad(x, t))
+    g16 = g.astype(np.float16)
+    assert mp.n_gradients == g.size
+    assert mp.zero_fraction == pytest.approx(np.mean((g16 == 0) & (g != 2.0**-25)), abs=2 / g.size)
+    # subnormal is decided before rounding (|g| < 2^-14): the float16 cast differs only for the
+    # few values within a relative 2^-12 below 2^-14, which round up to the smallest normal
+    sub = (g16 != 0) & (g < 2.0**-14)
+    assert mp.subnormal_fraction == pytest.approx(np.mean(sub), abs=2 / g.size)
+    assert mp.subnormal_fraction == pytest.approx(np.mean((g16 != 0) & (g16 < 2.0**-14)), abs=1e-3)
+    assert mp.max_abs_grad == pytest.approx(g.max(), rel=1e-6)
+    s = mp.loss_scale
+    assert math.log2(s) == int(math.log2(s))
+    assert s * mp.max_abs_grad <= 65504
+    scaled = (g * s).astype(np.float16)
+    assert np.isfinite(scaled).all()
+    assert mp.scaled_zero_fraction == pytest.approx(np.mean(scaled == 0), abs=2 / g.size)
+    assert mp.scaled_subnormal_fraction + mp.scaled_zero_fraction <= mp.subnormal_fraction + (
+        mp.zero_fraction
+    )
+    # either the cap binds or half the scale would leave more than 1% below the normal range
+    nonzero = np.count_nonzero(g.astype(np.float32) >= np.finfo(np.float32).tiny)
+    half = np.count_nonzero((g * s / 2 < 2.0**-14) & (g.astype(np.float32) > 0)) / nonzero
+    assert s * 2 * mp.max_abs_grad > 65504 or s == 1 or half > 0.01
+    assert mp.reasoning and all(isinstance(r, str) for r in mp.reasoning)
+
+
+def test_loss_scale_capped_by_largest_gradient() -> None:
+    x = np.zeros((2, 64), np.float32)
+    x[:, 0] = 60.0  # p of the rest is e^-60: unreachable for float16 at any finite scale
+    t = np.array([1, 0])  # row 0 is wrong: |g| = 1
+    mp = diagnose(x, t).mixed_precision
+    assert mp.max_abs_grad == 1.0
+    assert mp.loss_scale == 2.0**15  # 2^16 * 1 > 65504
+    assert mp.scaled_overflow_fraction == 0.0
+
+
+# --------------------------------------------------------------------------- basic, entropy, kappa
+
+
+def test_basic_stats_and_nonfinite_rows() -> None:
+    x = RNG.normal(loc=3.0, scale=2.0, size=(50, 20))
+    bad = x.copy()
+    bad[3, 4] = np.nan
+    bad[7, 0] = np.inf
+    bad[9, 1:3] = -np.inf
+    rep = diagnose(bad)
+    b = rep.basic
+    assert (b.nan_count, b.posinf_count, b.neginf_count, b.nonfinite_rows) == (1, 1, 2, 3)
+    good = np.delete(x, [3, 7, 9], axis=0)
+    assert b.finite_rows == 47
+    assert b.mean == pytest.approx(good.mean(), rel=1e-12)
+    assert b.std == pytest.approx(good.std(), rel=1e-9)
+    assert (b.min, b.max) == (good.min(), good.max())
+    assert b.min_abs == np.abs(good).min() and b.max_abs == np.abs(good).max()
+    spread = good.max(1) - good.min(1)
+    assert b.spread_mean == pytest.approx(spread.mean())
+    assert b.spread_max == spread.max()
+    assert rep.findings[0].code == "nonfinite" and rep.findings[0].severity == "high"
+
+
+def test_entropy_and_temperature() -> None:
+    x = RNG.normal(scale=3, size=(40, 30))
+    rep = diagnose(x)
+    h = np.asarray(entropy(logits=x))
+    e = rep.entropy
+    assert e.mean_nats == pytest.approx(h.mean(), rel=1e-12)
+    assert e.min_nats == pytest.approx(h.min(), rel=1e-12)
+    assert e.max_bits == pytest.approx(h.max() / math.log(2), rel=1e-12)
+    assert e.normalized_mean == pytest.approx(h.mean() / math.log(30), rel=1e-12)
+    for key, temp in (("0.5", 0.5), ("1", 1.0), ("2", 2.0)):
+        p = np.asarray(softmax(x, temperature=temp))
+        ht = np.asarray(entropy(probs=p))
+        got = e.temperature[key]
+        assert got["mean_entropy_nats"] == pytest.approx(ht.mean(), rel=1e-9)
+        assert got["mean_top_prob"] == pytest.approx(p.max(1).mean(), rel=1e-12)
+    assert e.temperature["0.5"]["mean_entropy_nats"] < e.mean_nats
+    assert e.temperature["2"]["mean_entropy_nats"] > e.mean_nats
+
+
+def test_conditioning_numbers() -> None:
+    x = np.array([[1e-3, 5.0, -2.0], [10.0, 9.0, 0.5], [0.0, 1.0, 2.0]])
+    t = np.array([1, 2, 0])
+    rep = diagnose(x, t)
+    c = rep.conditioning
+    p = np.asarray(softmax(x))
+    lse = np.log(np.exp(x).sum(1))
+    k_lse = (p * np.abs(x)).sum(1) / np.abs(lse)
+    assert c.lse_max == pytest.approx(k_lse.max(), rel=1e-12)
+    y = np.eye(3)[t]
+    loss = -np.log(p[np.arange(3), t])
+    k_loss = (np.abs(x) * np.abs(p - y)).sum(1) / loss
+    assert c.loss_max == pytest.approx(k_loss.max(), rel=1e-10)
+    assert c.ratio_global == math.inf  # an exact zero logit
+    assert c.ratio_inf_rows == 1
+    rep2 = diagnose(x[:2])
+    assert rep2.conditioning.ratio_max == pytest.approx(5.0 / 1e-3)
+    assert rep2.conditioning.ratio_global == pytest.approx(10.0 / 1e-3)
+    # median at 0.1-decade resolution
+    assert abs(math.log10(rep2.conditioning.ratio_median) - math.log10(20.0)) <= 0.06 or (
+        abs(math.log10(rep2.conditioning.ratio_median) - math.log10(5000.0)) <= 0.06
+    )
+
+
+# --------------------------------------------------------------------------- streaming, API
+
+
+def test_chunked_and_threaded_equal_one_pass() -> None:
+    x = (RNG.normal(size=(700, 64)) * 6).astype(np.float16)
+    t = RNG.integers(0, 64, 700)
+    one = diagnose(x, t, chunk_bytes=1 << 30, workers=1).to_dict()
+    many = diagnose(x, t, chunk_bytes=64 * 8 * 7, workers=2).to_dict()
+    assert one["histograms"] == many["histograms"]
+    for name in one["dtypes"]:
+        assert one["dtypes"][name] == pytest.approx(many["dtypes"][name])
+    assert one["mixed_precision"]["loss_scale"] == many["mixed_precision"]["loss_scale"]
+    assert one["basic"]["mean"] == pytest.approx(many["basic"]["mean"], rel=1e-9)
+    assert one["basic"]["std"] == pytest.approx(many["basic"]["std"], rel=1e-9)
+    assert one["saturation"] == pytest.approx(many["saturation"])
+
+
+def test_axis_and_shapes() -> None:
+    x = RNG.normal(size=(3, 5, 4))
+    a = diagnose(np.moveaxis(x, -1, 0), axis=0)
+    b = diagnose(x)
+    assert a.n_rows == b.n_rows == 15 and a.n_classes == 4
+    assert a.entropy.mean_nats == pytest.approx(b.entropy.mean_nats)
+    assert diagnose([1.0, 2.0, 3.0]).n_rows == 1
+    tt = torch.tensor([[1.0, 2.0]], dtype=torch.bfloat16)
+    assert diagnose(tt).dtype == "bfloat16"
+
+
+def test_histograms_count_everything() -> None:
+    x = RNG.normal(size=(100, 10))
+    rep = diagnose(x)
+    h = rep.histograms
+    assert sum(h["logits"]["counts"]) == x.size
+    assert sum(h["top_prob"]["counts"]) == 100
+    assert sum(h["entropy_normalized"]["counts"]) == 100
+    assert sum(h["grad_log2"]["counts"]) == x.size
+
+
+@pytest.mark.parametrize(
+    "bad,exc",
+    [
+        (np.float32(3.0), ValueError),
+        (np.array(["a", "b"]), TypeError),
+        (np.zeros((3, 0)), ValueError),
+        ([[1 + 2j]], TypeError),
+    ],
+)
+def test_bad_input(bad: object, exc: type) -> None:
+    with pytest.raises(exc):
+        diagnose(bad)
+
+
+def test_bad_targets() -> None:
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="shape"):
+        diagnose(x, [0, 1, 2])
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        diagnose(x, [0, 3])
+    with pytest.raises(TypeError):
+        diagnose(x, [0.5, 1.0])
+    with pytest.raises(ValueError, match="axis"):
+        diagnose(x, axis=2)
+
+
+def test_merge_rejects_mismatch() -> None:
+    with pytest.raises(ValueError):
+        LogitStats(3).merge(LogitStats(4))
+    with pytest.raises(ValueError):
+        LogitStats(0)
+
+
+def test_report_json_html_rich() -> None:
+    x = np.array([[12.0, 0, 0], [1.0, 0, -1]], np.float16)
+    rep = diagnose(x, [0, 2])
+    assert isinstance(rep, LogitReport)
+    d = json.loads(rep.to_json())
+    assert d["dtypes"]["float16"]["naive_overflow_rows"] == 1
+    assert d["shape"] == [2, 3]
+    html = rep.to_html()
+    assert html.count("<img") == 5 and "float16 softmax overflows on 50.0% of rows" in html
+    from rich.console import Console
+
+    con = Console(record=True, width=120)
+    con.print(rep)
+    text = con.export_text()
+    assert "per dtype" in text and "loss-scale reasoning" in text and "bfloat16" in text
