@@ -3,8 +3,9 @@
 Real predictions of a small classifier on a real dataset that ships with scikit-learn: a
 multinomial logistic regression trained on 60% of the 8x8 handwritten digits (1797 images, 10
 classes), and its logits (``decision_function``) on the held-out 40%, stored as float32 with the
-int64 labels. Weak regularisation (C=10) leaves the model over-confident, which is what a
-calibration report should find.
+int64 labels (719 x 10, about 27 KB compressed). The model is accurate (97.5%) but not
+calibrated: its L2 penalty shrinks the logits, so the fitted temperature is below 1
+(under-confident; ECE 0.022 -> 0.011 after temperature scaling), which the report shows.
 
 Run: ``python scripts/make_sample.py``.
 """

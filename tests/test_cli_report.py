@@ -100,3 +100,77 @@ def test_bad_input_one_line_error_nothing_written(
 def test_missing_file(tmp_path: Path) -> None:
     r = runner.invoke(app, ["evaluate", str(tmp_path / "none.npz")])
     assert r.exit_code == 2 and "no such file" in r.stderr
+
+
+def test_probs_key_is_detected_and_matches_logits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((80, 3)) * 2
+    y = rng.integers(0, 3, 80)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    np.savez(tmp_path / "p.npz", probs=p, labels=y)
+    np.savez(tmp_path / "z.npz", logits=z, labels=y)
+    rp = runner.invoke(app, ["evaluate", str(tmp_path / "p.npz"), "--json"])
+    rz = runner.invoke(app, ["evaluate", str(tmp_path / "z.npz"), "--json"])
+    assert rp.exit_code == rz.exit_code == 0, rp.output
+    mp, mz = json.loads(rp.stdout)["metrics"], json.loads(rz.stdout)["metrics"]
+    for k in ("nll", "accuracy", "brier", "ece"):
+        assert mp[k] == pytest.approx(mz[k], rel=1e-9, abs=1e-12)
+
+
+def test_failed_second_write_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logitlab.io
+
+    real = logitlab.io.atomic_write
+
+    def flaky(path: object, data: object) -> None:
+        if str(path).endswith(".html"):
+            raise OSError("disk full")
+        real(path, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(logitlab.io, "atomic_write", flaky)
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["report", "--out", str(out)])
+    assert r.exit_code == 2 and "disk full" in r.stderr
+    assert not (out / "report.json").exists() and not (out / "report.html").exists()
+
+
+def test_health_findings_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    from logitlab.metrics.summary import health_findings
+
+    seen: dict[str, object] = {}
+
+    @dataclass
+    class Finding:
+        severity: str
+        code: str
+        message: str
+
+    def diagnose(logits: np.ndarray, target: np.ndarray) -> object:
+        seen["shape"], seen["n_labels"] = logits.shape, target.shape[0]
+        return types.SimpleNamespace(findings=[Finding("medium", "x", "logits saturate")])
+
+    fake = types.ModuleType("logitlab.diagnostics")
+    fake.diagnose = diagnose  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "logitlab.diagnostics", fake)
+    z, y = np.zeros((3, 2)), np.array([0, 1, 0])
+    assert health_findings(z, y) == [
+        {"severity": "medium", "code": "x", "message": "logits saturate"}
+    ]
+    assert seen == {"shape": (3, 2), "n_labels": 3}
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["report", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "logits saturate" in r.stdout and "logits saturate" in (out / "report.html").read_text()
+
+    def broken(logits: np.ndarray, target: np.ndarray) -> object:
+        raise RuntimeError("boom")
+
+    fake.diagnose = broken  # type: ignore[attr-defined]
+    assert health_findings(z, y)[0]["code"] == "diagnostics-failed"

@@ -116,6 +116,28 @@ if typer is not None:
         )
         return scores, lab, name
 
+    def _is_probs(scores: Any, flag: bool) -> bool:
+        """``--probs``, or a container array named like probabilities."""
+        return flag or scores.key in ("probs", "probabilities")
+
+    def _write_outputs(out: Path, files: dict[str, str]) -> None:
+        """Write every file atomically, all or nothing: a failed write removes the files this
+        call created before it (files that existed before are only ever replaced whole)."""
+        from logitlab.io import atomic_write
+
+        created: list[Path] = []
+        try:
+            for name, data in files.items():
+                p = out / name
+                existed = p.exists()
+                atomic_write(p, data)
+                if not existed:
+                    created.append(p)
+        except BaseException:
+            for p in created:
+                p.unlink(missing_ok=True)
+            raise
+
     def _evaluate(
         file: Path | None, labels: Path | None, probs: bool, quiet: bool, fit_temp: bool
     ) -> Any:
@@ -124,7 +146,12 @@ if typer is not None:
         scores, lab, name = _load(file, labels, probs)
         with progress_bar("evaluating", enabled=not quiet) as update:
             return evaluate_predictions(
-                scores, lab, probs=probs, source=name, fit_temp=fit_temp, progress=update
+                scores,
+                lab,
+                probs=_is_probs(scores, probs),
+                source=name,
+                fit_temp=fit_temp,
+                progress=update,
             )
 
     @app.command()
@@ -140,7 +167,6 @@ if typer is not None:
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout only."),
     ) -> None:
         """Metrics, calibration, temperature scaling and numerical health: terminal, JSON, HTML."""
-        from logitlab.io import atomic_write
         from logitlab.report import to_json
         from logitlab.report.evaluate import render_html, render_terminal
 
@@ -149,8 +175,7 @@ if typer is not None:
             js = to_json(rep.to_dict())
             html = render_html(rep)
             # both files are rendered before either is written: a failure leaves nothing behind
-            atomic_write(out / "report.json", js)
-            atomic_write(out / "report.html", html)
+            _write_outputs(out, {"report.json": js, "report.html": html})
         if json_out:
             print(js)
             return

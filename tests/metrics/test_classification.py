@@ -42,7 +42,15 @@ def test_brier_multiclass_and_binary() -> None:
     assert brier_score(probs=p, target=y) == pytest.approx(np.mean(((p - onehot) ** 2).sum(1)))
     pb = np.array([0.9, 0.2, 0.6])
     yb = np.array([1, 0, 0])
-    assert brier_score(probs=pb, target=yb) == pytest.approx(2 * np.mean((pb - yb) ** 2))
+    # binary (N,) input: the classic one-column score (sklearn's brier_score_loss) ...
+    assert brier_score(probs=pb, target=yb) == pytest.approx(np.mean((pb - yb) ** 2))
+    # ... which is half the two-column multiclass score of the same forecasts
+    p2 = np.stack([1 - pb, pb], 1)
+    assert brier_score(probs=p2, target=yb) == pytest.approx(2 * np.mean((pb - yb) ** 2))
+    d = brier_decomposition(probs=pb, target=yb, n_bins=3)
+    assert d.brier == pytest.approx(np.mean((pb - yb) ** 2))
+    total = d.reliability - d.resolution + d.uncertainty
+    assert total + d.within_bin_variance - d.within_bin_covariance == pytest.approx(d.brier)
 
 
 @pytest.mark.parametrize("n_bins", [1, 5, 15, 100])

@@ -37,14 +37,97 @@ def test_streaming_equals_batch() -> None:
     _check_equal(ev, z, y)
 
 
-def test_equal_mass_within_stated_bound() -> None:
-    z, y = _data(1, 5000)
-    ev = Evaluator()
+@pytest.mark.parametrize(("seed", "n", "fine"), [(1, 5000, 3000), (4, 20000, 300), (5, 997, 30)])
+def test_equal_mass_within_stated_bound(seed: int, n: int, fine: int) -> None:
+    z, y = _data(seed, n)
+    ev = Evaluator(fine_bins=fine)
     ev.update(z, y)
     exact = calibration_error(logits=z, target=y, binning="equal-mass").value
-    approx = ev.compute().ece_equal_mass
-    # each boundary moves by at most one fine bin (1/3000 in confidence): a few per mille of ECE
-    assert abs(approx - exact) < 5e-3
+    r = ev.compute()
+    assert r.ece_equal_mass_bound == ev.equal_mass_error_bound() > 0
+    assert abs(r.ece_equal_mass - exact) <= r.ece_equal_mass_bound
+    # the bound shrinks with the resolution: two fine bins per boundary at most
+    assert r.ece_equal_mass_bound <= 2 * 14 * ev.hist[0].max() / n
+
+
+def test_equal_width_exact_for_confidences_on_bin_edges() -> None:
+    # binary probabilities whose top-label confidence is exactly an edge i/15 (or 0.5, 1):
+    # streaming fine bins and batch bins must put them on the same side
+    conf = np.array([i / 15 for i in range(8, 16)] + [0.5, 1.0, 11 / 15, 0.6])
+    p1 = np.concatenate([conf, 1 - conf])
+    y = np.arange(p1.size) % 2
+    ev = Evaluator(from_probs=True)
+    ev.update(p1, y)
+    batch = calibration_error(probs=p1, target=y)
+    r = ev.compute()
+    np.testing.assert_array_equal(r.table.counts, batch.table.counts)
+    assert r.ece == pytest.approx(batch.value, rel=1e-12)
+
+
+def test_torch_float32_input_and_binary_brier() -> None:
+    torch = pytest.importorskip("torch")
+    z, y = _data(6, 3000, 10)
+    ev = Evaluator()
+    ev.update(torch.from_numpy(z.astype(np.float32)), torch.from_numpy(y))
+    r = ev.compute()
+    z32 = z.astype(np.float32).astype(np.float64)
+    assert r.nll == pytest.approx(nll(logits=z32, target=y), rel=1e-6)
+    assert r.brier == pytest.approx(brier_score(logits=z32, target=y), rel=1e-6)
+    assert r.accuracy == accuracy(z32, y)
+    # binary (N,) logits of class 1: the one-column Brier score
+    zb = z[:, 0] - z[:, 1]
+    yb = (y % 2).astype(np.int64)
+    eb = Evaluator()
+    eb.update(zb, yb)
+    assert eb.compute().brier == pytest.approx(brier_score(logits=zb, target=yb), rel=1e-12)
+    with pytest.raises(ValueError, match="mix binary"):
+        eb.update(np.zeros((2, 2)), np.array([0, 1]))
+
+
+def test_near_deterministic_rows_keep_their_tiny_nll() -> None:
+    # s = exp(-40) < eps: the exact decomposition keeps -log p_t = log1p(s) = 4.25e-18
+    z = np.array([[0.0, -40.0]] * 4, dtype=np.float32)
+    ev = Evaluator()
+    ev.update(z, np.zeros(4, dtype=np.int64))
+    assert ev.compute().nll == pytest.approx(np.exp(-40.0), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (np.array([[0.0, np.nan], [1.0, 2.0]]), "NaN"),
+        (np.array([[0.0, np.inf], [1.0, 2.0]]), r"\+inf"),
+        (np.array([[-np.inf, -np.inf], [1.0, 2.0]]), "no finite score"),
+    ],
+)
+def test_bad_batch_leaves_state_unchanged(bad: np.ndarray, match: str) -> None:
+    z, y = _data(7, 50, 2)
+    ev = Evaluator()
+    ev.update(z, y)
+    before = ev.state_dict()
+    with pytest.raises(ValueError, match=match):
+        ev.update(bad, np.array([0, 1]))
+    with pytest.raises(ValueError, match="not a class index"):
+        ev.update(np.zeros((2, 2)), np.array([0, 2]))
+    after = ev.state_dict()
+    np.testing.assert_array_equal(before["sums"], after["sums"])
+    np.testing.assert_array_equal(before["hist"], after["hist"])
+
+
+def test_masked_classes_and_probabilities() -> None:
+    z, y = _data(8, 300, 5)
+    z[:, 4] = -np.inf  # a masked class never gets probability
+    y = np.where(y == 4, 0, y)
+    ev = Evaluator()
+    ev.update(z, y)
+    assert ev.compute().nll == pytest.approx(nll(logits=z, target=y), rel=1e-12)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    evp = Evaluator(from_probs=True)
+    evp.update(p, y)
+    assert evp.compute().nll == pytest.approx(nll(probs=p, target=y), rel=1e-9)
+    with pytest.raises(ValueError, match="sum to 1"):
+        evp.update(p * 0.9, y)
 
 
 def test_merge_and_state_dict() -> None:

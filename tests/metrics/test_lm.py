@@ -152,3 +152,25 @@ def test_cli_perplexity(model_dir: Path, tmp_path: Path) -> None:
     assert d["tokens"] > 0 and d["token_perplexity"] > 1
     r = CliRunner().invoke(app, ["perplexity", "--model", str(tmp_path / "x"), "--text", str(f)])
     assert r.exit_code == 2 and "no such directory" in r.stderr
+
+
+def test_context_longer_than_model_and_word_counts(model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from logitlab.cli import app
+
+    f = tmp_path / "t.txt"
+    f.write_text(TEXT, encoding="utf-8")
+    # the tiny model has 64 positions: the default --context 1024 is a one-line error
+    r = CliRunner().invoke(app, ["perplexity", "--model", str(model_dir), "--text", str(f)])
+    assert r.exit_code == 2 and "maximum of 64 positions" in r.stderr
+    assert "Traceback" not in r.output
+    model, tok = load_local_model(model_dir)
+    res = lm_perplexity(model, tok, TEXT, context=64, stride=32, bootstrap=0)
+    # words as lm-evaluation-harness counts them: len(re.split(r"\s+", doc)) per document
+    assert res.words == sum(len(d.split()) for d in TEXT.split("\n\n"))
+    assert res.word_perplexity == pytest.approx(math.exp(res.nll_sum / res.words), rel=1e-12)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ValueError, match="cannot load"):
+        load_local_model(tmp_path / "broken")

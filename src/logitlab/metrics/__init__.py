@@ -16,7 +16,8 @@ from logitlab.metrics.classification import (
     nll,
     perplexity_from_logits,
 )
-from logitlab.metrics.evaluator import EvaluationResult, Evaluator
+from logitlab.metrics.evaluator import EvaluationResult, Evaluator, all_reduce_state
+from logitlab.metrics.lm import LMPerplexity, lm_perplexity, load_local_model, sliding_window_nll
 from logitlab.metrics.temperature import TemperatureResult, fit_temperature
 
 __all__ = [
@@ -27,13 +28,18 @@ __all__ = [
     "EvaluationResult",
     "Evaluator",
     "TemperatureResult",
+    "LMPerplexity",
     "accuracy",
+    "all_reduce_state",
     "bin_table",
     "brier_decomposition",
     "brier_score",
     "calibration_error",
     "entropy_stats",
     "fit_temperature",
+    "lm_perplexity",
+    "load_local_model",
     "nll",
     "perplexity_from_logits",
+    "sliding_window_nll",
 ]

@@ -35,7 +35,15 @@ import numpy as np
 
 from logitlab.metrics._inputs import to_probs_and_labels
 
-__all__ = ["BinTable", "CalibrationResult", "calibration_error", "bin_table", "BINNINGS", "NORMS"]
+__all__ = [
+    "BinTable",
+    "CalibrationResult",
+    "calibration_error",
+    "bin_table",
+    "uniform_edges",
+    "BINNINGS",
+    "NORMS",
+]
 
 BINNINGS = ("equal-width", "equal-mass")
 NORMS = ("l1", "l2", "max")
@@ -87,9 +95,20 @@ class CalibrationResult:
         }
 
 
+def uniform_edges(n_bins: int) -> np.ndarray:
+    """Edges ``i / n_bins`` (each the correctly rounded quotient, unlike ``np.linspace``), so that
+    the edges of ``n`` bins are a subset of those of any multiple of ``n`` bins, bit for bit.
+
+    Example:
+        >>> bool(np.all(uniform_edges(15) == uniform_edges(3000)[::200]))
+        True
+    """
+    return np.arange(n_bins + 1, dtype=np.float64) / n_bins
+
+
 def _edges(conf: np.ndarray, n_bins: int, binning: str) -> np.ndarray:
     if binning == "equal-width":
-        return np.linspace(0.0, 1.0, n_bins + 1)
+        return uniform_edges(n_bins)
     # equal-mass: boundaries between consecutive groups of the sorted confidences (groups of
     # sizes differing by at most one); ties may straddle a boundary, as in Nixon et al.
     s = np.sort(conf)
@@ -240,5 +259,7 @@ def _pool(tables: list[BinTable]) -> BinTable:
     with np.errstate(invalid="ignore", divide="ignore"):
         mc = np.where(counts > 0, sc / np.maximum(counts, 1), np.nan)
         ac = np.where(counts > 0, sa / np.maximum(counts, 1), np.nan)
-    edges = tables[0].edges if len(tables) == 1 else np.linspace(0, 1, counts.size + 1)
+    # equal-width: all classes share the edges; equal-mass: the mean of the classes' edges (the
+    # pooled table is for drawing; the value is computed per class)
+    edges = np.mean([t.edges for t in tables], axis=0)
     return BinTable(edges, counts, mc, ac)

@@ -22,6 +22,7 @@ import numpy as np
 
 from logitlab.losses import cross_entropy, entropy
 from logitlab.metrics._inputs import to_labels, to_numpy_2d, to_probs_and_labels
+from logitlab.metrics.calibration import uniform_edges
 
 __all__ = [
     "nll",
@@ -79,15 +80,40 @@ def perplexity_from_logits(logits: Any, target: Any) -> float:
     return math.exp(nll(logits=logits, target=target))
 
 
+def _is_binary(x: Any) -> bool:
+    """1-D scores: the probability (or logit) of class 1 of a binary problem."""
+    return x is not None and len(getattr(x, "shape", np.shape(x))) == 1
+
+
 def brier_score(*, probs: Any = None, logits: Any = None, target: Any) -> float:
-    r"""Multiclass Brier score :math:`\frac1N \sum_i \sum_c (p_{ic} - y_{ic})^2` (binary: 1-D
-    probabilities of class 1 give the two-class score, twice the one-column convention).
+    r"""Brier score: multiclass :math:`\frac1N \sum_i \sum_c (p_{ic} - [y_i = c])^2` for
+    ``(N, C)`` input; binary :math:`\frac1N \sum_i (p_i - y_i)^2` for ``(N,)`` input (the
+    probability, or logit, of class 1), which is half the two-column multiclass value.
+
+    Args:
+        probs: probabilities ``(N, C)`` or ``(N,)``.
+        logits: logits instead of ``probs``.
+        target: integer labels ``(N,)``.
+
+    Returns:
+        The mean score (0 is perfect; 2 (multiclass) or 1 (binary) is the worst).
+
+    Raises:
+        ValueError: shapes, labels out of range, invalid probabilities, NaN.
 
     Example:
         >>> round(brier_score(probs=[[0.8, 0.2], [0.4, 0.6]], target=[0, 0]), 12)
         0.4
+        >>> round(brier_score(probs=[0.2, 0.6], target=[0, 0]), 12)  # binary: P(class 1)
+        0.2
+
+    References:
+        Brier 1950.
     """
+    binary = _is_binary(probs if logits is None else logits)
     p, y = to_probs_and_labels(probs=probs, logits=logits, target=target)
+    if binary:
+        return float(np.mean((p[:, 1] - (y == 1)) ** 2))
     onehot = np.zeros_like(p)
     onehot[np.arange(y.size), y] = 1.0
     return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
@@ -116,7 +142,8 @@ class BrierDecomposition:
 def brier_decomposition(
     *, probs: Any = None, logits: Any = None, target: Any, n_bins: int = 15
 ) -> BrierDecomposition:
-    r"""Brier score and its decomposition (one-vs-rest per class, equal-width bins, summed).
+    r"""Brier score and its decomposition (one-vs-rest per class, equal-width bins, summed;
+    binary ``(N,)`` input: the class-1 column only).
 
     For each class :math:`c` with forecasts :math:`f = p_{\cdot c}` and outcomes
     :math:`o = [y = c]`, in bins :math:`b` with means :math:`\bar f_b, \bar o_b` and
@@ -140,11 +167,15 @@ def brier_decomposition(
     References:
         Murphy 1973; Stephenson, Coelho & Jolliffe 2008.
     """
+    binary = _is_binary(probs if logits is None else logits)
+    if not isinstance(n_bins, int | np.integer) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
     p, y = to_probs_and_labels(probs=probs, logits=logits, target=target)
     n = y.size
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    edges = uniform_edges(n_bins)
     rel = res = unc = wbv = wbc = 0.0
-    for c in range(p.shape[1]):
+    # binary (N,) input: the one column of class 1, as in Murphy 1973
+    for c in [1] if binary else range(p.shape[1]):
         f = p[:, c]
         o = (y == c).astype(np.float64)
         b = np.clip(np.searchsorted(edges[1:-1], f, side="left"), 0, n_bins - 1)
@@ -158,7 +189,7 @@ def brier_decomposition(
         df = f - fb[b]
         wbv += float(np.sum(df**2)) / n
         wbc += 2 * float(np.sum((o - ob[b]) * df)) / n
-    bs = brier_score(probs=p, target=y)
+    bs = brier_score(probs=p[:, 1] if binary else p, target=y)
     return BrierDecomposition(bs, rel, res, unc, wbv, wbc, n_bins)
 
 

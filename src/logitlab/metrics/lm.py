@@ -29,6 +29,7 @@ References:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,10 +96,24 @@ def load_local_model(model_dir: str | Path) -> tuple[Any, Any]:
         raise FileNotFoundError(f"--model {p}: no config.json; not a Hugging Face model directory")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True)
+    except Exception as exc:  # transformers raises many types; report one line, never a trace
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"--model {p}: cannot load a causal LM and tokenizer: {msg}") from exc
     model.eval()
     return model, tok
+
+
+def max_positions(model: Any) -> int | None:
+    """The longest input the model accepts (``n_positions``/``max_position_embeddings``)."""
+    cfg = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
 
 
 def sliding_window_nll(
@@ -151,6 +166,16 @@ def sliding_window_nll(
     return total, count
 
 
+def _count_words(doc: str) -> int:
+    r"""Words as lm-evaluation-harness counts them (wikitext task): ``len(re.split(r"\s+", doc))``.
+
+    Example:
+        >>> _count_words("a b  c"), _count_words(" a ")
+        (3, 3)
+    """
+    return len(re.split(r"\s+", doc))
+
+
 def _documents(text: str) -> list[str]:
     docs = [d for d in text.split("\n\n") if d.strip()]
     return docs or ([text] if text else [])
@@ -168,11 +193,70 @@ def lm_perplexity(
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> LMPerplexity:
-    """Sliding-window perplexity of ``text`` (documents separated by blank lines).
+    r"""Sliding-window perplexity of ``text`` (documents separated by blank lines).
+
+    Each document is tokenised without special tokens (with ``bos``, prefixed by the BOS token
+    so that its first token is scored too) and scored by :func:`sliding_window_nll`: windows of
+    ``context`` tokens every ``stride`` tokens, each scoring only its new tokens, with logitlab's
+    exact cross-entropy. With :math:`L` the summed NLL (nats):
+
+    .. math::
+
+        \mathrm{PPL}_{tok} = e^{L / N_{tok}},\qquad
+        \mathrm{bpb} = rac{L}{N_{bytes} \ln 2},\qquad
+        \mathrm{PPL}_{word} = e^{L / N_{words}} .
+
+    The 95% interval is a percentile bootstrap of the token perplexity over documents
+    (``bootstrap`` resamples; NaN for a single document).
+
+    Args:
+        model: a causal LM returning ``.logits`` of shape ``(B, T, V)`` (e.g. from
+            :func:`load_local_model`).
+        tokenizer: its tokenizer (``tokenizer(text, add_special_tokens=False)["input_ids"]``).
+        text: the text; documents are separated by blank lines.
+        context: window length in tokens (at most the model's positions).
+        stride: tokens between window starts, ``1 <= stride <= context``.
+        batch_size: windows per forward pass (results do not depend on it).
+        bos: prefix each document with the tokenizer's BOS token.
+        bootstrap: bootstrap resamples for the interval.
+        seed: bootstrap seed.
+
+    Returns:
+        :class:`LMPerplexity` with totals and per-document values.
+
+    Raises:
+        ValueError: bad ``context``/``stride``, context longer than the model accepts, empty
+            text, no BOS token with ``bos``, nothing to score.
 
     Example:
-        See ``tests/metrics/test_lm.py``, which builds a tiny random GPT-2 locally.
+        A model that predicts the uniform distribution over ``V`` tokens has perplexity ``V``:
+
+        >>> import torch
+        >>> class Uniform(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__(); self.w = torch.nn.Parameter(torch.zeros(1))
+        ...     def forward(self, ids):
+        ...         return type("Out", (), {"logits": torch.zeros(*ids.shape, 7)})()
+        >>> class Chars:
+        ...     bos_token_id = 0
+        ...     def __call__(self, text, add_special_tokens=False):
+        ...         return {"input_ids": [ord(c) % 7 for c in text]}
+        >>> r = lm_perplexity(Uniform(), Chars(), "abc def\n\nghij", context=4, stride=2)
+        >>> round(r.token_perplexity, 5), r.tokens, r.words, r.bytes  # float32 logits
+        (7.0, 9, 3, 11)
+
+    References:
+        Hugging Face, "Perplexity of fixed-length models"; Press, Smith & Lewis 2022;
+        Gao et al., lm-evaluation-harness.
     """
+    if not 0 < stride <= context:
+        raise ValueError(f"--stride {stride} must be in [1, --context {context}]")
+    limit = max_positions(model)
+    if limit is not None and context > limit:
+        raise ValueError(
+            f"--context {context} exceeds the model's maximum of {limit} positions; "
+            f"use --context {limit} or less"
+        )
     docs = _documents(text)
     if not docs:
         raise ValueError("the text is empty: nothing to score")
@@ -185,7 +269,8 @@ def lm_perplexity(
         nll, cnt = sliding_window_nll(
             model, ids, context=context, stride=stride, batch_size=batch_size, bos_id=bos_id
         )
-        results.append(DocumentPerplexity(cnt, len(d.encode("utf-8")), len(d.split()), nll))
+        # lm-evaluation-harness counts: UTF-8 bytes, and words = len(re.split(r"\s+", doc))
+        results.append(DocumentPerplexity(cnt, len(d.encode("utf-8")), _count_words(d), nll))
     nll_sum = sum(r.nll for r in results)
     toks = sum(r.tokens for r in results)
     nbytes = sum(r.bytes for r in results)

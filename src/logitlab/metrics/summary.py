@@ -7,9 +7,10 @@ decomposition, histograms) are computed when the scores fit in ``batch_limit`` e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +221,7 @@ def evaluate_predictions(
             confs.append(p.max(1))
             corr.append(p.argmax(1) == labels[a : a + zz.shape[0]])
         after = bin_table(np.concatenate(confs), np.concatenate(corr), n_bins)
-    findings = _health_findings(kept, n_classes) if keep else []
+    findings = health_findings(np.concatenate(kept), labels) if keep else []
     return EvaluationReport(
         source=source,
         n=n,
@@ -239,15 +240,28 @@ def evaluate_predictions(
     )
 
 
-def _health_findings(kept: list[np.ndarray], n_classes: int) -> list[dict[str, str]]:
-    """Numerical-health findings from :mod:`logitlab.diagnostics`, when it is available."""
+def health_findings(logits: np.ndarray, labels: np.ndarray) -> list[dict[str, str]]:
+    """Numerical-health findings of :func:`logitlab.diagnostics.diagnose` as plain dicts.
+
+    The single integration point with the diagnostics module, imported lazily: without it (or if
+    it fails) the report still works, with no findings (or one finding saying why).
+    """
     try:
-        from logitlab.diagnostics import diagnose
+        from logitlab.diagnostics import diagnose  # type: ignore[attr-defined, unused-ignore]
     except ImportError:
         return []
-    rep = diagnose(np.concatenate(kept).astype(np.float32))
+    try:
+        rep = diagnose(logits, labels)
+    except Exception as exc:  # a diagnostics bug must not cost the user the evaluation report
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return [{"severity": "low", "code": "diagnostics-failed", "message": msg}]
     out = []
     for f in getattr(rep, "findings", []):
-        d = f.to_dict() if hasattr(f, "to_dict") else asdict(f)
-        out.append({k: str(v) for k, v in d.items()})
+        if hasattr(f, "to_dict"):
+            d = f.to_dict()
+        elif dataclasses.is_dataclass(f) and not isinstance(f, type):
+            d = dataclasses.asdict(f)
+        else:
+            d = dict(f)
+        out.append({str(k): str(v) for k, v in d.items()})
     return out

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from logitlab.metrics._inputs import to_labels
-from logitlab.special import logsumexp, softmax
 
 __all__ = ["TemperatureResult", "fit_temperature", "nll_and_derivatives"]
 
@@ -70,42 +69,109 @@ def _chunk(src: Any, a: int, b: int) -> np.ndarray:
     return np.asarray(c, dtype=np.float64)
 
 
-def nll_and_derivatives(src: Any, y: np.ndarray, beta: float) -> tuple[float, float, float]:
-    """Mean NLL at ``beta = 1/T`` and its first and second derivatives in ``beta`` (one pass)."""
+def _block_terms(x: Any, t: Any, beta: float, xp: Any) -> tuple[float, float, float, Any, Any]:
+    r"""Sums over one float64 block of ``f``, ``f'``, ``f''`` and the per-row confidence and
+    correctness at ``beta``, from one ``exp`` pass (the decomposition of
+    :mod:`logitlab.special`): with :math:`d = x - \max x \le 0` and :math:`w_i = e^{\beta d_i}`
+    over all but one maximal entry, :math:`s = \sum w`,
+
+    * :math:`f_i = \operatorname{log1p}(s) - \beta d_t`,
+    * :math:`E_p[d] = \sum w d / (1 + s)`, :math:`E_p[d^2] = \sum w d^2 / (1 + s)`,
+      :math:`f'_i = E_p[d] - d_t`, :math:`f''_i = E_p[d^2] - E_p[d]^2`
+      (centred at the maximum, so the variance does not cancel for large logits),
+    * top-label confidence :math:`1 / (1 + s)`.
+    """
+    if xp == "torch":
+        import torch
+
+        m, k = x.max(dim=1, keepdim=True)
+        d = x - m
+        dt = d.gather(1, t[:, None])[:, 0]
+        d.clamp_(min=-1e300)  # masked classes: w = 0 and w d = 0, never 0 * inf
+        w = torch.exp(beta * d)
+        w.scatter_(1, k, 0.0)
+        ones = torch.ones(x.shape[1], dtype=x.dtype)
+        s = w @ ones
+        wd = w * d
+        e1 = (wd @ ones) / (1.0 + s)
+        e2 = ((wd * d) @ ones) / (1.0 + s)
+        f = torch.log1p(s) - beta * dt
+        var = torch.clamp(e2 - e1 * e1, min=0.0)
+        return (
+            float(f.sum()),
+            float((e1 - dt).sum()),
+            float(var.sum()),
+            (1.0 / (1.0 + s)).numpy(),
+            (k[:, 0] == t).numpy(),
+        )
+    rows = np.arange(x.shape[0])
+    kk = np.argmax(x, axis=1)
+    d = x - x[rows, kk][:, None]
+    dt = d[rows, t]
+    np.maximum(d, -1e300, out=d)
+    w = np.exp(beta * d)
+    w[rows, kk] = 0.0
+    sn = w.sum(axis=1)
+    wd = w * d
+    e1n = wd.sum(axis=1) / (1.0 + sn)
+    e2n = np.einsum("ij,ij->i", wd, d) / (1.0 + sn)
+    fn = np.log1p(sn) - beta * dt
+    return (
+        float(fn.sum()),
+        float((e1n - dt).sum()),
+        float(np.maximum(e2n - e1n * e1n, 0.0).sum()),
+        1.0 / (1.0 + sn),
+        kk == t,
+    )
+
+
+def _passes(src: Any, y: np.ndarray, beta: float) -> tuple[float, float, float, Any, Any]:
+    """One pass over the rows: mean ``f, f', f''`` and per-row confidence and correctness."""
     s, n, c = _source_rows(src)
     step = _rows(c)
+    torch: Any
+    try:
+        import torch
+
+        xp = "torch"
+    except ImportError:  # pragma: no cover - torch is an optional extra
+        torch, xp = None, "numpy"
     f = d1 = d2 = 0.0
+    conf = np.empty(n)
+    correct = np.empty(n, dtype=bool)
     for a in range(0, n, step):
         x = _chunk(s, a, a + step)
         t = y[a : a + x.shape[0]]
-        xt = x[np.arange(x.shape[0]), t]
-        z = beta * x
-        lse = np.asarray(logsumexp(z, axis=1))
-        p = np.asarray(softmax(z, axis=1))
-        # E_p[x] and Var_p[x] about the row maximum: centring keeps Var accurate when |x| is large
-        m = x.max(axis=1, keepdims=True)
-        dx = x - m
-        e1 = np.sum(p * dx, axis=1)
-        e2 = np.sum(p * dx * dx, axis=1)
-        f += float(np.sum(lse - beta * xt))
-        d1 += float(np.sum(e1 + m[:, 0] - xt))
-        d2 += float(np.sum(np.maximum(e2 - e1 * e1, 0.0)))
-    return f / n, d1 / n, d2 / n
+        if torch is not None:
+            xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+            fi, g, h, cf, cr = _block_terms(xt, tt, beta, xp)
+        else:
+            fi, g, h, cf, cr = _block_terms(x, t, beta, xp)
+        f += fi
+        d1 += g
+        d2 += h
+        conf[a : a + x.shape[0]] = cf
+        correct[a : a + x.shape[0]] = cr
+    return f / n, d1 / n, d2 / n, conf, correct
 
 
-def _ece(src: Any, y: np.ndarray, beta: float) -> float:
+def nll_and_derivatives(src: Any, y: np.ndarray, beta: float) -> tuple[float, float, float]:
+    """Mean NLL at ``beta = 1/T`` and its first and second derivatives in ``beta`` (one pass).
+
+    Example:
+        >>> import numpy as np
+        >>> f, g, h = nll_and_derivatives(np.array([[0.0, 1.0]]), np.array([0]), 1.0)
+        >>> round(f, 6), round(g, 6), h > 0  # log(1 + e), sigmoid(1) - 0 ... about the max
+        (1.313262, 0.731059, True)
+    """
+    f, g, h, _, _ = _passes(src, y, beta)
+    return f, g, h
+
+
+def _ece_from(conf: np.ndarray, correct: np.ndarray) -> float:
     from logitlab.metrics.calibration import bin_table, error_from_table
 
-    s, n, c = _source_rows(src)
-    step = _rows(c)
-    conf = np.empty(n)
-    correct = np.empty(n)
-    for a in range(0, n, step):
-        x = _chunk(s, a, a + step)
-        p = np.asarray(softmax(beta * x, axis=1))
-        conf[a : a + x.shape[0]] = p.max(axis=1)
-        correct[a : a + x.shape[0]] = p.argmax(axis=1) == y[a : a + x.shape[0]]
-    return error_from_table(bin_table(conf, correct, 15), "l1")[0]
+    return error_from_table(bin_table(conf, correct.astype(np.float64), 15), "l1")[0]
 
 
 def fit_temperature(
@@ -147,7 +213,10 @@ def fit_temperature(
     """
     src, n, c = _source_rows(logits)
     y = to_labels(target, n, c)
-    f0, g, h = nll_and_derivatives(src, y, 1.0)
+    # each pass also returns the per-row confidence/correctness (O(N), like the labels), so the
+    # ECE before and after costs no extra pass over the logits
+    f0, g, h, conf1, corr1 = _passes(src, y, 1.0)
+    ece0 = _ece_from(conf1, corr1)
     lo, hi = 0.0, math.inf
     beta, fb = 1.0, f0
     converged = False
@@ -169,19 +238,19 @@ def fit_temperature(
             nb = 0.5 * (lo + hi)
         if nb >= beta_max:
             beta = beta_max
-            fb, g, h = nll_and_derivatives(src, y, beta)
+            fb, g, h, conf1, corr1 = _passes(src, y, beta)
             break
         if hi - lo <= tol * max(beta, 1e-300):
             converged = True
             break
         beta = nb
-        fb, g, h = nll_and_derivatives(src, y, beta)
+        fb, g, h, conf1, corr1 = _passes(src, y, beta)
     return TemperatureResult(
         temperature=1.0 / beta,
         nll_before=f0,
         nll_after=fb,
-        ece_before=_ece(src, y, 1.0),
-        ece_after=_ece(src, y, beta),
+        ece_before=ece0,
+        ece_after=_ece_from(conf1, corr1),
         iterations=it,
         converged=converged,
     )
