@@ -191,6 +191,9 @@ def open_array(path: str | os.PathLike[str], key: str | None = None) -> ArraySou
     if not p.exists():
         raise LoadError(f"{p}: no such file")
     if s == ".npy":
+        with open(p, "rb") as fh:
+            if fh.read(6) != b"\x93NUMPY":
+                raise LoadError(f"{p}: not a .npy file (bad magic number)")
         try:
             arr = np.load(p, mmap_mode="r", allow_pickle=False)
         except ValueError as exc:
@@ -371,6 +374,10 @@ def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
+        # mkstemp creates 0600 files: give the result the usual permissions of a new file
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):
