@@ -1,0 +1,28 @@
+"""PyTorch-specific parts of logitlab: autograd Functions, fused chunked losses, distributed.
+
+* :func:`linear_cross_entropy`: fused ``hidden @ weight.T`` + cross-entropy, chunked so that the
+  ``N x V`` logits never exist; z-loss, soft-capping, temperature, label smoothing, statistics and
+  vocabulary parallelism.
+* :func:`linear_kl_divergence`: the same for distillation against teacher logits or a teacher
+  head.
+* :func:`cross_entropy`: in-memory fused cross-entropy, optionally writing its gradient over the
+  logits (``inplace_backward=True``).
+* :class:`LinearCrossEntropy`, :class:`CrossEntropy`, :class:`LinearKLDivergence`:
+  :class:`torch.nn.Module` wrappers.
+"""
+
+# isort: split
+from logitlab.torch.cross_entropy import cross_entropy
+from logitlab.torch.kl import linear_kl_divergence
+from logitlab.torch.linear_cross_entropy import LinearCEStats, linear_cross_entropy
+from logitlab.torch.modules import CrossEntropy, LinearCrossEntropy, LinearKLDivergence
+
+__all__ = [
+    "CrossEntropy",
+    "LinearCEStats",
+    "LinearCrossEntropy",
+    "LinearKLDivergence",
+    "cross_entropy",
+    "linear_cross_entropy",
+    "linear_kl_divergence",
+]

@@ -1,0 +1,345 @@
+"""Row kernels shared by the fused losses: one pass of the softmax statistics and the gradient.
+
+Two interchangeable implementations of :func:`ce_rows`:
+
+* a native float32 CPU kernel (``_ce_rows.c``), compiled once with the system C compiler into a
+  per-user cache directory and loaded with :mod:`ctypes` (no torch headers, builds in about a
+  second). It visits each row at most three times while the row is hot in cache and writes the
+  gradient over the logits;
+* a pure-torch path (any dtype, any device) doing the same math with in-place tensor ops. It is
+  the fallback whenever the compiler is missing, the tensor is not float32 on CPU, or
+  ``LOGITLAB_NATIVE=0``.
+
+Both use the decomposition of :mod:`logitlab.special`: with :math:`a = \\max_i z_i` at index
+:math:`k`, :math:`d_i = a - z_i` and :math:`s = \\sum_{i \\ne k} e^{-d_i}`,
+:math:`\\operatorname{lse} = a + \\operatorname{log1p}(s)` and
+:math:`-\\log p_t = d_t + \\operatorname{log1p}(s)`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+__all__ = ["RowOut", "ce_rows", "native_available"]
+
+_SRC = Path(__file__).with_name("_ce_rows.c")
+_FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno"]
+_lock = threading.Lock()
+_lib: Any = None
+_tried = False
+
+
+class RowOut(NamedTuple):
+    """Per-row results of :func:`ce_rows` (float32 unless the input is float64)."""
+
+    loss: torch.Tensor
+    lse: torch.Tensor
+    entropy: torch.Tensor | None
+    argmax: torch.Tensor | None
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("LOGITLAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "logitlab"
+    )
+    return Path(root)
+
+
+def _cpu_tag() -> str:
+    # -march=native code must not be reused on a different CPU sharing the cache directory.
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = line
+                    break
+    except OSError:
+        pass
+    return platform.machine() + flags
+
+
+def _build() -> Any:
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cc is None or sys.platform != "linux":
+        return None
+    src = _SRC.read_bytes()
+    flags = [*_FLAGS, "-march=native"]
+    key = hashlib.sha256(src + " ".join(flags).encode() + _cpu_tag().encode()).hexdigest()[:16]
+    out = _cache_dir() / f"ce_rows_{key}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+        try:
+            cmd = [cc, *flags, str(_SRC), "-o", tmp, "-lm"]
+            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+            os.replace(tmp, out)  # atomic: concurrent builders (pytest-xdist) never see half a file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(out))
+    f = lib.logitlab_ce_rows
+    p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+    f.argtypes = [p, i64, p, p, p, p, p, p, p, i64, i64, i64, f32, f32, f32, f32, i64, ctypes.c_int]
+    f.restype = None
+    return lib
+
+
+def native_available() -> bool:
+    """Whether the compiled float32 CPU kernel is in use (``LOGITLAB_NATIVE=0`` turns it off).
+
+    Example:
+        >>> from logitlab.torch._kernels import native_available
+        >>> isinstance(native_available(), bool)
+        True
+    """
+    global _lib, _tried
+    if os.environ.get("LOGITLAB_NATIVE", "1") in ("0", "false"):
+        return False
+    if not _tried:
+        with _lock:
+            if not _tried:
+                try:
+                    _lib = _build()
+                except (OSError, subprocess.SubprocessError):
+                    _lib = None
+                _tried = True
+    return _lib is not None
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def ce_rows(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    class_weight: torch.Tensor | None = None,
+    grad_scale: torch.Tensor | None = None,
+    inv_temp: float = 1.0,
+    softcap: float | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    stats: bool = False,
+) -> RowOut:
+    """Per-row loss and statistics of ``z`` (rows x classes); gradient written over ``z``.
+
+    The row loss is :math:`(1-\\varepsilon) w_t (-\\log p_t) + \\frac{\\varepsilon}{|F|}
+    \\sum_{c\\in F} w_c (-\\log p_c) + \\zeta\\,\\operatorname{lse}^2` with
+    :math:`p = \\operatorname{softmax}(y)`, :math:`y = \\operatorname{softcap}(z) / T` and
+    :math:`F` the classes with finite :math:`y`. Ignored rows have loss 0. When ``grad_scale``
+    (one factor per row) is given, ``z`` is overwritten with
+    ``grad_scale[r] * d loss_r / d z_r``; otherwise ``z`` holds ``y`` afterwards.
+    """
+    if (
+        z.dtype == torch.float32
+        and z.device.type == "cpu"
+        and z.dim() == 2
+        and z.stride(1) == 1
+        and z.shape[1] > 0
+        and native_available()
+    ):
+        return _ce_rows_native(
+            z,
+            target,
+            ignore_index,
+            class_weight,
+            grad_scale,
+            inv_temp,
+            softcap,
+            label_smoothing,
+            z_loss,
+            stats,
+        )
+    return _ce_rows_torch(
+        z,
+        target,
+        ignore_index,
+        class_weight,
+        grad_scale,
+        inv_temp,
+        softcap,
+        label_smoothing,
+        z_loss,
+        stats,
+    )
+
+
+def _ce_rows_native(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    cw: torch.Tensor | None,
+    gs: torch.Tensor | None,
+    inv_temp: float,
+    softcap: float | None,
+    eps: float,
+    zl: float,
+    stats: bool,
+) -> RowOut:
+    n, v = z.shape
+    target = target.to(torch.int64).contiguous()
+    if cw is not None:
+        cw = cw.to(torch.float32).contiguous()
+    if gs is not None:
+        gs = gs.to(torch.float32).contiguous()
+    loss = torch.empty(n, dtype=torch.float32)
+    lse = torch.empty(n, dtype=torch.float32)
+    ent = torch.empty(n, dtype=torch.float32) if stats else None
+    amax = torch.empty(n, dtype=torch.int64) if stats else None
+    if n:
+        _lib.logitlab_ce_rows(
+            z.data_ptr(),
+            n,
+            target.data_ptr(),
+            _ptr(cw),
+            _ptr(gs),
+            loss.data_ptr(),
+            lse.data_ptr(),
+            _ptr(ent),
+            _ptr(amax),
+            v,
+            z.stride(0),
+            int(ignore_index),
+            float(inv_temp),
+            float(softcap or 0.0),
+            float(eps),
+            float(zl),
+            0,
+            max(1, min(torch.get_num_threads(), n)),
+        )
+    return RowOut(loss, lse, ent, amax)
+
+
+def _ce_rows_torch(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    cw: torch.Tensor | None,
+    gs: torch.Tensor | None,
+    inv_temp: float,
+    softcap: float | None,
+    eps: float,
+    zl: float,
+    stats: bool,
+    group: Any = None,
+    offset: int = 0,
+) -> RowOut:
+    """The same math with tensor ops; with ``group``, ``z`` is this rank's vocabulary shard
+    (global columns ``offset .. offset + V_local``) and every row statistic is all-reduced, so the
+    result equals the unsharded computation (Megatron-style vocab parallelism)."""
+    if z.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError("ce_rows needs a float32 or float64 buffer")
+    n, v = z.shape
+    dist: Any = None
+    if group is not None:
+        import torch.distributed as dist
+    ignored = target == ignore_index
+    tl = (target.to(torch.int64) - offset).unsqueeze(1)
+    local = ~ignored.unsqueeze(1) & (tl >= 0) & (tl < v)
+    t = torch.where(local, tl, torch.zeros_like(tl))
+    th = None
+    if softcap:
+        z.div_(softcap).tanh_()
+        if gs is not None:  # the derivative 1 - tanh^2 is formed from tanh itself
+            th = z.clone()
+        z.mul_(softcap)
+    if inv_temp != 1.0:
+        z.mul_(inv_temp)
+    big = torch.iinfo(torch.int64).max
+    if v:
+        a_loc, k_loc = z.max(dim=1, keepdim=True)
+    else:
+        a_loc = z.new_full((n, 1), float("-inf"))
+        k_loc = torch.zeros((n, 1), dtype=torch.int64, device=z.device)
+    a = a_loc.clone()
+    if dist is not None:
+        dist.all_reduce(a, op=dist.ReduceOp.MAX, group=group)
+    # first global argmax: the smallest global index whose logit equals the global max
+    cand = torch.where(a_loc == a, k_loc + offset, torch.full_like(k_loc, big))
+    if dist is not None:
+        dist.all_reduce(cand, op=dist.ReduceOp.MIN, group=group)
+    gk = cand
+    own = (gk >= offset) & (gk < offset + v)
+    k = torch.where(own, gk - offset, torch.zeros_like(gk))
+    bad = ~torch.isfinite(a)
+    a_safe = torch.where(bad, torch.zeros_like(a), a)
+    finite = z > float("-inf")
+    d = a_safe - z  # >= 0; +inf on masked classes
+    w = torch.exp(-d)  # exactly 0 on masked classes
+    if v:
+        # exclude exactly one maximal entry: s = sum_{i != k} exp(-d_i), log1p(s) keeps tiny s
+        w.scatter_(1, k, torch.where(own, torch.zeros_like(a), w.gather(1, k)))
+    cols = [w.sum(1, keepdim=True)]
+    cols.append(torch.where(local, d.gather(1, t), torch.zeros_like(a)))
+    wrow = cw.to(z.dtype)[t + offset] if cw is not None else torch.ones_like(a)
+    cols.append(torch.where(local, wrow, torch.zeros_like(a)))
+    if stats:
+        cols.append(torch.where(finite, w * d, torch.zeros_like(w)).sum(1, keepdim=True))
+    if eps > 0:
+        cwr = cw.to(z.dtype)[offset : offset + v].unsqueeze(0) if cw is not None else None
+        dd = torch.where(finite, d, torch.zeros_like(d))
+        cols.append((dd * cwr if cwr is not None else dd).sum(1, keepdim=True))
+        cnt = finite.sum(1, keepdim=True).to(z.dtype)
+        cols.append(cnt)
+        cols.append((finite * cwr).sum(1, keepdim=True) if cwr is not None else cnt.clone())
+    red = torch.cat(cols, 1)
+    if dist is not None:
+        dist.all_reduce(red, group=group)
+    s, dt, wt = red[:, 0:1], red[:, 1:2], red[:, 2:3]
+    j = 3
+    ent = None
+    l1 = torch.log1p(s)
+    lse = a + l1
+    if stats:
+        ent = (l1 + red[:, j : j + 1] / (1 + s)).squeeze(1)
+        j += 1
+    loss = (1 - eps) * wt * (dt + l1)
+    es = torch.zeros_like(s)
+    wsum = torch.zeros_like(s)
+    if eps > 0:
+        fd, cnt, wsum = red[:, j : j + 1], red[:, j + 1 : j + 2], red[:, j + 2 : j + 3]
+        es = eps / cnt
+        loss = loss + es * (fd + wsum * l1)
+    if zl:
+        loss = loss + zl * lse * lse
+    ign = ignored.unsqueeze(1)
+    neg = bad & (a < 0)  # an all -inf row: lse = -inf, the target has probability 0
+    nan = bad & ~(a < 0)
+    loss = torch.where(neg, torch.full_like(loss, float("inf")), loss)
+    loss = torch.where(nan, torch.full_like(loss, float("nan")), loss)
+    loss = torch.where(ign, torch.zeros_like(loss), loss).squeeze(1)
+    amax = gk.squeeze(1) if stats else None
+    if gs is not None:
+        if v:
+            w.scatter_(1, k, torch.where(own, torch.ones_like(a), w.gather(1, k)))
+        g = gs.to(z.dtype).unsqueeze(1)
+        coef = (1 - eps) * wt + es * wsum + 2 * zl * lse
+        # z becomes the gradient: gs * (coef * p - alpha) * dy/dz, alpha = target weights
+        torch.mul(w, g * coef / (1 + s), out=z)
+        if eps > 0:
+            sm = es * (cw.to(z.dtype)[offset : offset + v].unsqueeze(0) if cw is not None else 1.0)
+            z.sub_(torch.where(finite, g * sm, torch.zeros_like(z)))
+        z.scatter_add_(1, t, torch.where(local, -(g * (1 - eps) * wt), torch.zeros_like(a)))
+        if inv_temp != 1.0:
+            z.mul_(inv_temp)
+        if th is not None:
+            z.mul_(1 - th * th)
+        z.masked_fill_(ign | (g == 0) | neg, 0.0)
+        z.masked_fill_(nan & ~ign, float("nan"))
+    return RowOut(loss, lse.squeeze(1), ent, amax)
