@@ -50,73 +50,85 @@ class _LinearKL(torch.autograd.Function):
         mask: torch.Tensor,
         cfg: dict[str, Any],
     ) -> torch.Tensor:
-        n, _ = h.shape
-        v = w.shape[0]
-        dt = h.dtype
-        cdt = torch.float64 if dt == torch.float64 else torch.float32
-        need = ctx.needs_input_grad[:3]
-        grads = any(need)
-        c = cfg["chunk_size"] or max(1, default_chunk_size(n, v) // 2)
-        it = 1.0 / cfg["temperature"]
-        m = mask.to(cdt)
-        if cfg["reduction"] == "mean":
-            m = m / m.sum().clamp_min(1.0)
-        kl = torch.empty(n, dtype=cdt, device=h.device)
-        gh = torch.empty_like(h) if need[0] else None
-        gw = torch.zeros(w.shape, dtype=cdt, device=w.device) if need[1] else None
-        gb = torch.zeros(v, dtype=cdt, device=w.device) if need[2] and b is not None else None
-        for i in range(0, n, c):
-            j = min(i + c, n)
-            hc = h[i:j]
-            zs = (torch.mm(hc, w.t()) if b is None else torch.addmm(b, hc, w.t())).to(cdt)
-            if teacher[0] is not None:
-                zt = teacher[0][i:j].to(cdt, copy=True)
-            else:
-                th, tw, tb = teacher[1:]
-                zt = torch.mm(th[i:j], tw.t()) if tb is None else torch.addmm(tb, th[i:j], tw.t())
-                zt = zt.to(cdt)
-            ls = _log_softmax_(zs.mul_(it))
-            lt = _log_softmax_(zt.mul_(it))
-            kl[i:j] = _kl_rows(ls, lt, cfg["direction"] == "reverse", grads)
-            if not grads:
-                continue
-            g = ls.mul_(m[i:j].unsqueeze(1) * it)
-            gd = g if dt == cdt else g.to(dt)
-            if gh is not None:
-                gh[i:j] = torch.mm(gd, w)
-            if gw is not None:
-                gw.add_(torch.mm(gd.t(), hc).to(cdt))
-            if gb is not None:
-                gb.add_(g.sum(0))
-        kl = kl * mask
-        red = cfg["reduction"]
-        if red == "mean":
-            out = kl.sum() / mask.sum().clamp_min(1)
-        elif red == "sum":
-            out = kl.sum()
-        else:
-            out = kl
-        ctx.grads = [gh, gw, gb]
+        need = tuple(ctx.needs_input_grad[:3])
+        out, grads = _kl_run(h, w, b, teacher, mask, cfg, need)
+        ctx.grads = grads
         ctx.dtypes = (h.dtype, w.dtype, None if b is None else b.dtype)
-        ctx.red = red
-        return out.to(dt)
+        ctx.args = (h, w, b, teacher, mask, cfg, need)
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g_out: torch.Tensor) -> tuple[Any, ...]:
         if ctx.grads is None:
-            raise RuntimeError("linear_kl_divergence: backward called twice")
+            # a second backward through the same graph: the first took the gradients, recompute
+            ctx.grads = _kl_run(*ctx.args)[1]
         grads, ctx.grads = ctx.grads, None
         out: list[Any] = []
         for gr, dt in zip(grads, ctx.dtypes, strict=True):
             if gr is None:
                 out.append(None)
                 continue
-            if ctx.red == "none":
-                raise NotImplementedError  # guarded in linear_kl_divergence
             gr = gr.mul_(g_out.to(gr.dtype))
             out.append(gr if gr.dtype == dt else gr.to(dt))
         return out[0], out[1], out[2], None, None, None
+
+
+def _kl_run(
+    h: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    teacher: Any,
+    mask: torch.Tensor,
+    cfg: dict[str, Any],
+    need: tuple[bool, ...],
+) -> tuple[torch.Tensor, list[Any]]:
+    n, _ = h.shape
+    v = w.shape[0]
+    dt = h.dtype
+    cdt = torch.float64 if dt == torch.float64 else torch.float32
+    grads = any(need)
+    c = cfg["chunk_size"] or max(1, default_chunk_size(n, v) // 2)
+    it = 1.0 / cfg["temperature"]
+    m = mask.to(cdt)
+    if cfg["reduction"] == "mean":
+        m = m / m.sum().clamp_min(1.0)
+    kl = torch.empty(n, dtype=cdt, device=h.device)
+    gh = torch.empty_like(h) if need[0] else None
+    gw = torch.zeros(w.shape, dtype=cdt, device=w.device) if need[1] else None
+    gb = torch.zeros(v, dtype=cdt, device=w.device) if need[2] and b is not None else None
+    for i in range(0, n, c):
+        j = min(i + c, n)
+        hc = h[i:j]
+        zs = (torch.mm(hc, w.t()) if b is None else torch.addmm(b, hc, w.t())).to(cdt)
+        if teacher[0] is not None:
+            zt = teacher[0][i:j].to(cdt, copy=True)
+        else:
+            th, tw, tb = teacher[1:]
+            zt = torch.mm(th[i:j], tw.t()) if tb is None else torch.addmm(tb, th[i:j], tw.t())
+            zt = zt.to(cdt)
+        ls = _log_softmax_(zs.mul_(it))
+        lt = _log_softmax_(zt.mul_(it))
+        kl[i:j] = _kl_rows(ls, lt, cfg["direction"] == "reverse", grads)
+        if not grads:
+            continue
+        g = ls.mul_(m[i:j].unsqueeze(1) * it)
+        gd = g if dt == cdt else g.to(dt)
+        if gh is not None:
+            gh[i:j] = torch.mm(gd, w)
+        if gw is not None:
+            gw.add_(torch.mm(gd.t(), hc).to(cdt))
+        if gb is not None:
+            gb.add_(g.sum(0))
+    kl = kl * mask
+    red = cfg["reduction"]
+    if red == "mean":
+        out = kl.sum() / mask.sum().clamp_min(1)
+    elif red == "sum":
+        out = kl.sum()
+    else:
+        out = kl
+    return out.to(dt), [gh, gw, gb]
 
 
 @torch.compiler.disable
