@@ -221,7 +221,8 @@ def _ce_rows_native(
             float(eps),
             float(zl),
             0,
-            max(1, min(torch.get_num_threads(), n)),
+            # a parallel region costs more than it saves below ~64k elements
+            max(1, min(torch.get_num_threads(), n)) if n * v >= 1 << 16 else 1,
         )
     return RowOut(loss, lse, ent, amax)
 
