@@ -279,3 +279,34 @@ void logitlab_ce_rows(float *x, int64_t n, const int64_t *target, const float *c
                 ent ? ent + r : NULL, amax ? amax + r : NULL);
     }
 }
+
+/* Gradient only (dst may be src), from the lse saved by a read-only forward (no smoothing, no softcap):
+ * g_i = gs w_t (exp(z_i - lse) - [i = t]) / T with z = x / T. One pass over each row. */
+void logitlab_ce_grad_rows(float *dst, const float *src, int64_t n, const int64_t *target,
+                           const float *cw, const float *gs, const float *lse, int64_t V,
+                           int64_t ld_dst, int64_t ld_src, int64_t ignore_index, float inv_temp,
+                           int nthreads) {
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (int64_t r = 0; r < n; r++) {
+        float *row = dst + r * ld_dst;
+        const float *in = src + r * ld_src;
+        const int64_t t = target[r];
+        const float l = lse[r];
+        const float wt = (t != ignore_index && cw) ? cw[t] : 1.0f;
+        const float scale = gs[r] * wt * inv_temp;
+        if (t == ignore_index || scale == 0.0f || l == -INFINITY) {
+            memset(row, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        const v8f vs = splat(scale), vl = splat(l), vit = splat(inv_temp);
+        for (int64_t j = 0; j < V; j += VL) {
+            int64_t len = V - j < VL ? V - j : VL;
+            v8f z = (len == VL ? loadu(in + j) : load_tail(in + j, len, -INFINITY)) * vit;
+            /* z - lse <= 0 up to rounding; -inf logits give exactly 0 */
+            v8f g = vs * vexp_neg(z - vl);
+            if (len == VL) storeu(row + j, g);
+            else for (int64_t q = 0; q < len; q++) row[j + q] = g[q];
+        }
+        row[t] -= scale;
+    }
+}

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["RowOut", "ce_rows", "native_available"]
+__all__ = ["RowOut", "ce_grad_rows", "ce_rows", "native_available"]
 
 _SRC = Path(__file__).with_name("_ce_rows.c")
 _FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno"]
@@ -95,6 +95,9 @@ def _build() -> Any:
     p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
     f.argtypes = [p, i64, p, p, p, p, p, p, p, i64, i64, i64, f32, f32, f32, f32, i64, ctypes.c_int]
     f.restype = None
+    g = lib.logitlab_ce_grad_rows
+    g.argtypes = [p, p, i64, p, p, p, p, i64, i64, i64, i64, f32, ctypes.c_int]
+    g.restype = None
     return lib
 
 
@@ -178,6 +181,58 @@ def ce_rows(
         z_loss,
         stats,
     )
+
+
+def ce_grad_rows(
+    out: torch.Tensor,
+    z: torch.Tensor,
+    target: torch.Tensor,
+    lse: torch.Tensor,
+    grad_scale: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    class_weight: torch.Tensor | None = None,
+    inv_temp: float = 1.0,
+) -> bool:
+    """Write ``grad_scale * w_t * (softmax(z/T) - onehot) / T`` into ``out`` (may be ``z``).
+
+    One pass, from the ``lse`` of ``z/T`` saved by a read-only forward; only without label
+    smoothing or softcap.
+    Returns False (nothing written) when the native kernel cannot take it."""
+    if not (
+        out.dtype == torch.float32
+        and out.stride(1) == 1
+        and out.shape == z.shape
+        and z.dtype == torch.float32
+        and z.device.type == "cpu"
+        and z.dim() == 2
+        and z.stride(1) == 1
+        and native_available()
+    ):
+        return False
+    n, v = z.shape
+    t = target.to(torch.int64).contiguous()
+    cw = None if class_weight is None else class_weight.to(torch.float32).contiguous()
+    gs = grad_scale.to(torch.float32).contiguous()
+    ls = lse.to(torch.float32).contiguous()
+    if n and v:
+        nt = max(1, min(torch.get_num_threads(), n)) if n * v >= 1 << 16 else 1
+        _lib.logitlab_ce_grad_rows(
+            out.data_ptr(),
+            z.data_ptr(),
+            n,
+            t.data_ptr(),
+            _ptr(cw),
+            gs.data_ptr(),
+            ls.data_ptr(),
+            v,
+            out.stride(0),
+            z.stride(0),
+            int(ignore_index),
+            float(inv_temp),
+            nt,
+        )
+    return True
 
 
 def _ce_rows_native(

@@ -14,7 +14,7 @@ from logitlab.torch._common import (
     check_same_device,
     check_target,
 )
-from logitlab.torch._kernels import ce_rows
+from logitlab.torch._kernels import ce_grad_rows, ce_rows, native_available
 
 __all__ = ["cross_entropy"]
 
@@ -63,18 +63,27 @@ class _CE(torch.autograd.Function):
             gs = valid.to(cdt) / denom if bool(total > 0) else torch.zeros_like(wt)
         else:
             gs = valid.to(cdt)
-        if need and red != "none" and not inplace:
+        # one-pass backward from the saved lse (native kernel, no smoothing): the forward only
+        # reads the logits and the backward writes the gradient once, into a fresh buffer or,
+        # with inplace_backward, over the logits
+        one_pass = (
+            cfg["label_smoothing"] == 0.0
+            and x.dtype == torch.float32
+            and x.device.type == "cpu"
+            and native_available()
+        )
+        if need and red != "none" and not inplace and not one_pass:
             # gradient into a fresh buffer (which becomes the returned gradient itself)
             buf = x.to(cdt, copy=True)
             r = ce_rows(buf, t, grad_scale=gs, **kw)
             ctx.grad = buf
-            ctx.save_for_backward(x, t, gs)
+            ctx.save_for_backward(x, t, gs, r.lse)
         else:
             # read-only visit: the kernel leaves x untouched when no gradient is requested
             r = ce_rows(x if x.dtype == cdt else x.to(cdt), t, **kw)
             ctx.grad = None
             if need:
-                ctx.save_for_backward(x, t, gs)
+                ctx.save_for_backward(x, t, gs, r.lse)
         ctx.red = red
         loss = r.loss
         if red == "mean":
@@ -93,7 +102,10 @@ class _CE(torch.autograd.Function):
         shape, axis = ctx.shape
         if ctx.grad is not None:
             g, ctx.grad = ctx.grad, None
-            g.mul_(g_out.to(g.dtype))
+            # loss.backward() passes exactly 1: skip a full pass over the gradient (CPU only,
+            # where reading the value costs no device synchronisation)
+            if g_out.device.type != "cpu" or g_out.numel() != 1 or float(g_out) != 1.0:
+                g.mul_(g_out.to(g.dtype))
         else:
             if ctx.inplace and ctx.consumed:
                 raise RuntimeError(
@@ -101,12 +113,26 @@ class _CE(torch.autograd.Function):
                     "one overwrote the logits with their gradient"
                 )
             ctx.consumed = True
-            x, t, gs = ctx.saved_tensors
+            x, t, gs, lse = ctx.saved_tensors
             cdt = gs.dtype
             scale = gs * (g_out.to(cdt) if ctx.red != "none" else g_out.reshape(-1).to(cdt))
             # inplace_backward: the gradient overwrites the logits buffer, no second N x V tensor
-            g = x if ctx.inplace else x.to(cdt, copy=True)
-            ce_rows(g, t, grad_scale=scale, **ctx.kw)
+            kw = ctx.kw
+            g = x if ctx.inplace else torch.empty(x.shape, dtype=cdt, device=x.device)
+            one_pass = kw["label_smoothing"] == 0.0 and ce_grad_rows(
+                g,
+                x,
+                t,
+                lse,
+                scale,
+                ignore_index=kw["ignore_index"],
+                class_weight=kw["class_weight"],
+                inv_temp=kw["inv_temp"],
+            )
+            if not one_pass:
+                if not ctx.inplace:
+                    g.copy_(x)
+                ce_rows(g, t, grad_scale=scale, **kw)
         # back to the caller's layout: (rows, C) -> moved shape -> original axis order
         if len(shape) > 1:
             moved = list(shape)

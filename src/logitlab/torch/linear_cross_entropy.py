@@ -231,7 +231,7 @@ class _LinearCE(torch.autograd.Function):
             if gr is None or not need[k]:
                 out.append(None)
                 continue
-            if g is not None:
+            if g is not None and (g.device.type != "cpu" or float(g) != 1.0):
                 # the stored gradients are ours alone: scale in place, no second V x d buffer
                 gr = gr.mul_(g.to(gr.dtype))
             out.append(gr if gr.dtype == dt else gr.to(dt))
