@@ -392,23 +392,16 @@ def cross_entropy(
     """
     check_reduction(reduction)
     if _wants_grad(logits) and _fused_ok(logits, target, axis):
-        # class targets on a 2-D tensor: the fused kernel (loss and gradient in one pass)
-        from logitlab.torch.losses import cross_entropy as fused
+        # class targets on a 2-D tensor: the fused kernel (loss and gradient in one visit of
+        # each row; same semantics)
+        from logitlab.torch.cross_entropy import cross_entropy as fused
 
         w = weight
         if w is not None and not hasattr(w, "dtype"):
             import torch
 
             w = torch.as_tensor(w, dtype=logits.dtype, device=logits.device)
-        return fused(
-            logits,
-            target,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            weight=w,
-            reduction=reduction,
-            temperature=temperature,
-        )
+        return fused(logits, target, axis, ignore_index, label_smoothing, w, reduction, temperature)
     if _wants_grad(logits) or _wants_grad(target):
         from logitlab.torch._autograd import cross_entropy_grad
 

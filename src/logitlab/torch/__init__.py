@@ -1,27 +1,31 @@
-"""PyTorch-specific parts of logitlab: fused chunked losses, autograd Functions, the logit monitor.
+"""PyTorch-specific parts of logitlab: autograd Functions, fused chunked losses, distributed.
 
-* :func:`cross_entropy`: fused in-memory cross-entropy (gradient in the forward pass, optional
-  in-place backward).
-* :func:`linear_cross_entropy` / :class:`LinearCrossEntropy`: cross-entropy of ``hidden @ W.T``
-  without the N x V logits, with z-loss, soft-capping, temperature, statistics and vocab-parallel.
-* :func:`linear_kl_divergence`: chunked distillation loss.
-* :class:`LogitMonitor`: training-time forward hook.
+* :func:`linear_cross_entropy`: fused ``hidden @ weight.T`` + cross-entropy, chunked so that the
+  ``N x V`` logits never exist; z-loss, soft-capping, temperature, label smoothing, statistics and
+  vocabulary parallelism.
+* :func:`linear_kl_divergence`: the same for distillation against teacher logits or a teacher
+  head.
+* :func:`cross_entropy`: in-memory fused cross-entropy, optionally writing its gradient over the
+  logits (``inplace_backward=True``).
+* :class:`LinearCrossEntropy`, :class:`CrossEntropy`, :class:`LinearKLDivergence`:
+  :class:`torch.nn.Module` wrappers.
+* :class:`LogitMonitor`: a training-time forward hook on the logits.
 """
 
-from logitlab.torch.losses import (
-    LinearCrossEntropy,
-    LossStats,
-    cross_entropy,
-    linear_cross_entropy,
-    linear_kl_divergence,
-)
+# isort: split
+from logitlab.torch.cross_entropy import cross_entropy
+from logitlab.torch.kl import linear_kl_divergence
+from logitlab.torch.linear_cross_entropy import LinearCEStats, linear_cross_entropy
+from logitlab.torch.modules import CrossEntropy, LinearCrossEntropy, LinearKLDivergence
 from logitlab.torch.monitor import LogitMonitor, LogitWarning
 
 __all__ = [
+    "CrossEntropy",
+    "LinearCEStats",
     "LinearCrossEntropy",
+    "LinearKLDivergence",
     "LogitMonitor",
     "LogitWarning",
-    "LossStats",
     "cross_entropy",
     "linear_cross_entropy",
     "linear_kl_divergence",

@@ -1,136 +1,401 @@
-"""The per-chunk kernel shared by the fused losses: loss and logit gradient in one pass.
+"""Row kernels shared by the fused losses: one pass of the softmax statistics and the gradient.
 
-For a block of rows ``z`` (float32, modified in place into the gradient) and class targets:
+Two interchangeable implementations of :func:`ce_rows`:
 
-* ``m, k = max(z)``; ``z -= m`` (so ``z = -d``); ``z = exp(z)`` (``w``, with ``w_k = 1``);
-* ``s = sum_{i != k} w_i`` (the maximal entry is zeroed by index for the sum, then restored), so
-  ``lse = m + log1p(s)`` and ``-log p_t = d_t + log1p(s)`` keep their tiny values;
-* ``z /= 1 + s`` (``p``), then the gradient ``p * sum(alpha) - alpha`` is formed in place, with
-  ``alpha = (1 - eps) w_t onehot + eps w / |F|`` over the classes ``F`` with a finite logit (so a
-  masked class never gets ``eps * inf``), plus ``2 z_loss lse p`` for the z-loss.
+* a native float32 CPU kernel (``_ce_rows.c``), compiled once with the system C compiler into a
+  per-user cache directory and loaded with :mod:`ctypes` (no torch headers, builds in about a
+  second). It visits each row at most three times while the row is hot in cache and writes the
+  gradient over the logits;
+* a pure-torch path (any dtype, any device) doing the same math with in-place tensor ops. It is
+  the fallback whenever the compiler is missing, the tensor is not float32 on CPU, or
+  ``LOGITLAB_NATIVE=0``.
 
-No second buffer of the block's size is needed (only for entropy statistics). Rows with
-``target == ignore_index`` get loss 0 and gradient 0. The caller scales the gradient by the
-reduction factor and the chain rule of temperature / soft-capping.
+Both use the decomposition of :mod:`logitlab.special`: with :math:`a = \\max_i z_i` at index
+:math:`k`, :math:`d_i = a - z_i` and :math:`s = \\sum_{i \\ne k} e^{-d_i}`,
+:math:`\\operatorname{lse} = a + \\operatorname{log1p}(s)` and
+:math:`-\\log p_t = d_t + \\operatorname{log1p}(s)`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["ChunkOut", "ce_chunk"]
+__all__ = ["RowOut", "ce_grad_rows", "ce_rows", "native_available"]
+
+_SRC = Path(__file__).with_name("_ce_rows.c")
+_FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno"]
+_lock = threading.Lock()
+_lib: Any = None
+_tried = False
 
 
-@dataclass
-class ChunkOut:
-    loss: torch.Tensor  # per row, 0 for ignored rows
-    lse: torch.Tensor  # per row
+class RowOut(NamedTuple):
+    """Per-row results of :func:`ce_rows` (float32 unless the input is float64)."""
+
+    loss: torch.Tensor
+    lse: torch.Tensor
     entropy: torch.Tensor | None
-    correct: torch.Tensor | None  # argmax == target (bool)
-    denom: torch.Tensor  # per row contribution to the mean's denominator
+    argmax: torch.Tensor | None
 
 
-def ce_chunk(
+def _cache_dir() -> Path:
+    root = os.environ.get("LOGITLAB_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "logitlab"
+    )
+    return Path(root)
+
+
+def _cpu_tag() -> str:
+    # -march=native code must not be reused on a different CPU sharing the cache directory.
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = line
+                    break
+    except OSError:
+        pass
+    return platform.machine() + flags
+
+
+def _build() -> Any:
+    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+    if cc is None or sys.platform != "linux":
+        return None
+    src = _SRC.read_bytes()
+    flags = [*_FLAGS, "-march=native"]
+    key = hashlib.sha256(src + " ".join(flags).encode() + _cpu_tag().encode()).hexdigest()[:16]
+    out = _cache_dir() / f"ce_rows_{key}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+        try:
+            cmd = [cc, *flags, str(_SRC), "-o", tmp, "-lm"]
+            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+            os.replace(tmp, out)  # atomic: concurrent builders (pytest-xdist) never see half a file
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(out))
+    f = lib.logitlab_ce_rows
+    p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+    f.argtypes = [p, i64, p, p, p, p, p, p, p, i64, i64, i64, f32, f32, f32, f32, i64, ctypes.c_int]
+    f.restype = None
+    g = lib.logitlab_ce_grad_rows
+    g.argtypes = [p, p, i64, p, p, p, p, i64, i64, i64, i64, f32, ctypes.c_int]
+    g.restype = None
+    return lib
+
+
+def native_available() -> bool:
+    """Whether the compiled float32 CPU kernel is in use (``LOGITLAB_NATIVE=0`` turns it off).
+
+    Example:
+        >>> from logitlab.torch._kernels import native_available
+        >>> isinstance(native_available(), bool)
+        True
+    """
+    global _lib, _tried
+    if os.environ.get("LOGITLAB_NATIVE", "1") in ("0", "false"):
+        return False
+    if not _tried:
+        with _lock:
+            if not _tried:
+                try:
+                    _lib = _build()
+                except (OSError, subprocess.SubprocessError):
+                    _lib = None
+                _tried = True
+    return _lib is not None
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def ce_rows(
     z: torch.Tensor,
-    t: torch.Tensor,
+    target: torch.Tensor,
     *,
-    ignore_index: int,
-    label_smoothing: float,
-    weight: torch.Tensor | None,
-    z_loss: float,
-    stats: bool,
-    grad: bool,
-) -> ChunkOut:
-    """Loss of one block and (if ``grad``) its logit gradient left in ``z`` (see module doc)."""
-    n, v = z.shape
-    valid = t != ignore_index
-    ts = torch.where(valid, t, torch.zeros_like(t)).unsqueeze(1)
-    m, k = z.max(dim=1, keepdim=True)
-    xt = z.gather(1, ts)
-    correct = (k == ts).squeeze(1) & valid if stats else None
-    z.sub_(m)  # z = -d <= 0 (-inf for masked classes)
-    eps = float(label_smoothing)
-    masked = bool(torch.isinf(z).any()) if (eps or weight is not None or stats) else False
-    w_row = weight[ts.squeeze(1)] if weight is not None else None
-    fin: torch.Tensor | None = None
-    smooth = None
-    if eps:
-        wv = weight if weight is not None else torch.ones(v, dtype=z.dtype, device=z.device)
-        if masked:
-            fin = torch.isfinite(z)
-            n_fin = fin.sum(1, keepdim=True).clamp_min(1).to(z.dtype)
-            wsum_fin = (fin * wv).sum(1, keepdim=True)
-            sum_wd = -(torch.where(fin, z, torch.zeros_like(z)) * wv).sum(1, keepdim=True)
-        else:
-            n_fin = torch.full((n, 1), float(v), dtype=z.dtype, device=z.device)
-            wsum_fin = wv.sum().reshape(1, 1).expand(n, 1)
-            sum_wd = -(z @ wv.unsqueeze(1))
-        smooth = (n_fin, wsum_fin, sum_wd)
-    ent_dw = None
-    if stats:
-        negd = z.clone()
-    z.exp_()
-    z.scatter_(1, k, 0.0)
-    s = z.sum(1, keepdim=True)
-    z.scatter_(1, k, 1.0)
-    log1ps = torch.log1p(s)
-    lse = m + log1ps
-    nll_t = (m - xt) + log1ps
-    wt = w_row.unsqueeze(1) if w_row is not None else torch.ones_like(nll_t)
-    loss = (1 - eps) * wt * nll_t
-    sum_alpha = (1 - eps) * wt
-    if smooth is not None:
-        n_fin, wsum_fin, sum_wd = smooth
-        loss = loss + eps * (sum_wd + wsum_fin * log1ps) / n_fin
-        sum_alpha = sum_alpha + eps * wsum_fin / n_fin
-    if z_loss:
-        loss = loss + z_loss * lse * lse
-    z.div_(1 + s)  # z = p
-    if stats:
-        # H = log1p(s) + sum_i p_i d_i  (non-negative terms)
-        pd = (z * negd.nan_to_num_(nan=0.0, neginf=0.0)).sum(1, keepdim=True)
-        ent_dw = (log1ps - pd).squeeze(1)
-    if grad:
-        coef = sum_alpha + (2 * z_loss * lse if z_loss else 0.0)
-        z.mul_(coef)
-        z.scatter_add_(1, ts, -(1 - eps) * wt)
-        if smooth is not None:
-            n_fin = smooth[0]
-            wv = weight if weight is not None else torch.ones(v, dtype=z.dtype, device=z.device)
-            if fin is not None:
-                z.sub_(eps * fin * wv / n_fin)
-            else:
-                z.sub_(eps * wv.unsqueeze(0) / n_fin)
-        if not bool(valid.all()):
-            z.masked_fill_(~valid.unsqueeze(1), 0.0)
-    loss = torch.where(valid.unsqueeze(1), loss, torch.zeros_like(loss)).squeeze(1)
-    denom = torch.where(valid, wt.squeeze(1), torch.zeros_like(wt.squeeze(1)))
-    return ChunkOut(loss, lse.squeeze(1), ent_dw, correct, denom)
+    ignore_index: int = -100,
+    class_weight: torch.Tensor | None = None,
+    grad_scale: torch.Tensor | None = None,
+    inv_temp: float = 1.0,
+    softcap: float | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    stats: bool = False,
+) -> RowOut:
+    """Per-row loss and statistics of ``z`` (rows x classes); gradient written over ``z``.
 
-
-def check_targets(t: torch.Tensor, n_classes: int, ignore_index: int, name: str = "target") -> None:
-    """Raise a ValueError naming the first target outside ``[0, n_classes)`` (not ignored)."""
-    from logitlab._array import validation_enabled
-
-    if t.is_floating_point() or t.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer class indices, got {t.dtype}")
-    if not validation_enabled():
-        return
-    bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"{name}[{i}] = {int(t[i])} is not a class index in [0, {n_classes}) "
-            f"(and is not ignore_index={ignore_index})"
+    The row loss is :math:`(1-\\varepsilon) w_t (-\\log p_t) + \\frac{\\varepsilon}{|F|}
+    \\sum_{c\\in F} w_c (-\\log p_c) + \\zeta\\,\\operatorname{lse}^2` with
+    :math:`p = \\operatorname{softmax}(y)`, :math:`y = \\operatorname{softcap}(z) / T` and
+    :math:`F` the classes with finite :math:`y`. Ignored rows have loss 0. When ``grad_scale``
+    (one factor per row) is given, ``z`` is overwritten with
+    ``grad_scale[r] * d loss_r / d z_r``; otherwise ``z`` holds ``y`` afterwards.
+    """
+    if (
+        z.dtype == torch.float32
+        and z.device.type == "cpu"
+        and z.dim() == 2
+        and z.stride(1) == 1
+        and z.shape[1] > 0
+        and native_available()
+    ):
+        return _ce_rows_native(
+            z,
+            target,
+            ignore_index,
+            class_weight,
+            grad_scale,
+            inv_temp,
+            softcap,
+            label_smoothing,
+            z_loss,
+            stats,
         )
+    return _ce_rows_torch(
+        z,
+        target,
+        ignore_index,
+        class_weight,
+        grad_scale,
+        inv_temp,
+        softcap,
+        label_smoothing,
+        z_loss,
+        stats,
+    )
 
 
-def rows_per_chunk(n_cols: int, budget_elems: int = 1 << 19) -> int:
-    return max(1, budget_elems // max(1, n_cols))
+def ce_grad_rows(
+    out: torch.Tensor,
+    z: torch.Tensor,
+    target: torch.Tensor,
+    lse: torch.Tensor,
+    grad_scale: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    class_weight: torch.Tensor | None = None,
+    inv_temp: float = 1.0,
+) -> bool:
+    """Write ``grad_scale * w_t * (softmax(z/T) - onehot) / T`` into ``out`` (may be ``z``).
+
+    One pass, from the ``lse`` of ``z/T`` saved by a read-only forward; only without label
+    smoothing or softcap.
+    Returns False (nothing written) when the native kernel cannot take it."""
+    if not (
+        out.dtype == torch.float32
+        and out.stride(1) == 1
+        and out.shape == z.shape
+        and z.dtype == torch.float32
+        and z.device.type == "cpu"
+        and z.dim() == 2
+        and z.stride(1) == 1
+        and native_available()
+    ):
+        return False
+    n, v = z.shape
+    t = target.to(torch.int64).contiguous()
+    cw = None if class_weight is None else class_weight.to(torch.float32).contiguous()
+    gs = grad_scale.to(torch.float32).contiguous()
+    ls = lse.to(torch.float32).contiguous()
+    if n and v:
+        nt = max(1, min(torch.get_num_threads(), n)) if n * v >= 1 << 16 else 1
+        _lib.logitlab_ce_grad_rows(
+            out.data_ptr(),
+            z.data_ptr(),
+            n,
+            t.data_ptr(),
+            _ptr(cw),
+            gs.data_ptr(),
+            ls.data_ptr(),
+            v,
+            out.stride(0),
+            z.stride(0),
+            int(ignore_index),
+            float(inv_temp),
+            nt,
+        )
+    return True
 
 
-def any_of(x: Any) -> bool:
-    return bool(x)
+def _ce_rows_native(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    cw: torch.Tensor | None,
+    gs: torch.Tensor | None,
+    inv_temp: float,
+    softcap: float | None,
+    eps: float,
+    zl: float,
+    stats: bool,
+) -> RowOut:
+    n, v = z.shape
+    target = target.to(torch.int64).contiguous()
+    if cw is not None:
+        cw = cw.to(torch.float32).contiguous()
+    if gs is not None:
+        gs = gs.to(torch.float32).contiguous()
+    loss = torch.empty(n, dtype=torch.float32)
+    lse = torch.empty(n, dtype=torch.float32)
+    ent = torch.empty(n, dtype=torch.float32) if stats else None
+    amax = torch.empty(n, dtype=torch.int64) if stats else None
+    if n:
+        _lib.logitlab_ce_rows(
+            z.data_ptr(),
+            n,
+            target.data_ptr(),
+            _ptr(cw),
+            _ptr(gs),
+            loss.data_ptr(),
+            lse.data_ptr(),
+            _ptr(ent),
+            _ptr(amax),
+            v,
+            z.stride(0),
+            int(ignore_index),
+            float(inv_temp),
+            float(softcap or 0.0),
+            float(eps),
+            float(zl),
+            0,
+            # a parallel region costs more than it saves below ~64k elements
+            max(1, min(torch.get_num_threads(), n)) if n * v >= 1 << 16 else 1,
+        )
+    return RowOut(loss, lse, ent, amax)
+
+
+def _ce_rows_torch(
+    z: torch.Tensor,
+    target: torch.Tensor,
+    ignore_index: int,
+    cw: torch.Tensor | None,
+    gs: torch.Tensor | None,
+    inv_temp: float,
+    softcap: float | None,
+    eps: float,
+    zl: float,
+    stats: bool,
+    group: Any = None,
+    offset: int = 0,
+) -> RowOut:
+    """The same math with tensor ops; with ``group``, ``z`` is this rank's vocabulary shard
+    (global columns ``offset .. offset + V_local``) and every row statistic is all-reduced, so the
+    result equals the unsharded computation (Megatron-style vocab parallelism)."""
+    if z.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError("ce_rows needs a float32 or float64 buffer")
+    n, v = z.shape
+    dist: Any = None
+    if group is not None:
+        import torch.distributed as dist
+    ignored = target == ignore_index
+    tl = (target.to(torch.int64) - offset).unsqueeze(1)
+    local = ~ignored.unsqueeze(1) & (tl >= 0) & (tl < v)
+    t = torch.where(local, tl, torch.zeros_like(tl))
+    th = None
+    if softcap:
+        z.div_(softcap).tanh_()
+        if gs is not None:  # the derivative 1 - tanh^2 is formed from tanh itself
+            th = z.clone()
+        z.mul_(softcap)
+    if inv_temp != 1.0:
+        z.mul_(inv_temp)
+    big = torch.iinfo(torch.int64).max
+    if v:
+        a_loc, k_loc = z.max(dim=1, keepdim=True)
+    else:
+        a_loc = z.new_full((n, 1), float("-inf"))
+        k_loc = torch.zeros((n, 1), dtype=torch.int64, device=z.device)
+    a = a_loc.clone()
+    if dist is not None:
+        dist.all_reduce(a, op=dist.ReduceOp.MAX, group=group)
+    # first global argmax: the smallest global index whose logit equals the global max
+    cand = torch.where(a_loc == a, k_loc + offset, torch.full_like(k_loc, big))
+    if dist is not None:
+        dist.all_reduce(cand, op=dist.ReduceOp.MIN, group=group)
+    gk = cand
+    own = (gk >= offset) & (gk < offset + v)
+    k = torch.where(own, gk - offset, torch.zeros_like(gk))
+    bad = ~torch.isfinite(a)
+    a_safe = torch.where(bad, torch.zeros_like(a), a)
+    finite = z > float("-inf")
+    d = a_safe - z  # >= 0; +inf on masked classes
+    w = torch.exp(-d)  # exactly 0 on masked classes
+    if v:
+        # exclude exactly one maximal entry: s = sum_{i != k} exp(-d_i), log1p(s) keeps tiny s
+        w.scatter_(1, k, torch.where(own, torch.zeros_like(a), w.gather(1, k)))
+    cols = [w.sum(1, keepdim=True)]
+    cols.append(torch.where(local, d.gather(1, t), torch.zeros_like(a)))
+    wrow = cw.to(z.dtype)[t + offset] if cw is not None else torch.ones_like(a)
+    cols.append(torch.where(local, wrow, torch.zeros_like(a)))
+    if stats:
+        cols.append(torch.where(finite, w * d, torch.zeros_like(w)).sum(1, keepdim=True))
+    if eps > 0:
+        cwr = cw.to(z.dtype)[offset : offset + v].unsqueeze(0) if cw is not None else None
+        dd = torch.where(finite, d, torch.zeros_like(d))
+        cols.append((dd * cwr if cwr is not None else dd).sum(1, keepdim=True))
+        cnt = finite.sum(1, keepdim=True).to(z.dtype)
+        cols.append(cnt)
+        cols.append((finite * cwr).sum(1, keepdim=True) if cwr is not None else cnt.clone())
+    red = torch.cat(cols, 1)
+    if dist is not None:
+        dist.all_reduce(red, group=group)
+    s, dt, wt = red[:, 0:1], red[:, 1:2], red[:, 2:3]
+    j = 3
+    ent = None
+    l1 = torch.log1p(s)
+    lse = a + l1
+    if stats:
+        ent = (l1 + red[:, j : j + 1] / (1 + s)).squeeze(1)
+        j += 1
+    loss = (1 - eps) * wt * (dt + l1)
+    es = torch.zeros_like(s)
+    wsum = torch.zeros_like(s)
+    if eps > 0:
+        fd, cnt, wsum = red[:, j : j + 1], red[:, j + 1 : j + 2], red[:, j + 2 : j + 3]
+        es = eps / cnt
+        loss = loss + es * (fd + wsum * l1)
+    if zl:
+        loss = loss + zl * lse * lse
+    ign = ignored.unsqueeze(1)
+    neg = bad & (a < 0)  # an all -inf row: lse = -inf, the target has probability 0
+    nan = bad & ~(a < 0)
+    loss = torch.where(neg, torch.full_like(loss, float("inf")), loss)
+    loss = torch.where(nan, torch.full_like(loss, float("nan")), loss)
+    loss = torch.where(ign, torch.zeros_like(loss), loss).squeeze(1)
+    amax = gk.squeeze(1) if stats else None
+    if gs is not None:
+        if v:
+            w.scatter_(1, k, torch.where(own, torch.ones_like(a), w.gather(1, k)))
+        g = gs.to(z.dtype).unsqueeze(1)
+        coef = (1 - eps) * wt + es * wsum + 2 * zl * lse
+        # z becomes the gradient: gs * (coef * p - alpha) * dy/dz, alpha = target weights
+        torch.mul(w, g * coef / (1 + s), out=z)
+        if eps > 0:
+            sm = es * (cw.to(z.dtype)[offset : offset + v].unsqueeze(0) if cw is not None else 1.0)
+            z.sub_(torch.where(finite, g * sm, torch.zeros_like(z)))
+        z.scatter_add_(1, t, torch.where(local, -(g * (1 - eps) * wt), torch.zeros_like(a)))
+        if inv_temp != 1.0:
+            z.mul_(inv_temp)
+        if th is not None:
+            z.mul_(1 - th * th)
+        z.masked_fill_(ign | (g == 0) | neg, 0.0)
+        z.masked_fill_(nan & ~ign, float("nan"))
+    return RowOut(loss, lse.squeeze(1), ent, amax)

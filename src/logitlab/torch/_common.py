@@ -1,0 +1,66 @@
+"""Argument checks shared by the torch losses (messages name the offending argument)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# isort: split
+from logitlab._array import validation_enabled
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_INTS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def check_float(x: object, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOATS:
+        raise TypeError(f"{name} must be a floating tensor (float16/bfloat16/32/64), got {x.dtype}")
+    return x
+
+
+def check_target(t: object, name: str = "target") -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(t).__name__}")
+    if t.dtype not in _INTS:
+        raise TypeError(f"{name} must hold integer class indices, got dtype {t.dtype}")
+    return t
+
+
+def check_same_device(ref: torch.Tensor, x: torch.Tensor | None, name: str, ref_name: str) -> None:
+    if x is not None and x.device != ref.device:
+        raise ValueError(f"{name} is on {x.device} but {ref_name} is on {ref.device}")
+
+
+def check_range(t: torch.Tensor, n_classes: int, ignore_index: int, name: str = "target") -> None:
+    """Value check (reads the tensor; skipped when :func:`logitlab.validation_enabled` is off)."""
+    if not validation_enabled() or t.numel() == 0:
+        return
+    bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+    if bool(bad.any()):
+        i = int(bad.flatten().nonzero()[0, 0])
+        raise ValueError(
+            f"{name} has class index {int(t.flatten()[i])} at flat position {i}, outside "
+            f"[0, {n_classes}) and not ignore_index={ignore_index}"
+        )
+
+
+def check_options(
+    reduction: str,
+    label_smoothing: float,
+    temperature: float,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+) -> None:
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not 0.0 <= float(label_smoothing) <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    if not (math.isfinite(float(temperature)) and float(temperature) > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    if not (math.isfinite(float(z_loss)) and float(z_loss) >= 0):
+        raise ValueError(f"z_loss must be finite and >= 0, got {z_loss}")
+    if softcap is not None and not (math.isfinite(float(softcap)) and float(softcap) > 0):
+        raise ValueError(f"softcap must be None or finite and > 0, got {softcap}")

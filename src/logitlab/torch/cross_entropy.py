@@ -1,0 +1,256 @@
+"""In-memory fused cross-entropy: loss and gradient from one visit of each row of the logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# isort: split
+from logitlab.torch._common import (
+    check_float,
+    check_options,
+    check_range,
+    check_same_device,
+    check_target,
+)
+from logitlab.torch._kernels import ce_grad_rows, ce_rows, native_available
+
+__all__ = ["cross_entropy"]
+
+
+def _rows(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """(rows, classes) view of ``x`` with the class axis last (a copy only if it is not)."""
+    x = x.movedim(axis, -1) if x.dim() > 1 else x.unsqueeze(0)
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+class _CE(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        logits: torch.Tensor,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        w: torch.Tensor | None,
+        cfg: dict[str, Any],
+    ) -> torch.Tensor:
+        red = cfg["reduction"]
+        ctx.dtype_out = logits.dtype
+        cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+        valid = t != cfg["ignore_index"]
+        if w is None:
+            wt = valid.to(cdt)
+        else:
+            wt = torch.where(valid, w.to(cdt)[torch.where(valid, t, 0)], 0.0)
+        total = wt.sum()
+        denom = total.clamp_min(torch.finfo(cdt).tiny)
+        inplace = cfg["inplace"] and x.dtype == cdt and x.data_ptr() == logits.data_ptr()
+        ctx.inplace = inplace
+        ctx.consumed = False
+        kw: dict[str, Any] = dict(
+            ignore_index=cfg["ignore_index"],
+            class_weight=w,
+            inv_temp=1.0 / cfg["temperature"],
+            label_smoothing=cfg["label_smoothing"],
+        )
+        ctx.kw = kw
+        ctx.shape = (logits.shape, cfg["axis"])
+        need = ctx.needs_input_grad[0]
+        if red == "mean":
+            # the mean of an all-ignored batch is 0 (not 0/0): every row scale is 0 then
+            gs = valid.to(cdt) / denom if bool(total > 0) else torch.zeros_like(wt)
+        else:
+            gs = valid.to(cdt)
+        # one-pass backward from the saved lse (native kernel, no smoothing): the forward only
+        # reads the logits and the backward writes the gradient once, into a fresh buffer or,
+        # with inplace_backward, over the logits
+        one_pass = (
+            cfg["label_smoothing"] == 0.0
+            and x.dtype == torch.float32
+            and x.device.type == "cpu"
+            and native_available()
+        )
+        if need and red != "none" and not inplace and not one_pass:
+            # gradient into a fresh buffer (which becomes the returned gradient itself)
+            buf = x.to(cdt, copy=True)
+            r = ce_rows(buf, t, grad_scale=gs, **kw)
+            ctx.grad = buf
+            ctx.save_for_backward(x, t, gs, r.lse)
+        else:
+            # read-only visit: the kernel leaves x untouched when no gradient is requested
+            r = ce_rows(x if x.dtype == cdt else x.to(cdt), t, **kw)
+            ctx.grad = None
+            if need:
+                ctx.save_for_backward(x, t, gs, r.lse)
+        ctx.red = red
+        loss = r.loss
+        if red == "mean":
+            out = loss.sum() / denom if bool(total > 0) else loss.sum() * 0.0
+        elif red == "sum":
+            out = loss.sum()
+        else:
+            out = loss
+        return out.to(logits.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g_out: torch.Tensor) -> tuple[Any, ...]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        shape, axis = ctx.shape
+        if ctx.grad is not None:
+            g, ctx.grad = ctx.grad, None
+            # loss.backward() passes exactly 1: skip a full pass over the gradient (CPU only,
+            # where reading the value costs no device synchronisation)
+            if g_out.device.type != "cpu" or g_out.numel() != 1 or float(g_out) != 1.0:
+                g.mul_(g_out.to(g.dtype))
+        else:
+            if ctx.inplace and ctx.consumed:
+                raise RuntimeError(
+                    "cross_entropy: backward called twice with inplace_backward=True; the first "
+                    "one overwrote the logits with their gradient"
+                )
+            ctx.consumed = True
+            x, t, gs, lse = ctx.saved_tensors
+            cdt = gs.dtype
+            scale = gs * (g_out.to(cdt) if ctx.red != "none" else g_out.reshape(-1).to(cdt))
+            # inplace_backward: the gradient overwrites the logits buffer, no second N x V tensor
+            kw = ctx.kw
+            g = x if ctx.inplace else torch.empty(x.shape, dtype=cdt, device=x.device)
+            one_pass = kw["label_smoothing"] == 0.0 and ce_grad_rows(
+                g,
+                x,
+                t,
+                lse,
+                scale,
+                ignore_index=kw["ignore_index"],
+                class_weight=kw["class_weight"],
+                inv_temp=kw["inv_temp"],
+            )
+            if not one_pass:
+                if not ctx.inplace:
+                    g.copy_(x)
+                ce_rows(g, t, grad_scale=scale, **kw)
+        # back to the caller's layout: (rows, C) -> moved shape -> original axis order
+        if len(shape) > 1:
+            moved = list(shape)
+            c = moved.pop(axis)
+            g = g.reshape(*moved, c).movedim(-1, axis)
+        else:
+            g = g.reshape(shape)
+        return g.to(ctx.dtype_out) if g.dtype != ctx.dtype_out else g, None, None, None, None
+
+
+@torch.compiler.disable
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    axis: int = -1,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+    temperature: float = 1.0,
+    *,
+    inplace_backward: bool = False,
+) -> torch.Tensor:
+    r"""Cross-entropy of class targets with the gradient formed in the same visit of each row.
+
+    With :math:`z = x / T`, row max :math:`a` (first index :math:`k`), :math:`d_i = a - z_i` and
+    :math:`s = \sum_{i \ne k} e^{-d_i}`:
+
+    .. math::
+
+        \ell = (1 - \varepsilon)\, w_t\, (d_t + \operatorname{log1p}(s))
+             + \frac{\varepsilon}{|F|} \sum_{c \in F} w_c\, (d_c + \operatorname{log1p}(s)),
+        \qquad
+        \frac{\partial \ell}{\partial x} = \frac{1}{T}\Big(p \sum_c \alpha_c - \alpha\Big),
+
+    with :math:`F` the classes whose logit is finite (masked ``-inf`` classes get no smoothing
+    mass and exactly zero gradient), :math:`\alpha_c = (1-\varepsilon) w_t [c = t] +
+    \frac{\varepsilon}{|F|} w_c [c \in F]` and :math:`p = e^{-d} / (1 + s)`. ``"mean"`` divides
+    by :math:`\sum w_{t}` over the non-ignored rows, like torch; an all-ignored batch gives 0 and
+    a zero gradient (torch: NaN). Agrees with :func:`torch.nn.functional.cross_entropy` when no
+    class is masked.
+
+    Without ``inplace_backward`` the forward writes the gradient into one new buffer, which the
+    backward hands over after scaling (one ``N x C`` buffer in all). With
+    ``inplace_backward=True`` the forward only reads the logits and the backward overwrites the
+    **logits tensor itself** with its gradient (as flash-attention's cross-entropy does): no
+    second ``N x C`` buffer, but ``logits`` must not be read after ``backward``.
+
+    Args:
+        logits: scores, class axis ``axis`` (float16/bfloat16/float32/float64).
+        target: integer class indices, the shape of ``logits`` without ``axis``.
+        axis: the class axis (a non-last axis costs one transposed copy).
+        ignore_index: target value whose rows contribute nothing.
+        label_smoothing: :math:`\varepsilon \in [0, 1]`.
+        weight: per-class weights :math:`w`, shape ``(C,)``.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        temperature: :math:`T > 0`.
+        inplace_backward: write the gradient over ``logits`` in the backward.
+
+    Returns:
+        The loss in ``logits``' dtype: a scalar, or shaped like ``target`` for ``"none"``.
+
+    Raises:
+        TypeError: non-floating ``logits``/``weight`` or non-integer ``target``.
+        ValueError: shapes that do not fit, devices that differ, class index out of range, bad
+            option values.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from logitlab.torch import cross_entropy
+        >>> x = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 3.0]], requires_grad=True)
+        >>> t = torch.tensor([0, 1])
+        >>> loss = cross_entropy(x, t, label_smoothing=0.1)
+        >>> round(loss.item(), 6) == round(F.cross_entropy(x, t, label_smoothing=0.1).item(), 6)
+        True
+        >>> float(cross_entropy(x.detach(), torch.tensor([-100, -100])))
+        0.0
+
+    References:
+        C. Szegedy et al., "Rethinking the Inception Architecture for Computer Vision", CVPR 2016
+        (label smoothing). P. Blanchard, D. J. Higham, N. J. Higham, "Accurately computing the
+        log-sum-exp and softmax functions", IMA J. Numer. Anal., 2021. T. Dao, flash-attention
+        ``ops/triton/cross_entropy.py`` (in-place backward).
+    """
+    check_float(logits, "logits")
+    check_target(target)
+    check_options(reduction, label_smoothing, temperature)
+    check_same_device(logits, target, "target", "logits")
+    nd = logits.dim()
+    if nd == 0:
+        raise ValueError("logits must have at least one dimension (the classes)")
+    ax = axis + nd if axis < 0 else axis
+    if not 0 <= ax < nd:
+        raise ValueError(f"axis {axis} is out of range for logits with {nd} dimensions")
+    n_classes = logits.shape[ax]
+    expect = tuple(s for i, s in enumerate(logits.shape) if i != ax)
+    if tuple(target.shape) != expect:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} must equal logits' shape without axis {axis}, "
+            f"{expect}"
+        )
+    if weight is not None:
+        check_float(weight, "weight")
+        check_same_device(logits, weight, "weight", "logits")
+        if tuple(weight.shape) != (n_classes,):
+            raise ValueError(f"weight must have shape ({n_classes},), got {tuple(weight.shape)}")
+    check_range(target, n_classes, ignore_index)
+    x = _rows(logits, ax)
+    cfg = dict(
+        ignore_index=int(ignore_index),
+        label_smoothing=float(label_smoothing),
+        temperature=float(temperature),
+        reduction=reduction,
+        inplace=bool(inplace_backward),
+        axis=ax,
+    )
+    out = _CE.apply(logits, x.detach(), target.reshape(-1), weight, cfg)
+    if reduction == "none":
+        out = out.reshape(target.shape)
+    return out

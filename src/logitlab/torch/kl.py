@@ -1,0 +1,267 @@
+"""Chunked fused linear + KL divergence for distillation (soft targets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+# isort: split
+from logitlab.torch._common import check_float, check_options, check_same_device
+from logitlab.torch.linear_cross_entropy import default_chunk_size
+
+__all__ = ["linear_kl_divergence"]
+
+
+def _log_softmax_(z: torch.Tensor) -> torch.Tensor:
+    # in place: z - lse with lse = a + log(sum exp(z - a)); rows of all -inf stay -inf (no NaN)
+    a = z.amax(1, keepdim=True)
+    a = torch.where(torch.isfinite(a), a, torch.zeros_like(a))
+    lse = a + torch.exp(z - a).sum(1, keepdim=True).log()
+    return z.sub_(lse)
+
+
+def _kl_rows(ls: torch.Tensor, lt: torch.Tensor, reverse: bool, grad: bool) -> torch.Tensor:
+    """Row KL from log-probabilities; if ``grad``, ``ls`` is overwritten with d KL / d z_s."""
+    if not reverse:
+        p = lt.exp()
+        diff = torch.where(p > 0, lt - ls, torch.zeros_like(ls))
+        kl = (p * diff).sum(1)
+        if grad:
+            torch.sub(ls.exp_(), p, out=ls)
+        return kl
+    q = ls.exp()
+    diff = torch.where(q > 0, ls - lt, torch.zeros_like(ls))
+    kl = (q * diff).sum(1)
+    if grad:
+        # d/dz_s sum q (log q - log p) = q * (log q - log p - KL)
+        torch.mul(q, diff.sub_(kl.unsqueeze(1)), out=ls)
+    return kl
+
+
+class _LinearKL(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        h: torch.Tensor,
+        w: torch.Tensor,
+        b: torch.Tensor | None,
+        teacher: Any,
+        mask: torch.Tensor,
+        cfg: dict[str, Any],
+    ) -> torch.Tensor:
+        need = tuple(ctx.needs_input_grad[:3])
+        out, grads = _kl_run(h, w, b, teacher, mask, cfg, need)
+        ctx.grads = grads
+        ctx.dtypes = (h.dtype, w.dtype, None if b is None else b.dtype)
+        ctx.args = (h, w, b, teacher, mask, cfg, need)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g_out: torch.Tensor) -> tuple[Any, ...]:
+        if ctx.grads is None:
+            # a second backward through the same graph: the first took the gradients, recompute
+            ctx.grads = _kl_run(*ctx.args)[1]
+        grads, ctx.grads = ctx.grads, None
+        out: list[Any] = []
+        for gr, dt in zip(grads, ctx.dtypes, strict=True):
+            if gr is None:
+                out.append(None)
+                continue
+            gr = gr.mul_(g_out.to(gr.dtype))
+            out.append(gr if gr.dtype == dt else gr.to(dt))
+        return out[0], out[1], out[2], None, None, None
+
+
+def _kl_run(
+    h: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    teacher: Any,
+    mask: torch.Tensor,
+    cfg: dict[str, Any],
+    need: tuple[bool, ...],
+) -> tuple[torch.Tensor, list[Any]]:
+    n, _ = h.shape
+    v = w.shape[0]
+    dt = h.dtype
+    cdt = torch.float64 if dt == torch.float64 else torch.float32
+    grads = any(need)
+    c = cfg["chunk_size"] or max(1, default_chunk_size(n, v) // 2)
+    it = 1.0 / cfg["temperature"]
+    m = mask.to(cdt)
+    if cfg["reduction"] == "mean":
+        m = m / m.sum().clamp_min(1.0)
+    kl = torch.empty(n, dtype=cdt, device=h.device)
+    gh = torch.empty_like(h) if need[0] else None
+    gw = torch.zeros(w.shape, dtype=cdt, device=w.device) if need[1] else None
+    gb = torch.zeros(v, dtype=cdt, device=w.device) if need[2] and b is not None else None
+    for i in range(0, n, c):
+        j = min(i + c, n)
+        hc = h[i:j]
+        zs = (torch.mm(hc, w.t()) if b is None else torch.addmm(b, hc, w.t())).to(cdt)
+        if teacher[0] is not None:
+            zt = teacher[0][i:j].to(cdt, copy=True)
+        else:
+            th, tw, tb = teacher[1:]
+            zt = torch.mm(th[i:j], tw.t()) if tb is None else torch.addmm(tb, th[i:j], tw.t())
+            zt = zt.to(cdt)
+        ls = _log_softmax_(zs.mul_(it))
+        lt = _log_softmax_(zt.mul_(it))
+        kl[i:j] = _kl_rows(ls, lt, cfg["direction"] == "reverse", grads)
+        if not grads:
+            continue
+        g = ls.mul_(m[i:j].unsqueeze(1) * it)
+        gd = g if dt == cdt else g.to(dt)
+        if gh is not None:
+            gh[i:j] = torch.mm(gd, w)
+        if gw is not None:
+            gw.add_(torch.mm(gd.t(), hc).to(cdt))
+        if gb is not None:
+            gb.add_(g.sum(0))
+    kl = kl * mask
+    red = cfg["reduction"]
+    if red == "mean":
+        out = kl.sum() / mask.sum().clamp_min(1)
+    elif red == "sum":
+        out = kl.sum()
+    else:
+        out = kl
+    return out.to(dt), [gh, gw, gb]
+
+
+@torch.compiler.disable
+def linear_kl_divergence(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    teacher_logits: torch.Tensor | None = None,
+    *,
+    teacher_hidden: torch.Tensor | None = None,
+    teacher_weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    teacher_bias: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    direction: str = "forward",
+    mask: torch.Tensor | None = None,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""KL divergence between a teacher and the student head ``hidden @ weight.T``, chunked.
+
+    With :math:`q = \operatorname{softmax}(z_s / T)` (student, :math:`z_s = W h + b`) and
+    :math:`p = \operatorname{softmax}(z_t / T)` (teacher: given logits, or
+    ``teacher_hidden @ teacher_weight.T + teacher_bias``), per token
+
+    .. math::
+
+        \text{forward: } \mathrm{KL}(p \,\|\, q) = \sum_c p_c (\log p_c - \log q_c), \qquad
+        \frac{\partial}{\partial z_s} = \frac{q - p}{T};
+
+        \text{reverse: } \mathrm{KL}(q \,\|\, p) = \sum_c q_c (\log q_c - \log p_c), \qquad
+        \frac{\partial}{\partial z_s} = \frac{q \odot (\log q - \log p - \mathrm{KL})}{T}.
+
+    Terms with zero weight (:math:`p_c = 0` forward, :math:`q_c = 0` reverse) are 0, never
+    ``0 * inf``. The teacher receives no gradient. No :math:`T^2` factor is applied (multiply
+    the result yourself for Hinton-style distillation). The student gradient is formed in the
+    forward, chunk by chunk, as in :func:`~logitlab.torch.linear_cross_entropy`.
+
+    Args:
+        hidden: ``(..., d)`` student activations.
+        weight: ``(V, d)`` student head.
+        teacher_logits: ``(..., V)`` teacher logits, or None to use ``teacher_hidden`` and
+            ``teacher_weight`` (the teacher's logits are then also never materialised in full).
+        teacher_hidden: ``(..., d_t)`` teacher activations.
+        teacher_weight: ``(V, d_t)`` teacher head.
+        bias: optional student bias ``(V,)``.
+        teacher_bias: optional teacher bias ``(V,)``.
+        temperature: :math:`T > 0`, applied to both.
+        direction: ``"forward"`` (:math:`\mathrm{KL}(p\|q)`) or ``"reverse"``.
+        mask: optional boolean ``(...)``; tokens where it is False contribute nothing.
+        reduction: ``"mean"`` (over the tokens kept by ``mask``; 0 if none) or ``"sum"``.
+        chunk_size: tokens per chunk.
+
+    Returns:
+        Scalar loss in ``hidden``'s dtype.
+
+    Raises:
+        TypeError: non-floating or mismatched dtypes.
+        ValueError: both or neither teacher forms given, shapes that do not fit, bad options.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from logitlab.torch import linear_kl_divergence
+        >>> g = torch.Generator().manual_seed(0)
+        >>> h, w = torch.randn(5, 4, generator=g), torch.randn(7, 4, generator=g)
+        >>> tl = torch.randn(5, 7, generator=g)
+        >>> kl = linear_kl_divergence(h, w, tl)
+        >>> ref = F.kl_div(F.log_softmax(h @ w.T, -1), F.log_softmax(tl, -1), log_target=True,
+        ...                reduction="batchmean")
+        >>> bool(torch.allclose(kl, ref))
+        True
+
+    References:
+        G. Hinton, O. Vinyals, J. Dean, "Distilling the Knowledge in a Neural Network", 2015.
+        E. Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models", ICLR 2025.
+    """
+    check_float(hidden, "hidden")
+    check_float(weight, "weight")
+    check_options("mean" if reduction == "none" else reduction, 0.0, temperature)
+    if reduction == "none":
+        raise ValueError("reduction must be 'mean' or 'sum' for linear_kl_divergence")
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
+    if weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"hidden's last dimension ({hidden.shape[-1]}) must equal weight's second "
+            f"dimension (weight shape {tuple(weight.shape)})"
+        )
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"weight dtype {weight.dtype} differs from hidden dtype {hidden.dtype}")
+    check_same_device(hidden, weight, "weight", "hidden")
+    lead = tuple(hidden.shape[:-1])
+    v = weight.shape[0]
+    h2 = hidden.reshape(-1, hidden.shape[-1]).contiguous()
+    if (teacher_logits is None) == (teacher_hidden is None or teacher_weight is None):
+        raise ValueError("give either teacher_logits or both teacher_hidden and teacher_weight")
+    if teacher_logits is not None:
+        check_float(teacher_logits, "teacher_logits")
+        check_same_device(hidden, teacher_logits, "teacher_logits", "hidden")
+        if tuple(teacher_logits.shape) != (*lead, v):
+            raise ValueError(
+                f"teacher_logits shape {tuple(teacher_logits.shape)} must be {(*lead, v)}"
+            )
+        teacher: Any = (teacher_logits.detach().reshape(-1, v), None, None, None)
+    else:
+        assert teacher_hidden is not None and teacher_weight is not None
+        check_float(teacher_hidden, "teacher_hidden")
+        check_float(teacher_weight, "teacher_weight")
+        check_same_device(hidden, teacher_hidden, "teacher_hidden", "hidden")
+        check_same_device(hidden, teacher_weight, "teacher_weight", "hidden")
+        if teacher_weight.dim() != 2 or teacher_weight.shape[0] != v:
+            raise ValueError(f"teacher_weight must have shape ({v}, d_t)")
+        if tuple(teacher_hidden.shape) != (*lead, teacher_weight.shape[1]):
+            raise ValueError(
+                f"teacher_hidden shape {tuple(teacher_hidden.shape)} must be "
+                f"{(*lead, teacher_weight.shape[1])}"
+            )
+        tb = None if teacher_bias is None else teacher_bias.detach()
+        th = teacher_hidden.detach().reshape(-1, teacher_weight.shape[1])
+        teacher = (None, th, teacher_weight.detach(), tb)
+    if mask is None:
+        m = torch.ones(h2.shape[0], dtype=torch.bool, device=hidden.device)
+    else:
+        if tuple(mask.shape) != lead:
+            raise ValueError(f"mask shape {tuple(mask.shape)} must equal {lead}")
+        m = mask.reshape(-1).to(torch.bool)
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    cfg = dict(
+        temperature=float(temperature),
+        direction=direction,
+        reduction=reduction,
+        chunk_size=chunk_size,
+    )
+    out: torch.Tensor = _LinearKL.apply(h2, weight, bias, teacher, m, cfg)
+    return out

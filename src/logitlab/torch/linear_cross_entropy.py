@@ -1,0 +1,393 @@
+"""Chunked fused linear + cross-entropy: the N x V logits never exist.
+
+Per chunk of tokens the logits are formed by one GEMM into a reused float32 buffer, the row kernel
+(:mod:`logitlab.torch._kernels`) turns them into the loss, the statistics and, in the same visit of
+each row, the gradient with respect to the logits; two more GEMMs then accumulate
+``grad_hidden = G W`` and ``grad_weight += G^T h``. The backward only rescales the stored
+gradients by the incoming scalar, so the whole step costs the three GEMMs of the naive version
+(6 N d V FLOPs) plus a few passes over a cache-resident row, and the extra memory is one
+``chunk x V`` buffer instead of several ``N x V`` tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+# isort: split
+from logitlab.torch._common import (
+    check_float,
+    check_options,
+    check_range,
+    check_same_device,
+    check_target,
+)
+from logitlab.torch._kernels import _ce_rows_torch, ce_rows
+
+__all__ = ["LinearCEStats", "linear_cross_entropy", "default_chunk_size"]
+
+_HALF = (torch.float16, torch.bfloat16)
+# Bytes of the float32 chunk buffer. Big enough that the GEMMs run at full speed (the token
+# dimension of each GEMM is >= 128 for V up to 64k), small next to the naive N x V tensors.
+_BUFFER_BYTES = 32 * 2**20
+
+
+class LinearCEStats(NamedTuple):
+    """Per-token statistics returned with ``return_stats=True`` (shape of ``target``)."""
+
+    lse: torch.Tensor
+    """log-sum-exp of the final logits (after softcap and temperature), float32."""
+    entropy: torch.Tensor
+    """entropy of the predicted distribution, float32."""
+    correct: torch.Tensor
+    """``argmax == target`` (first maximum, as :func:`torch.argmax`), bool; False if ignored."""
+
+
+def default_chunk_size(n_tokens: int, vocab: int) -> int:
+    """Tokens per chunk: a ~32 MiB float32 buffer, a multiple of 64, at least 64.
+
+    Example:
+        >>> from logitlab.torch.linear_cross_entropy import default_chunk_size
+        >>> [default_chunk_size(4096, 32000), default_chunk_size(4096, 128256)]
+        [256, 64]
+        >>> default_chunk_size(10, 97)
+        10
+    """
+    c = _BUFFER_BYTES // (4 * max(vocab, 1)) // 64 * 64
+    return max(1, min(n_tokens, max(64, c)))
+
+
+def _vocab_layout(weight: torch.Tensor, group: Any) -> tuple[int, int]:
+    """(offset of this rank's shard, total vocabulary) for a weight sharded along V."""
+    if group is None:
+        return 0, weight.shape[0]
+    import torch.distributed as dist
+
+    sizes = torch.zeros(dist.get_world_size(group), dtype=torch.int64)
+    mine = torch.tensor([weight.shape[0]], dtype=torch.int64)
+    parts = list(sizes.chunk(sizes.numel()))
+    dist.all_gather(parts, mine, group=group)
+    sizes = torch.cat(parts)
+    rank = dist.get_rank(group)
+    return int(sizes[:rank].sum()), int(sizes.sum())
+
+
+def _run(
+    h: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    t: torch.Tensor,
+    cfg: dict[str, Any],
+    gs: torch.Tensor | None,
+    need: tuple[bool, bool, bool],
+) -> tuple[Any, ...]:
+    """Loop over token chunks. ``gs`` (one gradient factor per token) or None for no gradient."""
+    n, d = h.shape
+    v = w.shape[0]
+    dt = h.dtype
+    cdt = torch.float64 if dt == torch.float64 else torch.float32
+    c = cfg["chunk_size"] or default_chunk_size(n, v)
+    group, offset = cfg["group"], cfg["offset"]
+    stats = cfg["stats"]
+    loss = torch.empty(n, dtype=cdt, device=h.device)
+    lse = torch.empty(n, dtype=cdt, device=h.device)
+    ent = torch.empty(n, dtype=cdt, device=h.device) if stats else None
+    amax = torch.empty(n, dtype=torch.int64, device=h.device) if stats else None
+    grads = gs is not None
+    gh = torch.empty_like(h) if grads and need[0] else None
+    # float32 accumulators for half weights: the sum over chunks must not round at every step
+    gw = torch.zeros(w.shape, dtype=cdt, device=w.device) if grads and need[1] else None
+    gb = torch.zeros(v, dtype=cdt, device=w.device) if grads and need[2] and b is not None else None
+    buf = torch.empty(min(c, max(n, 1)), v, dtype=cdt, device=h.device)
+    wt = w.t()
+    for i in range(0, n, c):
+        j = min(i + c, n)
+        hc = h[i:j]
+        z = buf[: j - i]
+        if dt == cdt:
+            if b is None:
+                torch.mm(hc, wt, out=z)
+            else:
+                torch.addmm(b, hc, wt, out=z)
+        else:
+            # the GEMM runs (and rounds) in the input dtype, exactly like F.linear
+            z.copy_(torch.mm(hc, wt) if b is None else torch.addmm(b, hc, wt))
+        kw: dict[str, Any] = dict(
+            inv_temp=1.0 / cfg["temperature"],
+            softcap=cfg["softcap"],
+            eps=cfg["label_smoothing"],
+            zl=cfg["z_loss"],
+            stats=stats,
+        )
+        g_rows = gs[i:j] if gs is not None else None
+        if group is None:
+            r = ce_rows(
+                z,
+                t[i:j],
+                ignore_index=cfg["ignore_index"],
+                grad_scale=g_rows,
+                inv_temp=kw["inv_temp"],
+                softcap=kw["softcap"],
+                label_smoothing=kw["eps"],
+                z_loss=kw["zl"],
+                stats=stats,
+            )
+        else:
+            r = _ce_rows_torch(
+                z, t[i:j], cfg["ignore_index"], None, g_rows, **kw, group=group, offset=offset
+            )
+        loss[i:j] = r.loss
+        lse[i:j] = r.lse
+        if stats:
+            assert ent is not None and amax is not None and r.entropy is not None
+            ent[i:j] = r.entropy
+            amax[i:j] = r.argmax if r.argmax is not None else 0
+        if not grads:
+            continue
+        g = z if dt == cdt else z.to(dt)
+        if gh is not None:
+            if dt == cdt:
+                torch.mm(g, w, out=gh[i:j])
+            else:
+                gh[i:j] = torch.mm(g, w)
+        if gw is not None:
+            if dt == cdt:
+                gw.addmm_(g.t(), hc)
+            else:
+                gw.add_(torch.mm(g.t(), hc))
+        if gb is not None:
+            gb.add_(z.sum(0))
+    if gh is not None and group is not None:
+        import torch.distributed as dist
+
+        # each rank holds the contribution of its vocabulary shard: d loss / d h = sum over shards
+        dist.all_reduce(gh, group=group)
+    return loss, lse, ent, amax, gh, gw, gb
+
+
+def _token_scale(t: torch.Tensor, ignore_index: int, reduction: str) -> torch.Tensor:
+    valid = (t != ignore_index).to(torch.float32)
+    if reduction == "mean":
+        # an all-ignored batch: mean 0 and zero gradient instead of torch's 0/0
+        valid = valid / valid.sum().clamp_min(1.0)
+    return valid
+
+
+class _LinearCE(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        h: torch.Tensor,
+        w: torch.Tensor,
+        b: torch.Tensor | None,
+        t: torch.Tensor,
+        cfg: dict[str, Any],
+    ) -> tuple[torch.Tensor, ...]:
+        need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        red = cfg["reduction"]
+        early = any(need) and red != "none"
+        gs = _token_scale(t, cfg["ignore_index"], red) if early else None
+        loss, lse, ent, amax, gh, gw, gb = _run(h, w, b, t, cfg, gs, need)
+        valid = t != cfg["ignore_index"]
+        if red == "mean":
+            out = loss.sum() / valid.sum().clamp_min(1).to(loss.dtype)
+        elif red == "sum":
+            out = loss.sum()
+        else:
+            out = loss
+        out = out.to(h.dtype)
+        ctx.cfg = cfg
+        ctx.grads = [gh, gw, gb] if early else None
+        ctx.dtypes = (h.dtype, w.dtype, None if b is None else b.dtype)
+        if any(need):
+            ctx.save_for_backward(h, w, b, t)
+        if cfg["stats"]:
+            assert ent is not None and amax is not None
+            correct = (amax == t) & valid
+            ctx.mark_non_differentiable(lse, ent, correct)
+            return out, lse.float(), ent.float(), correct
+        return (out,)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g_out: torch.Tensor, *_: Any) -> tuple[Any, ...]:
+        need = ctx.needs_input_grad[:3]
+        if ctx.grads is not None:
+            grads, ctx.grads = ctx.grads, None
+            g = g_out.to(torch.float64 if ctx.dtypes[0] == torch.float64 else torch.float32)
+        else:
+            # reduction="none", or a second backward through the same graph (retain_graph,
+            # gradcheck): the gradients were handed over, so recompute them chunk by chunk
+            h, w, b, t = ctx.saved_tensors
+            cdt = torch.float64 if h.dtype == torch.float64 else torch.float32
+            red = ctx.cfg["reduction"]
+            scale = _token_scale(t, ctx.cfg["ignore_index"], red).to(cdt)
+            gs = scale * (g_out.reshape(-1) if red == "none" else g_out).to(cdt)
+            grads = list(_run(h, w, b, t, ctx.cfg, gs, tuple(need))[4:])
+            g = None
+        out: list[Any] = []
+        for k, (gr, dt) in enumerate(zip(grads, ctx.dtypes, strict=True)):
+            if gr is None or not need[k]:
+                out.append(None)
+                continue
+            if g is not None and (g.device.type != "cpu" or float(g) != 1.0):
+                # the stored gradients are ours alone: scale in place, no second V x d buffer
+                gr = gr.mul_(g.to(gr.dtype))
+            out.append(gr if gr.dtype == dt else gr.to(dt))
+        return out[0], out[1], out[2], None, None
+
+
+@torch.compiler.disable
+def linear_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+    reduction: str = "mean",
+    chunk_size: int | None = None,
+    return_stats: bool = False,
+    process_group: Any = None,
+) -> Any:
+    r"""Cross-entropy of ``softmax(y)`` with ``y = softcap(hidden @ weight.T + bias) / T``, chunked.
+
+    For token :math:`n` with target :math:`t`, logits
+    :math:`y = \operatorname{softcap}(W h_n + b) / T` where
+    :math:`\operatorname{softcap}(x) = c \tanh(x / c)` (identity when ``softcap`` is None),
+    :math:`\operatorname{lse} = \log \sum_c e^{y_c}` and :math:`F` the classes with finite
+    :math:`y`:
+
+    .. math::
+
+        \ell_n = (1 - \varepsilon)(\operatorname{lse} - y_t)
+            + \frac{\varepsilon}{|F|} \sum_{c \in F} (\operatorname{lse} - y_c)
+            + \zeta \operatorname{lse}^2,
+
+    and :math:`\partial \ell_n / \partial y = (1 + 2\zeta\,\operatorname{lse})\,p - q` with
+    :math:`p = \operatorname{softmax}(y)`, :math:`q` the smoothed one-hot target. The chain rule
+    multiplies by :math:`(1 - \tanh^2(x/c)) / T`. This gradient is computed inside the forward,
+    chunk by chunk, and folded into ``grad_hidden`` and ``grad_weight`` by GEMMs: the
+    :math:`N \times V` logits are never stored and the backward only rescales.
+
+    ``reduction="mean"`` divides by the number of non-ignored tokens; an all-ignored (or empty)
+    batch gives 0 and zero gradients. ``reduction="none"`` recomputes the chunks in the backward
+    (the per-token upstream gradient is needed before accumulating ``grad_weight``).
+
+    Args:
+        hidden: ``(..., d)`` activations (float16/bfloat16/float32/float64).
+        weight: ``(V, d)`` projection (``V`` = this rank's shard with ``process_group``), same
+            dtype and device as ``hidden``.
+        target: ``(...)`` integer class indices (global indices with ``process_group``).
+        bias: optional ``(V,)`` bias.
+        ignore_index: target value that contributes nothing.
+        label_smoothing: :math:`\varepsilon`, spread over the classes with finite logits.
+        z_loss: :math:`\zeta`, coefficient of the PaLM auxiliary loss :math:`\operatorname{lse}^2`.
+        softcap: :math:`c` of Gemma 2's logit soft-capping, or None.
+        temperature: :math:`T > 0` dividing the (capped) logits.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        chunk_size: tokens per chunk (default: a ~32 MiB float32 buffer). Results agree across
+            chunk sizes to float32 rounding of the GEMMs.
+        return_stats: also return per-token :class:`LinearCEStats` (``lse``, ``entropy``,
+            ``correct``), computed in the same pass.
+        process_group: a ``torch.distributed`` group over which ``weight`` (and ``bias``) are
+            sharded along V (Megatron-style); ranks hold identical ``hidden`` and ``target``.
+            Loss and gradients equal the unsharded computation; ``grad_hidden`` is all-reduced.
+
+    Returns:
+        The loss in ``hidden``'s dtype (scalar, or shaped like ``target`` for ``"none"``), or
+        ``(loss, LinearCEStats)`` with ``return_stats=True``.
+
+    Raises:
+        TypeError: non-tensor inputs, non-floating ``hidden``/``weight``/``bias``, non-integer
+            ``target``, or ``hidden``/``weight``/``bias`` dtypes that differ.
+        ValueError: shapes that do not fit (``hidden``'s last dim vs ``weight``'s second,
+            ``target`` vs ``hidden``), devices that differ, a ``target`` outside ``[0, V)`` that is
+            not ``ignore_index``, or bad option values.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from logitlab.torch import linear_cross_entropy
+        >>> g = torch.Generator().manual_seed(0)
+        >>> h = torch.randn(6, 8, generator=g, requires_grad=True)
+        >>> w = torch.randn(11, 8, generator=g, requires_grad=True)
+        >>> t = torch.tensor([1, 5, -100, 10, 0, 3])
+        >>> loss = linear_cross_entropy(h, w, t, chunk_size=4)
+        >>> ref = F.cross_entropy(F.linear(h, w), t)
+        >>> bool(torch.allclose(loss, ref))
+        True
+        >>> loss.backward()
+        >>> bool(torch.allclose(h.grad, torch.autograd.grad(ref, h)[0], atol=1e-6))
+        True
+
+    References:
+        E. Wijmans et al., "Cut Your Losses in Large-Vocabulary Language Models", ICLR 2025.
+        P.-L. Hsu et al., "Liger Kernel: Efficient Triton Kernels for LLM Training", 2024.
+        A. Chowdhery et al., "PaLM: Scaling Language Modeling with Pathways", 2022 (z-loss).
+        Gemma Team, "Gemma 2: Improving Open Language Models at a Practical Size", 2024
+        (logit soft-capping).
+        M. Shoeybi et al., "Megatron-LM: Training Multi-Billion Parameter Language Models Using
+        Model Parallelism", 2019 (vocabulary-parallel cross-entropy).
+    """
+    check_float(hidden, "hidden")
+    check_float(weight, "weight")
+    check_target(target)
+    check_options(reduction, label_smoothing, temperature, z_loss, softcap)
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D (V, d), got shape {tuple(weight.shape)}")
+    if hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"hidden's last dimension ({hidden.shape[-1] if hidden.dim() else None}) must equal "
+            f"weight's second dimension ({weight.shape[1]})"
+        )
+    if tuple(target.shape) != tuple(hidden.shape[:-1]):
+        raise ValueError(
+            f"target shape {tuple(target.shape)} must equal hidden's leading shape "
+            f"{tuple(hidden.shape[:-1])}"
+        )
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"weight dtype {weight.dtype} differs from hidden dtype {hidden.dtype}")
+    if bias is not None:
+        check_float(bias, "bias")
+        if bias.dtype != hidden.dtype:
+            raise TypeError(f"bias dtype {bias.dtype} differs from hidden dtype {hidden.dtype}")
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
+    check_same_device(hidden, weight, "weight", "hidden")
+    check_same_device(hidden, target, "target", "hidden")
+    check_same_device(hidden, bias, "bias", "hidden")
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    offset, vocab = _vocab_layout(weight, process_group)
+    check_range(target, vocab, ignore_index)
+    h2 = hidden.reshape(-1, hidden.shape[-1])
+    if h2.stride(-1) != 1:
+        h2 = h2.contiguous()
+    t2 = target.reshape(-1)
+    cfg = dict(
+        ignore_index=int(ignore_index),
+        label_smoothing=float(label_smoothing),
+        z_loss=float(z_loss),
+        softcap=None if softcap is None else float(softcap),
+        temperature=float(temperature),
+        reduction=reduction,
+        chunk_size=chunk_size,
+        stats=bool(return_stats),
+        group=process_group,
+        offset=offset,
+    )
+    w2 = weight if weight.stride(-1) == 1 else weight.contiguous()
+    outs = _LinearCE.apply(h2, w2, bias, t2, cfg)
+    loss = outs[0]
+    if reduction == "none":
+        loss = loss.reshape(target.shape)
+    if not return_stats:
+        return loss
+    shp = target.shape
+    return loss, LinearCEStats(outs[1].reshape(shp), outs[2].reshape(shp), outs[3].reshape(shp))
