@@ -19,6 +19,7 @@ fused by the caching allocator and the launch count matters more than passes).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -171,6 +172,10 @@ def _as2d(x: Any) -> Any:
 
 def lse(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
     """``lse(x / T)`` over the last axis (shape ``x.shape[:-1]``)."""
+    if t == 1.0:
+        res = _native_rows(_as2d(x), 1, general)
+        if res is not None:
+            return res.reshape(x.shape[:-1])
     x2 = _as2d(x)
     ops = _Ops(x2)
     out = ops.empty((x2.shape[0],), x2)
@@ -188,7 +193,75 @@ def lse(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
     return out.reshape(x.shape[:-1])
 
 
+def _native_rows(x2: Any, mode: int, general: Callable[[Any], Any]) -> Any:
+    """Run the fused float32 row kernel (``_rows.c``) if it is available, else return None.
+
+    ``mode`` 0: log-softmax of every row; 1: log-sum-exp per row. Rows with a non-finite
+    maximum are flagged by the kernel and computed by ``general``.
+    """
+    from logitlab import _native
+
+    lib = _native.lib()
+    n, v = x2.shape
+    is_np = isinstance(x2, np.ndarray)
+    if lib is None or str(x2.dtype) not in ("float32", "torch.float32") or n == 0:
+        return None
+    shape = (n, v) if mode == 0 else (n,)
+    out: Any
+    flag: Any
+    if is_np:
+        x2 = np.ascontiguousarray(x2)
+        out = np.empty(shape, dtype=np.float32)
+        flag = np.empty(n, dtype=np.int32)
+        ptrs = (x2.ctypes.data, out.ctypes.data, flag.ctypes.data)
+        threads = os.cpu_count() or 1
+    else:
+        import torch
+
+        out = torch.empty(shape, dtype=torch.float32)
+        flag = torch.empty(n, dtype=torch.int32)
+        ptrs = (x2.data_ptr(), out.data_ptr(), flag.data_ptr())
+        threads = torch.get_num_threads()
+    # Row ranges on Python threads (ctypes releases the GIL), one native thread each: an OpenMP
+    # pool of our own would spin beside torch's and slow every torch op that follows.
+    step = -(-n // max(1, threads))
+    out_item = 4 * (v if mode == 0 else 1)
+
+    def run(r0: int) -> None:
+        r1 = min(n, r0 + step)
+        lib.logitlab_lsm_rows(
+            ptrs[0] + 4 * v * r0,
+            ptrs[1] + out_item * r0,
+            ptrs[2] + 4 * r0,
+            r1 - r0,
+            v,
+            v,
+            v,
+            mode,
+            1,
+        )
+
+    starts = list(range(0, n, step))
+    if len(starts) == 1 or n * v < (1 << 16):
+        for r0 in starts:
+            run(r0)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(starts)) as pool:
+            list(pool.map(run, starts))
+    bad = np.flatnonzero(np.asarray(flag))
+    if bad.size:
+        idx = bad if is_np else __import__("torch").from_numpy(bad)
+        out[idx] = general(x2[idx])
+    return out
+
+
 def log_softmax(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
+    if t == 1.0:
+        res = _native_rows(_as2d(x), 0, general)
+        if res is not None:
+            return res.reshape(x.shape)
     # Five passes per in-cache block, the first write going straight to the output:
     # o = (x - a) / T;  b = exp(o) with the excluded entry zeroed;  s = sum(b);  o -= log1p(s).
     # -(a - x)/T - log1p(s) in two roundings keeps the dominant entry's tiny log-probability
