@@ -126,7 +126,8 @@ def _worker(kind: str, variant: str, shape: Sequence[int], repeats: int) -> dict
             # d loss / d logits; the in-place variant returns the logits' own storage
             box.append(_ce_step(variant, box[0], t))
 
-    prepare()
+    if kind != "linear":
+        prepare()
     step()  # warm-up: thread pools, one-time allocations, native kernel build
     grad_bytes = sum(p.numel() * p.element_size() for p in params)
     for p in params:
