@@ -17,3 +17,21 @@ def test_version_main() -> None:
     from logitlab.cli import main
 
     assert main(["--version"]) == 0
+
+
+def test_bench_command_tiny() -> None:
+    import json
+
+    import pytest
+    from typer.testing import CliRunner
+
+    pytest.importorskip("torch")
+    from logitlab.cli import app
+
+    r = CliRunner().invoke(
+        app, ["bench", "--n", "64", "--d", "16", "--v", "200", "--repeats", "1", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert {row["variant"] for row in rows} >= {"naive", "logitlab"}
+    assert all(row["time_s"] > 0 for row in rows)

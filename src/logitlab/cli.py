@@ -313,6 +313,31 @@ if typer is not None:
 
     # --- end diagnose command ---
 
+    @app.command()
+    def bench(
+        n: int = typer.Option(2048, "--n", min=1, help="Tokens."),
+        d: int = typer.Option(512, "--d", min=1, help="Hidden size."),
+        v: int = typer.Option(32000, "--v", min=2, help="Vocabulary size."),
+        repeats: int = typer.Option(2, "--repeats", min=1),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON rows on stdout only."),
+    ) -> None:
+        """Linear cross-entropy fwd+bwd: naive, PyTorch's variants and logitlab, side by side,
+        with the GEMM floor and peak extra memory (each variant in a fresh process)."""
+        with cli_errors():
+            try:
+                from logitlab.torch.bench import run
+            except ImportError as exc:
+                raise CLIError(
+                    f"bench needs PyTorch: pip install 'logitlab[torch]' ({exc})"
+                ) from exc
+            rows, table = run(shapes=((n, d, v),), repeats=repeats)
+        if json_out:
+            from logitlab.report import to_json
+
+            print(to_json(rows))
+            return
+        print(table)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point (``logitlab`` and ``python -m logitlab``)."""
