@@ -1,0 +1,29 @@
+"""The benchmark entry points the CLI calls: rows and a table, on tiny shapes."""
+
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from logitlab.torch import bench  # noqa: E402
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="peak RSS from /proc")
+
+
+def test_linear_bench_rows_and_table():
+    rows, table = bench.run([(128, 16, 300)], variants=("naive",), repeats=1)
+    assert [r["variant"] for r in rows] == ["naive"]
+    r = rows[0]
+    assert r["time_s"] > 0 and r["floor_s"] > 0 and r["extra_mb"] >= 0
+    assert r["naive_mem_pct"] == 100.0
+    assert "naive" in table and "floor_x" in table
+
+
+def test_cross_entropy_bench_rows():
+    variants = ("torch", "logitlab_inplace")
+    rows, table = bench.run_cross_entropy([(512, 1000)], variants=variants, repeats=1)
+    assert [r["variant"] for r in rows] == list(variants)
+    # torch keeps log-probabilities and a fresh gradient (~2 MB each); in place needs neither
+    assert rows[0]["extra_mb"] > rows[1]["extra_mb"] + 1.0
+    assert "speedup" in table
