@@ -826,18 +826,32 @@ def kl_divergence(
     References:
         Kullback & Leibler, Ann. Math. Statist. 22, 1951.
     """
+    return _divergence(False, p, q, p_logits, q_logits, axis, base, reduction)
+
+
+def _divergence(
+    js: bool,
+    p: Array | None,
+    q: Array | None,
+    p_logits: Array | None,
+    q_logits: Array | None,
+    axis: int,
+    base: float | None,
+    reduction: str,
+) -> Any:
+    """The shared body of :func:`kl_divergence` (``js=False``) and :func:`js_divergence`."""
     check_reduction(reduction)
     if any(_wants_grad(a) for a in (p, q, p_logits, q_logits)):
-        from logitlab.torch._autograd import kl_grad
+        from logitlab.torch._autograd import js_grad, kl_grad
 
-        out = kl_grad(p, q, p_logits, q_logits, axis)
+        out = (js_grad if js else kl_grad)(p, q, p_logits, q_logits, axis)
         out = out / _log_base(base) if base is not None else out
         return _reduce(_torch_xp(), out, reduction)
     xp, pp, qq, u, ax, out_dtype = _two_dists(p, q, p_logits, q_logits, axis)
-    kl = kl_impl(xp, pp, qq, u, ax)
+    d = js_impl(xp, pp, qq, u, ax) if js else kl_impl(xp, pp, qq, u, ax)
     if base is not None:
-        kl = kl / _log_base(base)
-    return _finish(xp, _reduce(xp, kl, reduction), out_dtype)
+        d = d / _log_base(base)
+    return _finish(xp, _reduce(xp, d, reduction), out_dtype)
 
 
 def _torch_xp() -> Any:
@@ -911,18 +925,7 @@ def js_divergence(
         J. Lin, "Divergence measures based on the Shannon entropy", IEEE Trans. Inf. Theory 37(1),
         1991.
     """
-    check_reduction(reduction)
-    if any(_wants_grad(a) for a in (p, q, p_logits, q_logits)):
-        from logitlab.torch._autograd import js_grad
-
-        out = js_grad(p, q, p_logits, q_logits, axis)
-        out = out / _log_base(base) if base is not None else out
-        return _reduce(_torch_xp(), out, reduction)
-    xp, pp, qq, u, ax, out_dtype = _two_dists(p, q, p_logits, q_logits, axis)
-    js = js_impl(xp, pp, qq, u, ax)
-    if base is not None:
-        js = js / _log_base(base)
-    return _finish(xp, _reduce(xp, js, reduction), out_dtype)
+    return _divergence(True, p, q, p_logits, q_logits, axis, base, reduction)
 
 
 @quiet
