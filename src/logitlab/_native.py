@@ -1,4 +1,5 @@
-"""Loader of the native float32 row kernels of the exact core (``_rows.c``).
+"""Loader of the native float32 row kernels (``_rows.c``): the exact core's log-softmax and
+log-sum-exp, and the streaming evaluator's per-row metrics.
 
 Built once with the system C compiler (the same flags and cache as
 :mod:`logitlab.torch._kernels`), loaded with :mod:`ctypes`; ``LOGITLAB_NATIVE=0`` or a missing
@@ -54,6 +55,9 @@ def _build() -> Any:
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     f.argtypes = [p, p, p, i64, i64, i64, i64, ctypes.c_int, ctypes.c_int]
     f.restype = None
+    g = lib.logitlab_eval_rows
+    g.argtypes = [p, p, i64, i64, i64, i64, p, p, p]
+    g.restype = i64
     return lib
 
 

@@ -182,3 +182,76 @@ def test_all_reduce_over_gloo(tmp_path) -> None:  # type: ignore[no-untyped-def]
     ref = np.concatenate([single.state_dict()["sums"], single.state_dict()["hist"].ravel()])
     for rank in (0, 1):
         np.testing.assert_allclose(np.load(tmp_path / f"state{rank}.npy"), ref, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- native float32 kernel
+
+
+def _native_and_fallback(
+    z: np.ndarray, y: np.ndarray, monkeypatch: pytest.MonkeyPatch, **kw: int
+) -> tuple[Evaluator, Evaluator]:
+    from logitlab import _native
+
+    if _native.lib() is None:
+        pytest.skip("no C compiler: the native kernel is not built")
+    native = Evaluator(**kw)
+    native.update(z, y)
+    with monkeypatch.context() as m:
+        m.setattr(_native, "lib", lambda: None)
+        fallback = Evaluator(**kw)
+        fallback.update(z, y)
+    return native, fallback
+
+
+@pytest.mark.parametrize(("n", "c"), [(1, 1), (13, 2), (1000, 10), (517, 9), (64, 1000)])
+def test_native_kernel_matches_torch_path(
+    n: int, c: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # float32 rows (the kernel's dtype), with ties, masked classes, a masked target and
+    # near-deterministic rows: the fused kernel and the block-wise torch/NumPy path agree
+    rng = np.random.default_rng(n + c)
+    z = (rng.standard_normal((n, c)) * 3).astype(np.float32)
+    y = rng.integers(0, c, n)
+    if c > 2:
+        z[::5, 1] = z[::5, 0]  # ties at the maximum: the first index is the prediction
+        z[::7, 2] = -np.inf  # a masked class
+        z[::11, 0] = 60.0  # near-deterministic rows: NLL ~ exp(-60) must survive
+    n_inf = int(np.sum(np.isneginf(z[np.arange(n), y])))
+    native, fallback = _native_and_fallback(z, y, monkeypatch)
+    a, b = native.state_dict(), fallback.state_dict()
+    np.testing.assert_array_equal(a["hist"][0], b["hist"][0])  # same bins, row for row
+    np.testing.assert_array_equal(a["hist"][2], b["hist"][2])
+    np.testing.assert_allclose(a["hist"][1], b["hist"][1], rtol=1e-6)  # float32 ulps
+    if n_inf:
+        assert a["sums"][1] == np.inf == b["sums"][1]
+    else:
+        # float32 per-row work in the fallback, double in the kernel: a few float32 ulps
+        np.testing.assert_allclose(a["sums"], b["sums"], rtol=2e-6)
+        assert native.compute().nll == pytest.approx(nll(logits=z, target=y), rel=2e-6)
+
+
+def test_native_kernel_bins_confidences_on_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+    # two-class rows whose confidence is at (or one rounding from) the coarse edges 0.5, 0.75,
+    # 0.875 of n_bins = 8: the kernel bins the correctly rounded float32 confidence with the
+    # (lo, hi] rule, so its table equals searchsorted on the float64 softmax rounded to float32
+    conf = np.array([0.5, 0.75, 0.875, 0.9375, 1.0 - 2.0**-20], dtype=np.float64)
+    z = np.stack([np.log(conf), np.log1p(-conf)], 1).astype(np.float32)
+    y = np.array([0, 1, 0, 1, 0])
+    native, _ = _native_and_fallback(z, y, monkeypatch, n_bins=8, fine_bins=24)
+    z64 = z.astype(np.float64)
+    c32 = (1.0 / np.exp(z64 - z64.max(1, keepdims=True)).sum(1)).astype(np.float32)
+    edges = np.linspace(0.0, 1.0, 25)
+    idx = np.clip(np.searchsorted(edges, c32.astype(np.float64), side="left") - 1, 0, 23)
+    np.testing.assert_array_equal(native.hist[0], np.bincount(idx, minlength=24))
+    np.testing.assert_array_equal(native.hist[1], np.bincount(idx, c32, minlength=24))
+    assert native.compute().n == 5
+
+
+def test_native_kernel_reports_the_first_bad_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    z = np.zeros((300_000, 3), dtype=np.float32)  # several threads' worth of rows
+    z[250_001, 2] = np.nan
+    z[270_000, 1] = np.inf
+    ev = Evaluator()
+    with pytest.raises(ValueError, match=r"NaN \(row 250001 of the batch\)"):
+        ev.update(z, np.zeros(300_000, dtype=np.int64))
+    assert ev.sums["n"] == 0

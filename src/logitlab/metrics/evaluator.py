@@ -48,6 +48,7 @@ References:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,8 @@ __all__ = ["Evaluator", "EvaluationResult", "all_reduce_state"]
 
 _SUMS = ("n", "nll", "top1", "top5", "brier", "entropy")
 _BLOCK_ELEMS = 1 << 22  # rows x classes per block (16 MiB f32): few, large ops (see the docs)
+# the native kernel gathers 8 rows per vector; past a few thousand classes those rows leave L1/L2
+_NATIVE_MAX_CLASSES = 4096
 
 
 @dataclass
@@ -146,6 +149,64 @@ def _block_stats_numpy(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
     return nll, higher, brier, ent, inv, correct
 
 
+def _native_update(x: Any, y: Any, edges: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """One call of the fused row kernel (``_rows.c``) over a float32 CPU batch, or ``None``.
+
+    Returns ``(first bad row or -1, the five sums, the (3, F) histogram)``. Row ranges run on
+    Python threads (ctypes releases the GIL), each with its own sums and histogram, added in a
+    fixed order; one native thread each, so no OpenMP pool spins beside torch's.
+    """
+    from logitlab import _native
+
+    lib = _native.lib()
+    if lib is None or x.ndim != 2 or x.shape[1] > _NATIVE_MAX_CLASSES:
+        return None
+    n, c = x.shape
+    if isinstance(x, np.ndarray):
+        if x.dtype != np.float32:
+            return None
+        xs = np.ascontiguousarray(x)
+        xp, threads = xs.ctypes.data, os.cpu_count() or 1
+    else:
+        import torch
+
+        if x.dtype != torch.float32 or x.device.type != "cpu":
+            return None
+        xs = x.contiguous()
+        xp, threads = xs.data_ptr(), torch.get_num_threads()
+    ys = np.ascontiguousarray(y.numpy() if hasattr(y, "numpy") else y, dtype=np.int64)
+    f = len(edges) - 1
+    step = max(-(-n // max(1, threads)), 1 << 16)
+    starts = list(range(0, n, step))
+    accs = np.zeros((len(starts), 5))
+    hists = np.zeros((len(starts), 3, f))
+    bad = np.full(len(starts), -1, dtype=np.int64)
+
+    def run(i: int) -> None:
+        r0 = starts[i]
+        bad[i] = lib.logitlab_eval_rows(
+            xp + 4 * c * r0,
+            ys.ctypes.data + 8 * r0,
+            min(n, r0 + step) - r0,
+            c,
+            c,
+            f,
+            edges.ctypes.data,
+            accs[i].ctypes.data,
+            hists[i].ctypes.data,
+        )
+
+    if len(starts) == 1:
+        run(0)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(starts)) as pool:
+            list(pool.map(run, range(len(starts))))
+    first = next((starts[i] + int(b) for i, b in enumerate(bad) if b >= 0), -1)
+    return first, accs.sum(axis=0), hists.sum(axis=0)
+
+
 class Evaluator:
     r"""Accumulate predictions batch by batch; :meth:`compute` equals the batch metrics.
 
@@ -225,7 +286,15 @@ class Evaluator:
         block = max(1, _BLOCK_ELEMS // c)
         acc = np.zeros(len(_SUMS))
         hist = np.zeros_like(self.hist)
-        for a in range(0, n, block):
+        native = _native_update(x, y, self._fine_edges)
+        if native is not None:
+            bad, nacc, hist = native
+            if bad >= 0:
+                self._raise_nonfinite(x, bad, 1)
+            acc[0] = n
+            acc[1:] = nacc
+            # a masked target class (NLL = +inf) does not raise: the honest value is kept
+        for a in range(0, n if native is None else 0, block):
             xb, yb = x[a : a + block], y[a : a + block]
             if torch is not None and isinstance(xb, torch.Tensor):
                 nll, higher, brier, ent, conf, correct = _block_stats_torch(torch, xb, yb)
