@@ -391,3 +391,67 @@ def test_report_json_html_rich() -> None:
     con.print(rep)
     text = con.export_text()
     assert "per dtype" in text and "loss-scale reasoning" in text and "bfloat16" in text
+
+
+# ---------------------------------------------------------------- native kernel vs NumPy path
+
+
+def _flat(d: object, pre: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flat(v, f"{pre}.{k}"))
+    elif isinstance(d, list) and d and isinstance(d[0], (dict, list)):
+        for i, v in enumerate(d):
+            out.update(_flat(v, f"{pre}[{i}]"))
+    else:
+        out[pre] = d
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize(("n", "v"), [(40, 1), (300, 7), (200, 8), (120, 513), (30, 5000)])
+def test_native_kernel_equals_numpy_path(
+    dtype: type, n: int, v: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from logitlab import _native
+
+    if _native.lib() is None:
+        pytest.skip("no C compiler: the native kernel is not built")
+    rng = np.random.default_rng(n * v)
+    x = (rng.standard_normal((n, v)) * rng.uniform(0.1, 8, (n, 1))).astype(dtype)
+    x[3, 0] = np.nan  # non-finite rows: counted, then left out of every other statistic
+    x[5, -1] = np.inf
+    x[7, :] = -np.inf
+    x[9, 0] = -np.inf
+    x[11, 0] = 14.0 if dtype == np.float16 else 100.0  # a row past the float16 exp limit
+    x[13] = x[13, 0]  # a constant row: every class ties with the maximum
+    t = rng.integers(0, v, n)
+    native = _flat(diagnose(x, t).to_dict())
+    with monkeypatch.context() as m:
+        m.setattr(_native, "lib", lambda: None)
+        ref = _flat(diagnose(x, t).to_dict())
+    assert native.keys() == ref.keys()
+    for key, a in native.items():
+        b = ref[key]
+        if key.startswith(".histograms.grad_log2") or key.startswith(".mixed_precision"):
+            # exp within 2 ulp of NumPy's: an entry next to a power of two may change binade
+            if isinstance(a, float):
+                assert a == pytest.approx(b, rel=1e-3, abs=2 / (n * v)), key
+            continue
+        if isinstance(a, float) and isinstance(b, float):
+            # the kernel sums rows in float32 blocks of 512 added in double (NumPy: pairwise
+            # float32), so row sums agree to float32 rounding, and counts exactly
+            assert a == pytest.approx(b, rel=1e-5, abs=1e-9, nan_ok=True), key
+        else:
+            assert a == b, key
+
+
+def test_native_kernel_on_strided_and_non_contiguous_rows() -> None:
+    rng = np.random.default_rng(3)
+    big = (rng.standard_normal((50, 300)) * 3).astype(np.float16)
+    x = big[::2, 20:220]  # row stride 600 elements, unit column stride: the kernel reads it
+    y = np.ascontiguousarray(x)
+    assert diagnose(x).to_dict() == diagnose(y).to_dict()
+    xt = np.ascontiguousarray(big[:, :40].T)[:, ::3]  # column stride 3: the NumPy path
+    assert diagnose(xt).to_dict()["basic"] == diagnose(np.ascontiguousarray(xt)).to_dict()["basic"]

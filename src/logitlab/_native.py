@@ -58,6 +58,9 @@ def _build() -> Any:
     g = lib.logitlab_eval_rows
     g.argtypes = [p, p, i64, i64, i64, i64, p, p, p]
     g.restype = i64
+    h = lib.logitlab_diag_rows
+    h.argtypes = [p, ctypes.c_int, p, i64, i64, i64, p, p, p, p, p]
+    h.restype = None
     return lib
 
 

@@ -390,6 +390,21 @@ def _median_from_hist(counts: np.ndarray, edges: np.ndarray, extra_high: int = 0
     return float(10 ** ((edges[i] + edges[i + 1]) / 2))
 
 
+_N_ROW = 13  # per-row sums shared by the NumPy and the native entry passes (see _rows.c)
+_Rows = tuple[np.ndarray, "np.ndarray | None", np.ndarray, np.ndarray]
+
+
+def _diag_lib(x: np.ndarray) -> Any:
+    """The native kernel library when it applies to ``x`` (float16/float32 rows, unit stride)."""
+    if x.dtype not in (np.float16, np.float32) or x.ndim != 2 or x.shape[1] == 0:
+        return None
+    if x.strides[1] != x.itemsize or x.strides[0] % x.itemsize:
+        return None
+    from logitlab import _native
+
+    return _native.lib()
+
+
 class LogitStats:
     r"""Streaming accumulator behind :func:`diagnose`: exact counts and fixed-bin histograms.
 
@@ -521,8 +536,8 @@ class LogitStats:
             return
         self.rows += x.shape[0]
         work = np.float64 if x.dtype.kind != "f" or x.dtype.itemsize > 4 else np.float32
-        if x.dtype == work:
-            xw = x
+        if x.dtype == work or _diag_lib(x) is not None:
+            xw = x  # the native kernel widens float16 rows in cache: no chunk-sized copy
         else:
             xw = self._buffer("x", x.shape, work)
             xw[...] = x  # exact widening (float16 -> float32, int -> float64)
@@ -544,6 +559,13 @@ class LogitStats:
         return ~bad
 
     def _update_rows(self, x: np.ndarray, t: np.ndarray | None) -> None:
+        lib = _diag_lib(x)
+        got = self._rows_native(lib, x, t) if lib is not None else self._rows_numpy(x, t)
+        if got is not None:
+            self._accumulate(*got)
+
+    def _rows_numpy(self, x: np.ndarray, t: np.ndarray | None) -> _Rows | None:
+        """Per-row sums and the two entry histograms with NumPy (about 20 passes per chunk)."""
         r, V = x.shape
         k = np.argmax(x, axis=1)
         ar = np.arange(r)
@@ -551,15 +573,13 @@ class LogitStats:
         b = np.min(x, axis=1)
         ok = self._split_nonfinite(x, k, a, b)
         if not ok.all():
-            x, k, a, b = x[ok], None, a[ok], b[ok]
+            x, a, b = x[ok], a[ok], b[ok]
             t = None if t is None else t[ok]
             r = x.shape[0]
             if r == 0:
-                return
+                return None
             ar = np.arange(r)
             k = np.argmax(x, axis=1)
-        assert k is not None
-        self.ok_rows += r
         wd = x.dtype
         # e = x - a <= 0 and w = exp(e) with the one maximal entry excluded (the decomposition of
         # logitlab.special), so that s, 1 - p_max and the entropy carry no cancellation.
@@ -568,26 +588,97 @@ class LogitStats:
         w = self._buffer("w", (r, V), wd)
         np.exp(e, out=w)
         w[ar, k] = 0
-        s = w.sum(axis=1, dtype=wd).astype(np.float64)
-        edw = -np.einsum("ij,ij->i", e, w).astype(np.float64)  # sum d_i w_i >= 0
-        sum_e = e.sum(axis=1, dtype=wd).astype(np.float64)
-        sum_e2 = np.einsum("ij,ij->i", e, e).astype(np.float64)
-        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        q = np.empty((_N_ROW, r))
+        q[0], q[1] = a, b
+        q[2] = w.sum(axis=1, dtype=wd)
+        q[3] = -np.einsum("ij,ij->i", e, w)  # sum d_i w_i >= 0
+        q[4] = e.sum(axis=1, dtype=wd)
+        q[5] = np.einsum("ij,ij->i", e, e)
+        # Temperature: softmax(z / T) reuses w: w^2 for T = 1/2, sqrt(w) for T = 2.
+        buf = self._buffer("buf", (r, V), wd)
+        for j, temp in enumerate(_T_LIST):
+            if temp == 0.5:
+                np.square(w, out=buf)
+            else:
+                np.sqrt(w, out=buf)
+            q[6 + 2 * j] = buf.sum(axis=1, dtype=wd)
+            q[7 + 2 * j] = -np.einsum("ij,ij->i", e, buf) / temp
+
+        # Logit histogram: the top 16 bits of the float32 pattern (sign, exponent, 7 mantissa
+        # bits), i.e. bins of relative width 2^-7 that are fixed, exact and mergeable.
+        xf = x if wd == np.float32 else x.astype(np.float32)
+        self._bincount_into(self.h_logit, xf.view(np.uint32), 16)
+
+        # Gradient p - onehot: exponent histogram of every entry from the bits of p (one multiply
+        # and one shift); the caller moves the target entries from the bin of p_t to 1 - p_t.
+        ptop = (1 / (1 + q[2])).astype(wd)
+        tt = k if t is None else t
+        np.multiply(w, ptop[:, None], out=buf)
+        buf[ar, k] = ptop
+        q[12] = buf[ar, tt]
+        if wd == np.float32:
+            self._bincount_exp(buf.view(np.uint32), 23, 127)
+        else:
+            self._bincount_exp(buf.view(np.uint64), 52, 1023)
+
+        # Conditioning: sum p|z| from |x| (reusing e, no longer needed).
+        np.abs(x, out=e)
+        q[11] = e.min(axis=1)
+        q[10] = np.einsum("ij,ij->i", e, w)
+        return x, t, k, q
+
+    def _rows_native(self, lib: Any, x: np.ndarray, t: np.ndarray | None) -> _Rows | None:
+        """The same per-row sums and histograms from the fused kernel of ``_rows.c``: three
+        passes over each row while it is in cache, float16 widened there (no chunk copy)."""
+        r, V = x.shape
+        q = np.empty((r, _N_ROW))
+        k = np.empty(r, dtype=np.int64)
+        scratch = self._buffer("scratch", (2, V), np.float32)
+        h_exp = np.zeros(256, np.int64)
+        tc = None if t is None else np.ascontiguousarray(t, dtype=np.int64)
+        lib.logitlab_diag_rows(
+            x.ctypes.data,
+            int(x.dtype == np.float16),
+            None if tc is None else tc.ctypes.data,
+            r,
+            V,
+            x.strides[0] // x.itemsize,
+            q.ctypes.data,
+            k.ctypes.data,
+            scratch.ctypes.data,
+            self.h_logit.ctypes.data,
+            h_exp.ctypes.data,
+        )
+        self._add_exp_hist(h_exp, 127)
+        ok = k >= 0
+        if not ok.all():
+            bad = ~ok
+            xb = x[bad]
+            self.nan += int(np.count_nonzero(np.isnan(xb)))
+            self.posinf += int(np.count_nonzero(xb == np.inf))
+            self.neginf += int(np.count_nonzero(xb == -np.inf))
+            self.bad_rows += int(bad.sum())
+            if not ok.any():
+                return None
+            x, q, k = x[ok], q[ok], k[ok]
+            t = None if t is None else t[ok]
+        return x, t, k, np.ascontiguousarray(q.T)
+
+    def _accumulate(
+        self, x: np.ndarray, t: np.ndarray | None, k: np.ndarray, q: np.ndarray
+    ) -> None:
+        """Everything after the entry passes: O(rows) work on the per-row sums ``q``."""
+        r, V = x.shape
+        ar = np.arange(r)
+        self.ok_rows += r
+        a64, b64, s, edw, sum_e, sum_e2 = q[0], q[1], q[2], q[3], q[4], q[5]
         log1ps = np.log1p(s)
         lse = a64 + log1ps
         gap = s / (1 + s)  # 1 - p_max, exact
         ptop = 1 / (1 + s)
         ent = log1ps + edw / (1 + s)
-
-        # Temperature: softmax(z / T) reuses w: w^2 for T = 1/2, sqrt(w) for T = 2.
-        buf = self._buffer("buf", (r, V), wd)
-        for temp in _T_LIST:
-            if temp == 0.5:
-                np.square(w, out=buf)
-            else:
-                np.sqrt(w, out=buf)
-            st = buf.sum(axis=1, dtype=wd).astype(np.float64)
-            sdw = -np.einsum("ij,ij->i", e, buf).astype(np.float64) / temp
+        for j, temp in enumerate(_T_LIST):
+            st, sdw = q[6 + 2 * j], q[7 + 2 * j]
             self.t_h[temp] += float(np.sum(np.log1p(st) + sdw / (1 + st)))
             self.t_top[temp] += float(np.sum(1 / (1 + st)))
 
@@ -612,11 +703,6 @@ class LogitStats:
         self.spread_min = min(self.spread_min, float(spread.min()))
         self.spread_max = max(self.spread_max, float(spread.max()))
 
-        # Logit histogram: the top 16 bits of the float32 pattern (sign, exponent, 7 mantissa
-        # bits), i.e. bins of relative width 2^-7 that are fixed, exact and mergeable.
-        xf = x if wd == np.float32 else x.astype(np.float32)
-        self._bincount_into(self.h_logit, xf.view(np.uint32), 16)
-
         # Per-dtype overflow/underflow (analytic with an exact band fallback) and saturation.
         for name, f in FORMATS.items():
             self._dtype_rows(name, f, x, a64, b64, lse, maxabs)
@@ -639,23 +725,15 @@ class LogitStats:
             self.conf_wrong += int(np.count_nonzero(wrong & (ptop > _CONF)))
             self.sat_wrong += int(np.count_nonzero(wrong & (gap < FORMATS["float16"].eps)))
 
-        # Gradient p - onehot: exponent histogram of every entry from the bits of p (one multiply
-        # and one shift), then the target entries are moved from the bin of p_t to that of 1 - p_t.
-        np.multiply(w, ptop.astype(wd)[:, None], out=buf)
-        buf[ar, k] = ptop.astype(wd)
-        pt_stored = buf[ar, tt].astype(np.float64)
-        if wd == np.float32:
-            self._bincount_exp(buf.view(np.uint32), 23, 127)
-        else:
-            self._bincount_exp(buf.view(np.uint64), 52, 1023)
-        self._exp_move(pt_stored, -1, wd)
+        # the target entry of the gradient is p_t - 1, not the p_t counted with the others
+        wd = np.float32 if x.dtype.itemsize <= 4 else np.float64
+        self._exp_move(q[12], -1, wd)
         self._exp_move(g_t, +1, wd)
         self.grad_max = max(self.grad_max, float(g_t.max()))
 
-        # Conditioning: sum p|z| from |x| (reusing e, no longer needed).
-        np.abs(x, out=e)
-        minabs = e.min(axis=1).astype(np.float64)
-        spz = (np.einsum("ij,ij->i", e, w).astype(np.float64) + np.abs(a64)) / (1 + s)
+        # Conditioning
+        minabs = q[11]
+        spz = (q[10] + np.abs(a64)) / (1 + s)
         self.min_abs = min(self.min_abs, float(minabs.min()))
         k_ratio = np.where(minabs > 0, maxabs / np.where(minabs > 0, minabs, 1), np.inf)
         k_lse = np.where(spz == 0, 0.0, spz / np.abs(lse))
@@ -685,11 +763,16 @@ class LogitStats:
             hist += np.bincount((bits[i : i + step] >> shift).ravel(), minlength=hist.size)
 
     def _bincount_exp(self, bits: np.ndarray, shift: int, bias: int) -> None:
-        # p >= 0, so the sign bit is 0 and bits >> shift is the biased exponent; exponent field 0
-        # (zero or below the work dtype's normal range) counts as zero for float16 purposes.
+        # p >= 0, so the sign bit is 0 and bits >> shift is the biased exponent
         nb = 1 << (bits.dtype.itemsize * 8 - 1 - shift)
         h = np.zeros(nb, np.int64)
         self._bincount_into(h, bits, shift)
+        self._add_exp_hist(h, bias)
+
+    def _add_exp_hist(self, h: np.ndarray, bias: int) -> None:
+        # exponent field 0 (zero or below the work dtype's normal range) counts as zero for
+        # float16 purposes
+        nb = h.size
         self.grad_zero += int(h[0])
         idx = np.arange(1, nb) - bias + _EXP_OFFSET  # floor(log2 p) + offset
         keep = (idx >= 0) & (idx < _EXP_BINS)
@@ -724,7 +807,7 @@ class LogitStats:
         # lse) covers the error of lse itself in the work dtype. Rows inside the band are redone
         # in real D arithmetic.
         delta = 1.01 * u * maxabs + 8 * u + 1e-4 * (1 + np.abs(lse))
-        if name == "float64" or x.dtype == np.float32 and name == "float32":
+        if name == "float64" or x.dtype in (np.float16, np.float32) and name == "float32":
             delta = 8 * u + 1e-5 * (1 + np.abs(lse))  # x is exact in D: no input rounding
         band = ~over_sure & ~nan_sure & (np.abs(lse - f.overflow_log) <= delta)
         over = over_sure | (~nan_sure & (lse - delta > f.overflow_log))
@@ -738,7 +821,7 @@ class LogitStats:
         zero = ~zband & (z < thr)
         need = band | zband
         if need.any():
-            sim = simulate_softmax(x[need], name)
+            sim = simulate_softmax(x[need], name)  # float16 rows are widened exactly
             over = over.copy()
             over[need] = np.where(band[need], sim["naive_overflow"], over[need])
             zero = zero.copy()

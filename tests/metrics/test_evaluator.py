@@ -204,9 +204,7 @@ def _native_and_fallback(
 
 
 @pytest.mark.parametrize(("n", "c"), [(1, 1), (13, 2), (1000, 10), (517, 9), (64, 1000)])
-def test_native_kernel_matches_torch_path(
-    n: int, c: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_native_kernel_matches_torch_path(n: int, c: int, monkeypatch: pytest.MonkeyPatch) -> None:
     # float32 rows (the kernel's dtype), with ties, masked classes, a masked target and
     # near-deterministic rows: the fused kernel and the block-wise torch/NumPy path agree
     rng = np.random.default_rng(n + c)
