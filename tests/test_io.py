@@ -152,3 +152,58 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path) -> None:
         atomic_write(f, 123)  # type: ignore[arg-type]
     assert f.read_text() == "{}"
     assert [p.name for p in f.parent.iterdir()] == ["r.json"]
+
+
+# ---------------------------------------------------------------- streamed containers
+
+
+def test_stored_npz_member_is_memory_mapped(tmp_path: Path) -> None:
+    x = np.random.default_rng(1).standard_normal((300, 17)).astype(np.float16)
+    f = tmp_path / "s.npz"
+    np.savez(f, other=np.arange(5), logits=x, scalar=np.float32(2.5))
+    src = open_array(f, "logits")
+    assert src.shape == (300, 17) and src.dtype == np.float16 and src.source_dtype == "float16"
+    part = src._get(10, 20)
+    assert isinstance(part, np.memmap) or isinstance(part.base, np.memmap)
+    np.testing.assert_array_equal(src.rows(10, 20), x[10:20])
+    np.testing.assert_array_equal(src.read(), x)
+    assert float(open_array(f, "scalar").read()) == 2.5
+
+
+def test_compressed_npz_member_is_streamed_in_any_order(tmp_path: Path) -> None:
+    x = np.random.default_rng(2).standard_normal((1000, 33))
+    f = tmp_path / "c.npz"
+    np.savez_compressed(f, logits=x, labels=np.arange(1000) % 33)
+    src = open_array(f, "logits")
+    assert src.shape == (1000, 33) and src.dtype == np.float64
+    for a, b in [(0, 10), (10, 400), (700, 1000), (5, 6), (990, 2000), (0, 1000)]:
+        np.testing.assert_array_equal(src.rows(a, b), x[a:b])  # backwards reads reopen
+    np.testing.assert_array_equal(load_array(f, "labels"), np.arange(1000) % 33)
+
+
+def test_npz_fortran_order_and_bad_members(tmp_path: Path) -> None:
+    x = np.asfortranarray(np.random.default_rng(3).standard_normal((20, 6)))
+    f = tmp_path / "f.npz"
+    np.savez(f, logits=x)
+    np.testing.assert_array_equal(open_array(f).rows(3, 9), x[3:9])
+    np.savez(tmp_path / "o.npz", logits=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(LoadError, match="never loaded"):
+        open_array(tmp_path / "o.npz")
+    good = tmp_path / "t.npz"
+    np.savez(good, logits=np.zeros((1000, 10)))
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(LoadError, match=r"cut\.npz"):
+        open_array(cut).read()
+
+
+def test_bfloat16_pt_is_widened_per_slice_and_named(tmp_path: Path) -> None:
+    t = torch.randn(50, 8).to(torch.bfloat16)
+    f = tmp_path / "b.pt"
+    torch.save({"logits": t}, f)
+    src = open_array(f)
+    assert src.dtype == np.float32 and src.source_dtype == "bfloat16"
+    np.testing.assert_array_equal(src.rows(5, 9), t[5:9].float().numpy())
+    from logitlab.diagnostics import diagnose_file
+
+    assert diagnose_file(f).dtype == "bfloat16"

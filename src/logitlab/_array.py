@@ -282,3 +282,18 @@ def check_probabilities(
                 f"{name} must sum to 1 along axis {axis} (tolerance {tol:.3g}); "
                 f"row {i} sums to {pick(xp, total, i)!r}"
             )
+
+
+def torch_view(arr: np.ndarray) -> Any:
+    """A zero-copy torch tensor over a NumPy array that logitlab only reads.
+
+    Memory-mapped inputs are read-only; ``torch.from_numpy`` warns about them because the tensor
+    could be written. Every caller of this helper reads only, so the warning is silenced here.
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(arr))

@@ -53,7 +53,6 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -1500,7 +1499,7 @@ def diagnose_file(
     tgt: np.ndarray | None = None
     if target_key is not None:
         tgt = open_array(path, target_key).read()
-    name = "bfloat16" if _is_bf16_source(path, src) else str(src.dtype)
+    name = src.source_dtype  # "bfloat16" for such tensors, whose rows arrive widened
 
     def make() -> LogitStats:
         st = LogitStats(V, dtype=name, shape=shape, axis=ax)
@@ -1548,13 +1547,3 @@ def diagnose_file(
         return c, None if tgt is None else tgt[a:b]
 
     return _run_chunks(n_rows, V, rows, get, make, workers, progress).finalize()
-
-
-def _is_bf16_source(path: str | os.PathLike[str], src: Any) -> bool:
-    # io widens bfloat16 to float32; the report should still name the stored dtype.
-    p = Path(path)
-    if p.suffix.lower() == ".safetensors":
-        from logitlab.io import _safetensors_header
-
-        return bool(_safetensors_header(p).get(src.key or "", {}).get("dtype") == "BF16")
-    return False

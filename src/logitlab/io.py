@@ -78,6 +78,7 @@ class ArraySource:
         key: the array's name inside the file (``None`` for ``.npy``).
         shape: the full shape.
         dtype: NumPy dtype of the rows returned (bfloat16 is widened to float32).
+        source_dtype: name of the dtype stored in the file (``"bfloat16"`` for such tensors).
     """
 
     path: Path
@@ -85,6 +86,11 @@ class ArraySource:
     shape: tuple[int, ...]
     dtype: np.dtype
     _get: Any
+    source_dtype: str = ""  # the stored dtype's name ("bfloat16" where rows come as float32)
+
+    def __post_init__(self) -> None:
+        if not self.source_dtype:
+            self.source_dtype = str(self.dtype)
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` along the first axis, as an in-memory NumPy array."""
@@ -224,21 +230,9 @@ def open_array(path: str | os.PathLike[str], key: str | None = None) -> ArraySou
 
         probe = get(0, 0) if shape else get(None, None)
         _check_numeric(p, name, probe.dtype)
-        return ArraySource(p, name, shape, probe.dtype, get)
+        return ArraySource(p, name, shape, probe.dtype, get, "bfloat16" if dt == "BF16" else "")
     if s == ".npz":
-        try:
-            z = np.load(p, allow_pickle=False)
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise LoadError(f"{p}: not a readable .npz file ({exc})") from exc
-        zk = _pick_key(p, list(z.files), key)
-        try:
-            arr = z[zk]
-        except ValueError as exc:
-            raise LoadError(
-                f"{p}[{zk!r}]: refused: {exc} (pickled content is never loaded)"
-            ) from exc
-        _check_numeric(p, zk, arr.dtype)
-        return ArraySource(p, zk, tuple(arr.shape), arr.dtype, _slicer(arr))
+        return _open_npz(p, key)
     obj = _torch_load(p)
     k: str | None = None
     if isinstance(obj, dict):
@@ -250,9 +244,122 @@ def open_array(path: str | os.PathLike[str], key: str | None = None) -> ArraySou
             raise LoadError(f"{p}: holds a single tensor; key {key!r} does not apply")
     if not _is_tensor_like(obj):
         raise LoadError(f"{p}: holds a {type(obj).__name__}, not a tensor")
-    arr = _torch_to_numpy(obj) if not isinstance(obj, np.ndarray) else obj
-    _check_numeric(p, k, arr.dtype)
-    return ArraySource(p, k, tuple(arr.shape), arr.dtype, _slicer(arr))
+    if isinstance(obj, np.ndarray):
+        _check_numeric(p, k, obj.dtype)
+        return ArraySource(p, k, tuple(obj.shape), obj.dtype, _slicer(obj))
+    # torch.load(mmap=True) maps the storage: convert row slices as they are asked for, so that
+    # a bfloat16 tensor is widened chunk by chunk rather than as one float32 copy of the file
+    t = obj.detach()
+    probe = _torch_to_numpy(t.reshape(-1)[:0])
+    _check_numeric(p, k, probe.dtype)
+    src_name = str(t.dtype).removeprefix("torch.")
+
+    def get_t(a: int | None, b: int | None) -> np.ndarray:
+        return _torch_to_numpy(t[a:b] if t.ndim else t)
+
+    return ArraySource(p, k, tuple(t.shape), probe.dtype, get_t, src_name)
+
+
+def _open_npz(p: Path, key: str | None) -> ArraySource:
+    """A member of an ``.npz``: memory-mapped when stored, streamed through the decompressor when
+    compressed (``np.savez_compressed``); the member is never read whole."""
+    try:
+        zf = zipfile.ZipFile(p)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise LoadError(f"{p}: not a readable .npz file ({exc})") from exc
+    with zf:
+        names = [n.removesuffix(".npy") for n in zf.namelist() if n.endswith(".npy")]
+        zk = _pick_key(p, names, key)
+        info = zf.getinfo(zk + ".npy")
+        try:
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
+                if version not in ((1, 0), (2, 0)):
+                    raise ValueError(f"unsupported .npy format version {version}")
+                shape, fortran, dtype = read_header(fh)
+                header_len = fh.tell()
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise LoadError(f"{p}[{zk!r}]: not a readable .npy member ({exc})") from exc
+    if dtype.hasobject:
+        raise LoadError(
+            f"{p}[{zk!r}]: refused: object arrays hold pickled content, which is never loaded"
+        )
+    _check_numeric(p, zk, dtype)
+    shape = tuple(int(v) for v in shape)
+    if fortran and len(shape) > 1:
+        # column-major rows are not contiguous: read the member whole (np.load, no pickle)
+        with np.load(p, allow_pickle=False) as z:
+            arr = z[zk]
+        return ArraySource(p, zk, shape, arr.dtype, _slicer(arr))
+    if info.compress_type == zipfile.ZIP_STORED:
+        with open(p, "rb") as fh:
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+            if local[:4] != b"PK\x03\x04":
+                raise LoadError(f"{p}[{zk!r}]: corrupt zip entry")
+            n_name = int.from_bytes(local[26:28], "little")
+            n_extra = int.from_bytes(local[28:30], "little")
+        offset = info.header_offset + 30 + n_name + n_extra + header_len
+        count = int(np.prod(shape, dtype=np.int64))
+        if offset + count * dtype.itemsize > p.stat().st_size:
+            raise LoadError(f"{p}[{zk!r}]: truncated member")
+        arr = np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=shape or (1,))
+        return ArraySource(p, zk, shape, dtype, _slicer(arr if shape else arr.reshape(())))
+    return ArraySource(
+        p, zk, shape, dtype, _CompressedRows(p, zk + ".npy", header_len, shape, dtype)
+    )
+
+
+class _CompressedRows:
+    """Row slices of a compressed ``.npz`` member, read forward through the decompressor (a
+    request behind the current position reopens the member). Thread-safe."""
+
+    def __init__(
+        self, p: Path, member: str, header_len: int, shape: tuple[int, ...], dtype: np.dtype
+    ) -> None:
+        import threading
+
+        self.p, self.member, self.header_len = p, member, header_len
+        self.shape, self.dtype = shape, dtype
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        self._lock = threading.Lock()
+        self._zf: zipfile.ZipFile | None = None
+        self._fh: Any = None
+        self._row = 0
+
+    def _reopen(self) -> None:
+        if self._zf is None:
+            self._zf = zipfile.ZipFile(self.p)
+        if self._fh is not None:
+            self._fh.close()
+        self._fh = self._zf.open(self.member)
+        self._fh.read(self.header_len)
+        self._row = 0
+
+    def __call__(self, a: int | None, b: int | None) -> np.ndarray:
+        n = self.shape[0] if self.shape else 1
+        a, b, _ = slice(a, b).indices(n)
+        b = max(a, b)
+        with self._lock:
+            try:
+                if self._fh is None or a < self._row:
+                    self._reopen()
+                skip = (a - self._row) * self.row_bytes
+                while skip > 0:
+                    skip -= len(self._fh.read(min(skip, 1 << 24)))
+                data = self._fh.read((b - a) * self.row_bytes)
+            except (OSError, zipfile.BadZipFile, EOFError) as exc:
+                raise LoadError(f"{self.p}[{self.member}]: cannot read ({exc})") from exc
+            if len(data) != (b - a) * self.row_bytes:
+                raise LoadError(f"{self.p}[{self.member}]: truncated member")
+            self._row = b
+        out = np.frombuffer(data, dtype=self.dtype).reshape((b - a, *self.shape[1:]))
+        return out if self.shape else out.reshape(())
 
 
 def _slicer(arr: np.ndarray) -> Any:

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import check_probabilities, validation_enabled
+from logitlab._array import check_probabilities, torch_view, validation_enabled
 from logitlab.metrics.calibration import BinTable, error_from_table, uniform_edges
 
 __all__ = ["Evaluator", "EvaluationResult", "all_reduce_state"]
@@ -395,7 +395,7 @@ class Evaluator:
                 lx = np.log(xn)  # softmax(log p) = p; p = 0 gives a masked class
             x = torch.from_numpy(lx).to(scores.device) if is_t else lx
         if torch is not None and not is_t:
-            x = torch.from_numpy(np.ascontiguousarray(x))  # zero copy
+            x = torch_view(x)  # zero copy, read only
             y = torch.from_numpy(yv)
         elif is_t:
             y = torch.from_numpy(yv).to(x.device)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from logitlab._array import torch_view
 from logitlab.metrics._inputs import to_labels
 
 __all__ = ["TemperatureResult", "fit_temperature", "nll_and_derivatives"]
@@ -143,7 +144,7 @@ def _passes(src: Any, y: np.ndarray, beta: float) -> tuple[float, float, float, 
         x = _chunk(s, a, a + step)
         t = y[a : a + x.shape[0]]
         if torch is not None:
-            xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+            xt, tt = torch_view(x), torch_view(t)
             fi, g, h, cf, cr = _block_terms(xt, tt, beta, xp)
         else:
             fi, g, h, cf, cr = _block_terms(x, t, beta, xp)
