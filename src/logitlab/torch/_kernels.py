@@ -131,28 +131,29 @@ def _ptr(t: torch.Tensor | None, row: int = 0) -> int | None:
 
 
 _pool: Any = None
+_MODE = os.environ.get("LOGITLAB_KERNEL_THREADS", "python")
 
 
 def _split_rows(n: int, work: int, call: Any) -> None:
-    """Run ``call(r0, r1)`` over row ranges covering ``[0, n)``.
+    """Run ``call(r0, r1, nthreads)`` over row ranges covering ``[0, n)``.
 
-    Ranges run on Python threads (ctypes releases the GIL), each kernel call with one native
-    thread. The kernels' own OpenMP team would stay spinning after each call (libgomp's default
-    wait policy) and take cycles from the MKL/torch threads of the GEMMs that follow: measured on
-    2 cores, fwd+bwd of a 2048x512x32000 linear cross-entropy varied from 1.5 to 2.9 s with it,
-    1.9-2.1 s without (or with OMP_WAIT_POLICY=passive).
+    By default the ranges run on Python threads (ctypes releases the GIL), each kernel call with
+    one native thread, like the core's row kernels: no second thread team next to torch's.
+    ``LOGITLAB_KERNEL_THREADS=omp`` makes one call with an OpenMP team instead. On the 2-core
+    development VM the two measured the same within noise (in-memory cross-entropy 8192 x 32000
+    in place: 3.7-4.5x ``F.cross_entropy`` either way; see docs/performance.md).
     """
     global _pool
     nt = max(1, min(torch.get_num_threads(), n)) if work >= 1 << 16 else 1
-    if nt == 1:
-        call(0, n)
+    if nt == 1 or _MODE == "omp":
+        call(0, n, nt)
         return
     if _pool is None:
         from concurrent.futures import ThreadPoolExecutor
 
         _pool = ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="logitlab")
     step = -(-n // nt)
-    futures = [_pool.submit(call, r0, min(n, r0 + step)) for r0 in range(0, n, step)]
+    futures = [_pool.submit(call, r0, min(n, r0 + step), 1) for r0 in range(0, n, step)]
     for f in futures:
         f.result()
 
@@ -247,7 +248,7 @@ def ce_grad_rows(
     ls = lse.to(torch.float32).contiguous()
     if n and v:
 
-        def call(r0: int, r1: int) -> None:
+        def call(r0: int, r1: int, nt: int) -> None:
             _lib.logitlab_ce_grad_rows(
                 _ptr(out, r0),
                 _ptr(z, r0),
@@ -261,7 +262,7 @@ def ce_grad_rows(
                 z.stride(0),
                 int(ignore_index),
                 float(inv_temp),
-                1,
+                nt,
             )
 
         _split_rows(n, n * v, call)
@@ -292,7 +293,7 @@ def _ce_rows_native(
     amax = torch.empty(n, dtype=torch.int64) if stats else None
     if n:
 
-        def call(r0: int, r1: int) -> None:
+        def call(r0: int, r1: int, nt: int) -> None:
             _lib.logitlab_ce_rows(
                 _ptr(z, r0),
                 r1 - r0,
@@ -311,7 +312,7 @@ def _ce_rows_native(
                 float(eps),
                 float(zl),
                 0,
-                1,
+                nt,
             )
 
         _split_rows(n, n * v, call)
