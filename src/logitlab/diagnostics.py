@@ -411,7 +411,8 @@ class LogitStats:
     disjoint rows (threads, files, ranks) and is exact for every count and histogram (moments use
     Chan's parallel update); ``finalize`` builds the :class:`LogitReport`. Memory is independent
     of the number of rows: a few histograms of fixed size (about 0.6 MB) plus, during ``update``,
-    four work-dtype buffers of the chunk's size.
+    two rows of scratch for the native kernel (float16/float32 input) or four work-dtype
+    buffers of the chunk's size (the NumPy path).
 
     Per row, with :math:`p = \operatorname{softmax}(z)`, target :math:`t` and
     :math:`\ell = -\log p_t`:
@@ -1461,9 +1462,12 @@ def diagnose_file(
     chunk. ``axis = 0`` of a multi-dimensional array cannot be streamed by rows: such files are read
     whole if they fit in ``chunk_bytes``, otherwise rejected.
 
-    Memory: at most ``workers`` chunks at a time, each with four work buffers of ``chunk_bytes``
-    (default 32 MiB: about 256 MiB with two workers) plus fixed histograms (under 1 MiB),
-    whatever the file size; pages of a memory-mapped ``.npy`` are file-backed page cache.
+    Memory: at most ``workers`` chunks at a time, whatever the file size. float16/float32 rows
+    go through the native kernel, which reads a memory-mapped chunk in place: per worker a
+    scratch of two rows and 13 doubles per chunk row (about 1 MiB in all by default). Otherwise
+    (float64/integer input, no compiler) each chunk has four work buffers of ``chunk_bytes``
+    (default 32 MiB: about 256 MiB with two workers). Fixed histograms add under 1 MiB; pages of
+    a memory-mapped ``.npy``/``.npz`` are file-backed page cache.
 
     Args:
         path: the file.
