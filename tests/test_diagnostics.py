@@ -455,3 +455,32 @@ def test_native_kernel_on_strided_and_non_contiguous_rows() -> None:
     assert diagnose(x).to_dict() == diagnose(y).to_dict()
     xt = np.ascontiguousarray(big[:, :40].T)[:, ::3]  # column stride 3: the NumPy path
     assert diagnose(xt).to_dict()["basic"] == diagnose(np.ascontiguousarray(xt)).to_dict()["basic"]
+
+
+def test_native_half_widening_is_exact_for_every_float16() -> None:
+    # rows of one class are widened by the scalar tail path (F16C handles blocks of 8): every
+    # finite float16 bit pattern, subnormals and -0 included, must come back as its exact value
+    from logitlab import _native
+
+    lib = _native.lib()
+    if lib is None:
+        pytest.skip("no C compiler: the native kernel is not built")
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    x = bits.view(np.float16).reshape(-1, 1)
+    n = x.shape[0]
+    q = np.empty((n, 13))
+    k = np.empty(n, dtype=np.int64)
+    scratch = np.empty(2, dtype=np.float32)
+    h_logit = np.zeros(1 << 16, np.int64)
+    h_exp = np.zeros(256, np.int64)
+    lib.logitlab_diag_rows(
+        x.ctypes.data, 1, None, n, 1, 1, q.ctypes.data, k.ctypes.data, scratch.ctypes.data,
+        h_logit.ctypes.data, h_exp.ctypes.data,
+    )  # fmt: skip
+    ref = x[:, 0].astype(np.float64)
+    finite = np.isfinite(ref)
+    assert np.array_equal(k < 0, ~finite)  # NaN and +-inf rows are flagged
+    np.testing.assert_array_equal(q[finite, 0], ref[finite])  # max of a 1-entry row: the value
+    np.testing.assert_array_equal(np.signbit(q[finite, 0]), np.signbit(ref[finite]))
+    want = np.bincount(ref[finite].astype(np.float32).view(np.uint32) >> 16, minlength=1 << 16)
+    np.testing.assert_array_equal(h_logit, want)
