@@ -222,13 +222,9 @@ def _native_rows(x2: Any, mode: int, general: Callable[[Any], Any]) -> Any:
         flag = torch.empty(n, dtype=torch.int32)
         ptrs = (x2.data_ptr(), out.data_ptr(), flag.data_ptr())
         threads = torch.get_num_threads()
-    # Row ranges on Python threads (ctypes releases the GIL), one native thread each: an OpenMP
-    # pool of our own would spin beside torch's and slow every torch op that follows.
-    step = -(-n // max(1, threads))
     out_item = 4 * (v if mode == 0 else 1)
 
-    def run(r0: int) -> None:
-        r1 = min(n, r0 + step)
+    def run(r0: int, r1: int) -> None:
         lib.logitlab_lsm_rows(
             ptrs[0] + 4 * v * r0,
             ptrs[1] + out_item * r0,
@@ -241,15 +237,7 @@ def _native_rows(x2: Any, mode: int, general: Callable[[Any], Any]) -> Any:
             1,
         )
 
-    starts = list(range(0, n, step))
-    if len(starts) == 1 or n * v < (1 << 16):
-        for r0 in starts:
-            run(r0)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(len(starts)) as pool:
-            list(pool.map(run, starts))
+    _native.split_rows(n, n * v, threads, run)
     bad = np.flatnonzero(np.asarray(flag))
     if bad.size:
         idx = bad if is_np else __import__("torch").from_numpy(bad)

@@ -16,8 +16,11 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+R = TypeVar("R")
 
 _SRC = Path(__file__).with_name("_rows.c")
 _DEP = Path(__file__).with_name("torch") / "_ce_rows.c"
@@ -78,3 +81,29 @@ def lib() -> Any:
                     _lib = None
                 _tried = True
     return _lib
+
+
+_pool: Any = None
+_MIN_WORK = 1 << 16  # elements: below this a thread hand-off costs more than it saves
+
+
+def split_rows(n: int, work: int, threads: int, call: Callable[[int, int], R]) -> list[R]:
+    """Run ``call(r0, r1)`` over contiguous row ranges covering ``[0, n)``; results in row order.
+
+    The ranges run on Python threads of one shared pool (ctypes releases the GIL during a kernel
+    call), one range per thread and one native thread per call: no OpenMP team of ours beside
+    torch's, the same arrangement for every native kernel. ``work`` (elements) below
+    ``2**16`` or ``threads == 1`` runs one call on the calling thread.
+    """
+    global _pool
+    nt = max(1, min(threads, n)) if work >= _MIN_WORK else 1
+    if nt == 1:
+        return [call(0, n)]
+    with _lock:
+        if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool = ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="logitlab")
+    step = -(-n // nt)
+    futures = [_pool.submit(call, r0, min(n, r0 + step)) for r0 in range(0, n, step)]
+    return [f.result() for f in futures]

@@ -551,12 +551,15 @@ class LogitStats:
         # -inf with any -inf: so the bad rows are found from row vectors, then counted exactly.
         bad = ~(np.isfinite(a) & np.isfinite(b))
         if bad.any():
-            xb = x[bad]
-            self.nan += int(np.count_nonzero(np.isnan(xb)))
-            self.posinf += int(np.count_nonzero(xb == np.inf))
-            self.neginf += int(np.count_nonzero(xb == -np.inf))
-            self.bad_rows += int(bad.sum())
+            self._count_bad_rows(x[bad])
         return ~bad
+
+    def _count_bad_rows(self, xb: np.ndarray) -> None:
+        # rows left out of every statistic: their NaN / +inf / -inf entries are counted exactly
+        self.nan += int(np.count_nonzero(np.isnan(xb)))
+        self.posinf += int(np.count_nonzero(xb == np.inf))
+        self.neginf += int(np.count_nonzero(xb == -np.inf))
+        self.bad_rows += xb.shape[0]
 
     def _update_rows(self, x: np.ndarray, t: np.ndarray | None) -> None:
         lib = _diag_lib(x)
@@ -652,12 +655,7 @@ class LogitStats:
         self._add_exp_hist(h_exp, 127)
         ok = k >= 0
         if not ok.all():
-            bad = ~ok
-            xb = x[bad]
-            self.nan += int(np.count_nonzero(np.isnan(xb)))
-            self.posinf += int(np.count_nonzero(xb == np.inf))
-            self.neginf += int(np.count_nonzero(xb == -np.inf))
-            self.bad_rows += int(bad.sum())
+            self._count_bad_rows(x[~ok])
             if not ok.any():
                 return None
             x, q, k = x[ok], q[ok], k[ok]

@@ -150,11 +150,11 @@ def _block_stats_numpy(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _native_update(x: Any, y: Any, edges: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
-    """One call of the fused row kernel (``_rows.c``) over a float32 CPU batch, or ``None``.
+    """The fused row kernel (``_rows.c``) over a float32 CPU batch, or ``None``.
 
     Returns ``(first bad row or -1, the five sums, the (3, F) histogram)``. Row ranges run on
-    Python threads (ctypes releases the GIL), each with its own sums and histogram, added in a
-    fixed order; one native thread each, so no OpenMP pool spins beside torch's.
+    the shared Python thread pool (:func:`logitlab._native.split_rows`), each with its own sums
+    and histogram, added in row order.
     """
     from logitlab import _native
 
@@ -176,35 +176,25 @@ def _native_update(x: Any, y: Any, edges: np.ndarray) -> tuple[int, np.ndarray, 
         xp, threads = xs.data_ptr(), torch.get_num_threads()
     ys = np.ascontiguousarray(y.numpy() if hasattr(y, "numpy") else y, dtype=np.int64)
     f = len(edges) - 1
-    step = max(-(-n // max(1, threads)), 1 << 16)
-    starts = list(range(0, n, step))
-    accs = np.zeros((len(starts), 5))
-    hists = np.zeros((len(starts), 3, f))
-    bad = np.full(len(starts), -1, dtype=np.int64)
 
-    def run(i: int) -> None:
-        r0 = starts[i]
-        bad[i] = lib.logitlab_eval_rows(
+    def run(r0: int, r1: int) -> tuple[int, np.ndarray, np.ndarray]:
+        acc, hist = np.zeros(5), np.zeros((3, f))
+        bad = lib.logitlab_eval_rows(
             xp + 4 * c * r0,
             ys.ctypes.data + 8 * r0,
-            min(n, r0 + step) - r0,
+            r1 - r0,
             c,
             c,
             f,
             edges.ctypes.data,
-            accs[i].ctypes.data,
-            hists[i].ctypes.data,
+            acc.ctypes.data,
+            hist.ctypes.data,
         )
+        return (r0 + int(bad) if bad >= 0 else -1), acc, hist
 
-    if len(starts) == 1:
-        run(0)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(len(starts)) as pool:
-            list(pool.map(run, range(len(starts))))
-    first = next((starts[i] + int(b) for i, b in enumerate(bad) if b >= 0), -1)
-    return first, accs.sum(axis=0), hists.sum(axis=0)
+    parts = _native.split_rows(n, n * c, threads, run)
+    first = next((b for b, _, _ in parts if b >= 0), -1)
+    return first, np.sum([p[1] for p in parts], axis=0), np.sum([p[2] for p in parts], axis=0)
 
 
 class Evaluator:

@@ -130,32 +130,26 @@ def _ptr(t: torch.Tensor | None, row: int = 0) -> int | None:
     return t.data_ptr() + row * (t.stride(0) if t.dim() else 0) * t.element_size()
 
 
-_pool: Any = None
 _MODE = os.environ.get("LOGITLAB_KERNEL_THREADS", "python")
 
 
 def _split_rows(n: int, work: int, call: Any) -> None:
     """Run ``call(r0, r1, nthreads)`` over row ranges covering ``[0, n)``.
 
-    By default the ranges run on Python threads (ctypes releases the GIL), each kernel call with
-    one native thread, like the core's row kernels: no second thread team next to torch's.
-    ``LOGITLAB_KERNEL_THREADS=omp`` makes one call with an OpenMP team instead. On the 2-core
-    development VM the two measured the same within noise (in-memory cross-entropy 8192 x 32000
-    in place: 3.7-4.5x ``F.cross_entropy`` either way; see docs/performance.md).
+    By default the ranges run on the shared Python thread pool of
+    :func:`logitlab._native.split_rows`, each kernel call with one native thread, like the core's
+    row kernels: no second thread team next to torch's. ``LOGITLAB_KERNEL_THREADS=omp`` makes one
+    call with an OpenMP team instead. On the 2-core development VM the two measured the same
+    within noise (in-memory cross-entropy 8192 x 32000 in place: 3.7-4.5x ``F.cross_entropy``
+    either way; see docs/performance.md).
     """
-    global _pool
-    nt = max(1, min(torch.get_num_threads(), n)) if work >= 1 << 16 else 1
-    if nt == 1 or _MODE == "omp":
+    from logitlab._native import split_rows
+
+    if _MODE == "omp":
+        nt = max(1, min(torch.get_num_threads(), n)) if work >= 1 << 16 else 1
         call(0, n, nt)
         return
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = ThreadPoolExecutor(max(2, os.cpu_count() or 1), thread_name_prefix="logitlab")
-    step = -(-n // nt)
-    futures = [_pool.submit(call, r0, min(n, r0 + step), 1) for r0 in range(0, n, step)]
-    for f in futures:
-        f.result()
+    split_rows(n, work, torch.get_num_threads(), lambda r0, r1: call(r0, r1, 1))
 
 
 def ce_rows(
