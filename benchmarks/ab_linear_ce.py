@@ -4,12 +4,14 @@ On a shared machine the GEMM rate drifts by tens of percent within minutes, so s
 one subprocess per variant, as ``bench_linear_ce.py`` does to measure memory) cannot separate
 variants that differ by a few percent. Here every round runs each variant once (fwd + bwd of the
 mean loss), the order reversed every other round, and the table shows per-variant medians and
-the median of the per-round ratios to the first variant.
+the median of the per-round ratios to the first variant, and in how many rounds each variant
+was the faster of the pair.
 
 Run: ``python benchmarks/ab_linear_ce.py --shape 2048 512 32000 --rounds 8``.
 Variants: ``torch_compact`` (``F.linear_cross_entropy`` with ``acc_policy="compact",
 chunking_method=None``), ``naive``, ``logitlab`` (default chunking, Python-thread kernels),
-``logitlab_omp`` (OpenMP-team kernels), ``logitlab_one_chunk`` (``chunk_size=N``).
+``logitlab_omp`` (OpenMP-team kernels), ``logitlab_one_chunk`` (``chunk_size=N``),
+``logitlab@C`` (``chunk_size=C``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,14 @@ def variants(h: Any, w: Any, t: Any) -> dict[str, Callable[[], Any]]:
     }
 
 
+def _chunked(h: Any, w: Any, t: Any, chunk: int) -> Callable[[], Any]:
+    def f() -> Any:
+        _kernels._MODE = "python"
+        return linear_cross_entropy(h, w, t, chunk_size=chunk)
+
+    return f
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(2048, 512, 32000))
@@ -59,6 +69,9 @@ def main() -> None:
     t = torch.randint(0, v, (n,))
     table = variants(h, w, t)
     names = a.variants.split(",")
+    for k in names:  # "logitlab@1536": default kernels, chunk_size=1536
+        if k.startswith("logitlab@"):
+            table[k] = _chunked(h, w, t, int(k.split("@")[1]))
     times: dict[str, list[float]] = {k: [] for k in names}
     for k in names:  # warm-up: thread pools, kernel build
         table[k]().backward()
@@ -70,10 +83,15 @@ def main() -> None:
             times[k].append(time.perf_counter() - t0)
     base = times[names[0]]
     print(f"{n}x{d}x{v} float32, {a.rounds} interleaved rounds, torch {torch.__version__}")
-    print(f"{'variant':20s} {'median_s':>9s} {'min_s':>7s} {'ratio_to_' + names[0]:>24s}")
+    head = f"{'variant':20s} {'median_s':>9s} {'min_s':>7s} {'ratio_to_' + names[0]:>24s}"
+    print(head + "  faster_in_rounds")
     for k in names:
-        ratio = statistics.median(x / b for x, b in zip(times[k], base, strict=True))
-        print(f"{k:20s} {statistics.median(times[k]):9.3f} {min(times[k]):7.3f} {ratio:24.3f}")
+        ratios = [x / b for x, b in zip(times[k], base, strict=True)]
+        wins = sum(r < 1 for r in ratios)
+        print(
+            f"{k:20s} {statistics.median(times[k]):9.3f} {min(times[k]):7.3f} "
+            f"{statistics.median(ratios):24.3f}  {wins}/{len(ratios)}"
+        )
 
 
 if __name__ == "__main__":
