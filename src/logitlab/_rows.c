@@ -112,6 +112,17 @@ static inline int64_t fine_bin(double conf, int64_t F, const double *edges) {
     return idx;
 }
 
+/* column i of the 8 rows p[0..7] */
+static inline v8f gather8(const float *const *p, int64_t i) {
+    return (v8f){p[0][i], p[1][i], p[2][i], p[3][i], p[4][i], p[5][i], p[6][i], p[7][i]};
+}
+/* max(d, -FLT_MAX): a masked class (d = -inf) gets e = 0 and e d = -0, never 0 * inf */
+static inline v8f clamp_finite(v8f d) {
+    const v8f lo = splat(-3.40282347e38f);
+    const v8i cl = (v8i)(d < lo);
+    return (v8f)(((v8i)lo & cl) | ((v8i)d & ~cl));
+}
+
 int64_t logitlab_eval_rows(const float *x, const int64_t *y, int64_t n, int64_t C, int64_t ld,
                            int64_t F, const double *edges, double *acc, double *hist) {
     double a_nll = 0, a_top1 = 0, a_top5 = 0, a_brier = 0, a_ent = 0;
@@ -127,7 +138,7 @@ int64_t logitlab_eval_rows(const float *x, const int64_t *y, int64_t n, int64_t 
         v8f m = splat(-INFINITY);
         v8i kk = splati(0), nan = splati(0);
         for (int64_t i = 0; i < C; i++) {
-            v8f z = {p[0][i], p[1][i], p[2][i], p[3][i], p[4][i], p[5][i], p[6][i], p[7][i]};
+            const v8f z = gather8(p, i);
             v8i gt = (v8i)(z > m);
             m = (v8f)(((v8i)z & gt) | ((v8i)m & ~gt));
             kk = (splati((int32_t)i) & gt) | (kk & ~gt);
@@ -139,12 +150,9 @@ int64_t logitlab_eval_rows(const float *x, const int64_t *y, int64_t n, int64_t 
         for (int j = 0; j < VL; j++) zt[j] = p[j][t[j]];
         v8d s = {0}, sed = {0}, see = {0};
         v8i higher = splati(0);
-        const v8f lo = splat(-3.40282347e38f);
         for (int64_t i = 0; i < C; i++) {
-            v8f z = {p[0][i], p[1][i], p[2][i], p[3][i], p[4][i], p[5][i], p[6][i], p[7][i]};
-            v8f d = z - m;
-            v8i cl = (v8i)(d < lo);
-            d = (v8f)(((v8i)lo & cl) | ((v8i)d & ~cl));
+            const v8f z = gather8(p, i);
+            const v8f d = clamp_finite(z - m);
             v8f e = vexp_neg_sub(d);
             e = (v8f)((v8i)e & ~(v8i)(kk == splati((int32_t)i)));
             v8d ed = __builtin_convertvector(e, v8d);
@@ -153,9 +161,8 @@ int64_t logitlab_eval_rows(const float *x, const int64_t *y, int64_t n, int64_t 
             see += ed * ed;
             higher -= (v8i)(z > zt);
         }
-        v8f dt = zt - m;
-        v8i clt = (v8i)(dt < lo);
-        v8f et = vexp_neg_sub((v8f)(((v8i)lo & clt) | ((v8i)dt & ~clt)));
+        const v8f dt = zt - m;
+        const v8f et = vexp_neg_sub(clamp_finite(dt));
         for (int j = 0; j < cnt; j++) {
             const double l1p = log1p(s[j]);
             const double inv = 1.0 / (1.0 + s[j]);
@@ -338,11 +345,10 @@ void logitlab_diag_rows(const void *x, int is_half, const int64_t *t, int64_t n,
         const double ptop = 1.0 / (1.0 + acc[0]);
         const float pf = (float)ptop;
         const v8f vp = splat(pf);
-        v8f sz = splat(0);
         double szd = 0.0;
         for (int64_t i0 = 0; i0 < V; i0 += DIAG_BLOCK) {
             const int64_t i1 = i0 + DIAG_BLOCK < V ? i0 + DIAG_BLOCK : V;
-            sz = splat(0);
+            v8f sz = splat(0);
             int64_t i = i0;
             for (; i + VL <= i1; i += VL) {
                 v8f w = loadu(wr + i);
@@ -360,14 +366,12 @@ void logitlab_diag_rows(const void *x, int is_half, const int64_t *t, int64_t n,
             }
             szd += hsumd(sz);
         }
-        /* the maximal entry holds p_max, not w_k * p_max = 0 */
+        /* the maximal entry holds p_max, not the w_k * p_max = 0 counted in exponent bin 0 */
         {
-            uint32_t u0, u1;
-            float zero = 0.0f;
-            memcpy(&u0, &zero, 4);
-            memcpy(&u1, &pf, 4);
-            he[(u0 >> 23) & 0xff]--;
-            he[(u1 >> 23) & 0xff]++;
+            uint32_t u;
+            memcpy(&u, &pf, 4);
+            he[0]--;
+            he[(u >> 23) & 0xff]++;
         }
         const int64_t tt = t ? t[r] : k;
         o[0] = a; o[1] = b; o[2] = acc[0]; o[3] = acc[1]; o[4] = acc[2]; o[5] = acc[3];
