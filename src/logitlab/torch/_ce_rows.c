@@ -138,10 +138,19 @@ static void one_row(float *x, const ce_params *P, int64_t t, const float *cw, fl
         if (vmax[j] != vmax[j]) has_nan = 1;
         else if (vmax[j] > a) a = vmax[j];
     }
-    int64_t k = 0;
-    for (int64_t i = 0; i < V; i++) {
-        if (tfs(x[i], cap, it, transform) == a) { k = i; break; }
+    /* first index of the maximum: whole vectors are compared until one holds it */
+    int64_t k = -1;
+    const v8f vmx = splat(a);
+    for (int64_t i = 0; i < nv && k < 0; i += VL) {
+        v8i eq = (v8i)(tf(loadu(x + i), cap, it, transform) == vmx);
+        for (int j = 0; j < VL; j++) {
+            if (eq[j]) { k = i + j; break; }
+        }
     }
+    for (int64_t i = nv; i < V && k < 0; i++) {
+        if (tfs(x[i], cap, it, transform) == a) k = i;
+    }
+    if (k < 0) k = 0;
     const int ignored = (t == P->ignore_index);
     if (amax_out) *amax_out = k + P->class_offset;
     if (has_nan || a == INFINITY || a == -INFINITY) {
@@ -159,6 +168,12 @@ static void one_row(float *x, const ce_params *P, int64_t t, const float *cw, fl
         }
         return;
     }
+    const int64_t tl = t - P->class_offset; /* local target index; outside [0, V) on other shards */
+    const int local = (tl >= 0 && tl < V);
+    const float zt = local ? tfs(x[tl], cap, it, transform) : 0.0f;
+    /* Without a transform or smoothing, pass B stores w_i = exp(z_i - a) over the row (pass C
+     * then needs one multiply per entry instead of a second exp); the row is in L2 either way. */
+    const int keep_w = want_grad && !ignored && gs != 0.0f && !transform && P->eps <= 0.0f;
     /* pass B. The first maximal entry is left out of s (it contributes exactly 1, which float32
      * lanes would otherwise absorb the small terms into) by zeroing its lane. */
     const v8f va = splat(a);
@@ -172,6 +187,10 @@ static void one_row(float *x, const ce_params *P, int64_t t, const float *cw, fl
         v8f z0 = ldz(x + i, len, cap, it, transform);
         v8f d0 = va - z0;
         v8f w0 = vexp_neg(-d0);
+        if (keep_w) {
+            if (len == VL) storeu(x + i, w0);
+            else for (int64_t q = 0; q < len; q++) x[i + q] = w0[q];
+        }
         /* d = +inf where z = -inf: select 0 instead of 0 * inf */
         v8i fin0 = (v8i)(z0 > splat(-INFINITY));
         if (i == kb) fin0 &= ~klane, w0 = (v8f)((v8i)w0 & ~klane);
@@ -214,12 +233,9 @@ static void one_row(float *x, const ce_params *P, int64_t t, const float *cw, fl
         if (want_grad) memset(x, 0, (size_t)V * sizeof(float));
         return;
     }
-    const int64_t tl = t - P->class_offset; /* local target index; outside [0, V) on other shards */
-    const int local = (tl >= 0 && tl < V);
     const float wt = cw && local ? cw[tl] : 1.0f;
     const float es = smooth ? P->eps / csum : 0.0f;
     float l = 0.0f;
-    const float zt = local ? tfs(x[tl], cap, it, transform) : 0.0f;
     if (local) l += (1.0f - P->eps) * wt * ((a - zt) + l1);
     if (smooth) l += es * (fsum + wsum * l1);
     l += P->zloss * lse * lse;
@@ -234,7 +250,11 @@ static void one_row(float *x, const ce_params *P, int64_t t, const float *cw, fl
     const float inv1s = 1.0f / (1.0f + s);
     const v8f vA = splat(gs * A * inv1s), ves = splat(gs * es), vit = splat(it);
     const v8f icap = splat(cap > 0.0f ? 1.0f / (cap * it) : 0.0f);
-    for (int64_t j = 0; j < V; j += VL) {
+    if (keep_w) {
+        for (int64_t j = 0; j < nv; j += VL) storeu(x + j, vA * loadu(x + j));
+        for (int64_t j = nv; j < V; j++) x[j] = vA[0] * x[j];
+    }
+    for (int64_t j = 0; j < V && !keep_w; j += VL) {
         int64_t len = V - j < VL ? V - j : VL;
         v8f z = ldz(x + j, len, cap, it, transform);
         v8f w = vexp_neg(z - va);

@@ -22,6 +22,7 @@ from logitlab.torch._common import (
     check_range,
     check_same_device,
     check_target,
+    empty_scratch,
 )
 from logitlab.torch._kernels import _ce_rows_torch, ce_rows
 
@@ -108,15 +109,25 @@ def _run(
     ent = torch.empty(n, dtype=cdt, device=h.device) if stats else None
     amax = torch.empty(n, dtype=torch.int64, device=h.device) if stats else None
     grads = gs is not None
-    gh = torch.empty_like(h) if grads and need[0] else None
-    # float32 accumulators for half weights: the sum over chunks must not round at every step
-    gw = torch.zeros(w.shape, dtype=cdt, device=w.device) if grads and need[1] else None
+    gh = empty_scratch(tuple(h.shape), dt, h.device) if grads and need[0] else None
+    # float32 accumulators for half weights: the sum over chunks must not round at every step.
+    # Not zero-filled: the first chunk's GEMM writes it (beta = 0), which saves a pass over V x d.
+    gw = empty_scratch(tuple(w.shape), cdt, w.device) if grads and need[1] else None
+    gw_empty = True
     gb = torch.zeros(v, dtype=cdt, device=w.device) if grads and need[2] and b is not None else None
-    buf = torch.empty(min(c, max(n, 1)), v, dtype=cdt, device=h.device)
+    buf = empty_scratch((min(c, max(n, 1)), v), cdt, h.device)
     wt = w.t()
+    kw: dict[str, Any] = dict(
+        inv_temp=1.0 / cfg["temperature"],
+        softcap=cfg["softcap"],
+        eps=cfg["label_smoothing"],
+        zl=cfg["z_loss"],
+        stats=stats,
+    )
     for i in range(0, n, c):
         j = min(i + c, n)
         hc = h[i:j]
+        g_rows = gs[i:j] if gs is not None else None
         z = buf[: j - i]
         if dt == cdt:
             if b is None:
@@ -126,14 +137,6 @@ def _run(
         else:
             # the GEMM runs (and rounds) in the input dtype, exactly like F.linear
             z.copy_(torch.mm(hc, wt) if b is None else torch.addmm(b, hc, wt))
-        kw: dict[str, Any] = dict(
-            inv_temp=1.0 / cfg["temperature"],
-            softcap=cfg["softcap"],
-            eps=cfg["label_smoothing"],
-            zl=cfg["z_loss"],
-            stats=stats,
-        )
-        g_rows = gs[i:j] if gs is not None else None
         if group is None:
             r = ce_rows(
                 z,
@@ -166,11 +169,19 @@ def _run(
                 gh[i:j] = torch.mm(g, w)
         if gw is not None:
             if dt == cdt:
-                gw.addmm_(g.t(), hc)
+                if gw_empty:
+                    torch.mm(g.t(), hc, out=gw)
+                else:
+                    gw.addmm_(g.t(), hc)
+            elif gw_empty:
+                gw.copy_(torch.mm(g.t(), hc))
             else:
                 gw.add_(torch.mm(g.t(), hc))
+            gw_empty = False
         if gb is not None:
             gb.add_(z.sum(0))
+    if gw is not None and gw_empty:
+        gw.zero_()
     if gh is not None and group is not None:
         import torch.distributed as dist
 
