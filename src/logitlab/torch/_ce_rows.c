@@ -10,8 +10,8 @@
  *
  * Vectorised with GCC/Clang generic vectors (8 x float), so it compiles to AVX2/AVX-512/NEON
  * without intrinsics. exp is a Cody-Waite reduction + degree-6 polynomial (< 2 ulp on [-87, 0]).
- * Accumulations use 8 lanes x 2 independent accumulators in float32 and are combined in double
- * in a fixed order, so the result is bitwise deterministic and independent of thread count.
+ * Accumulations use 8 float32 lanes over blocks of RB entries whose sums are added in double in a
+ * fixed order, so the result is bitwise deterministic and independent of thread count.
  */
 #include <math.h>
 #include <stdint.h>
