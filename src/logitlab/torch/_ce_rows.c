@@ -266,28 +266,29 @@ static void one_row(float *x, const ce_params *P, int64_t t, const float *cw, fl
     if (keep_w) {
         for (int64_t j = 0; j < nv; j += VL) storeu(x + j, vA * loadu(x + j));
         for (int64_t j = nv; j < V; j++) x[j] = vA[0] * x[j];
-    }
-    for (int64_t j = 0; j < V && !keep_w; j += VL) {
-        int64_t len = V - j < VL ? V - j : VL;
-        v8f z = ldz(x + j, len, cap, it, transform);
-        v8f w = vexp_neg(z - va);
-        v8f g = vA * w;
-        if (smooth) {
-            v8i fin = (v8i)(z > splat(-INFINITY));
-            v8f sm = cw ? ves * (len == VL ? loadu(cw + j) : load_tail(cw + j, len, 0.0f)) : ves;
-            g -= (v8f)((v8i)sm & fin);
-        }
-        if (transform) {
-            v8f dz = vit;
-            if (cap > 0.0f) {
-                v8f th = z * icap;
-                dz = vit * (splat(1.0f) - th * th);
+    } else {
+        for (int64_t j = 0; j < V; j += VL) {
+            int64_t len = V - j < VL ? V - j : VL;
+            v8f z = ldz(x + j, len, cap, it, transform);
+            v8f w = vexp_neg(z - va);
+            v8f g = vA * w;
+            if (smooth) {
+                v8i fin = (v8i)(z > splat(-INFINITY));
+                v8f sm = cw ? ves * (len == VL ? loadu(cw + j) : load_tail(cw + j, len, 0.0f)) : ves;
+                g -= (v8f)((v8i)sm & fin);
             }
-            /* z = -inf cannot occur after a softcap; without one, g is already exactly 0 there */
-            g = (v8f)((v8i)(g * dz) & (v8i)(z > splat(-INFINITY)));
+            if (transform) {
+                v8f dz = vit;
+                if (cap > 0.0f) {
+                    v8f th = z * icap;
+                    dz = vit * (splat(1.0f) - th * th);
+                }
+                /* z = -inf cannot occur after a softcap; without one, g is already exactly 0 there */
+                g = (v8f)((v8i)(g * dz) & (v8i)(z > splat(-INFINITY)));
+            }
+            if (len == VL) storeu(x + j, g);
+            else for (int64_t q = 0; q < len; q++) x[j + q] = g[q];
         }
-        if (len == VL) storeu(x + j, g);
-        else for (int64_t q = 0; q < len; q++) x[j + q] = g[q];
     }
     if (local) {
         float dz = it;
