@@ -1,4 +1,5 @@
-"""Argument checks shared by the torch losses (messages name the offending argument)."""
+"""Shared by the torch losses: argument checks (messages name the offending argument) and the
+huge-page scratch allocator for their large CPU buffers."""
 
 from __future__ import annotations
 

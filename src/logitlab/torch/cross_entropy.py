@@ -13,6 +13,7 @@ from logitlab.torch._common import (
     check_range,
     check_same_device,
     check_target,
+    empty_scratch,
 )
 from logitlab.torch._kernels import ce_grad_rows, ce_rows, native_available
 
@@ -118,7 +119,7 @@ class _CE(torch.autograd.Function):
             scale = gs * (g_out.to(cdt) if ctx.red != "none" else g_out.reshape(-1).to(cdt))
             # inplace_backward: the gradient overwrites the logits buffer, no second N x V tensor
             kw = ctx.kw
-            g = x if ctx.inplace else torch.empty(x.shape, dtype=cdt, device=x.device)
+            g = x if ctx.inplace else empty_scratch(tuple(x.shape), cdt, x.device)
             one_pass = kw["label_smoothing"] == 0.0 and ce_grad_rows(
                 g,
                 x,
