@@ -11,13 +11,15 @@ Run: ``python benchmarks/ab_linear_ce.py --shape 2048 512 32000 --rounds 8``.
 Variants: ``torch_compact`` (``F.linear_cross_entropy`` with ``acc_policy="compact",
 chunking_method=None``), ``naive``, ``logitlab`` (default chunking, Python-thread kernels),
 ``logitlab_omp`` (OpenMP-team kernels), ``logitlab_one_chunk`` (``chunk_size=N``),
-``logitlab@C`` (``chunk_size=C``).
+``logitlab@C`` (``chunk_size=C``), ``logitlab_rows`` (token-major chunks and the row kernel
+everywhere, ``LOGITLAB_CHUNK_LAYOUT=rows``).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,14 +29,17 @@ import torch.nn.functional as F
 
 from logitlab.torch import _kernels, linear_cross_entropy
 
+_lce = sys.modules["logitlab.torch.linear_cross_entropy"]
+
 
 def variants(h: Any, w: Any, t: Any) -> dict[str, Callable[[], Any]]:
     n = h.shape[0]
     opts = torch.nn.LinearCrossEntropyOptions(acc_policy="compact", chunking_method=None)
 
-    def ll(mode: str, chunk: int | None = None) -> Callable[[], Any]:
+    def ll(mode: str, chunk: int | None = None, layout: str = "auto") -> Callable[[], Any]:
         def f() -> Any:
             _kernels._MODE = mode
+            _lce._LAYOUT = layout
             return linear_cross_entropy(h, w, t, chunk_size=chunk)
 
         return f
@@ -45,12 +50,14 @@ def variants(h: Any, w: Any, t: Any) -> dict[str, Callable[[], Any]]:
         "logitlab": ll("python"),
         "logitlab_omp": ll("omp"),
         "logitlab_one_chunk": ll("python", n),
+        "logitlab_rows": ll("python", None, "rows"),
     }
 
 
 def _chunked(h: Any, w: Any, t: Any, chunk: int) -> Callable[[], Any]:
     def f() -> Any:
         _kernels._MODE = "python"
+        _lce._LAYOUT = "auto"
         return linear_cross_entropy(h, w, t, chunk_size=chunk)
 
     return f

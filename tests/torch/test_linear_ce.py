@@ -1,6 +1,7 @@
 """linear_cross_entropy against F.linear + F.cross_entropy, for every option and combination."""
 
 import itertools
+import sys
 
 import pytest
 
@@ -11,13 +12,18 @@ from logitlab.torch import linear_cross_entropy  # noqa: E402
 from logitlab.torch._kernels import native_available  # noqa: E402
 
 N, D, V = 37, 12, 53
-PATHS = ["native", "torch"] if native_available() else ["torch"]
+# native_rows: token-major chunks and the row kernel; native_cols: class-major chunks and the
+# column kernel wherever the options allow it (softcap, temperature and smoothing fall back to rows)
+PATHS = ["native_rows", "native_cols", "torch"] if native_available() else ["torch"]
+_lce = sys.modules["logitlab.torch.linear_cross_entropy"]
 
 
 @pytest.fixture(params=PATHS)
 def path(request, monkeypatch):
     if request.param == "torch":
         monkeypatch.setenv("LOGITLAB_NATIVE", "0")
+    else:
+        monkeypatch.setattr(_lce, "_LAYOUT", request.param.split("_")[1])
     return request.param
 
 
@@ -146,7 +152,7 @@ def test_batched_shapes():
 
 
 @pytest.mark.parametrize("eps", [0.1, 0.0])
-def test_deterministic_and_chunk_invariant(eps):
+def test_deterministic_and_chunk_invariant(path, eps):
     g = torch.Generator().manual_seed(3)
     h = torch.randn(300, 32, generator=g, requires_grad=True)
     w = torch.randn(1000, 32, generator=g, requires_grad=True)

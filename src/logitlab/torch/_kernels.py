@@ -32,10 +32,21 @@ from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["RowOut", "ce_grad_rows", "ce_rows", "native_available"]
+__all__ = ["RowOut", "ce_cols", "ce_grad_rows", "ce_rows", "native_available"]
 
 _SRC = Path(__file__).with_name("_ce_rows.c")
-_FLAGS = ["-O3", "-std=c11", "-fPIC", "-shared", "-fopenmp", "-fno-math-errno"]
+# -ffp-contract=fast: the exp polynomial as fused multiply-adds (15% faster, no less accurate;
+# ISO C mode would otherwise forbid the contraction). Nothing in _ce_rows.c relies on a separately
+# rounded product (no compensated sums there).
+_FLAGS = [
+    "-O3",
+    "-std=c11",
+    "-ffp-contract=fast",
+    "-fPIC",
+    "-shared",
+    "-fopenmp",
+    "-fno-math-errno",
+]
 _lock = threading.Lock()
 _lib: Any = None
 _tried = False
@@ -98,6 +109,13 @@ def _build() -> Any:
     g = lib.logitlab_ce_grad_rows
     g.argtypes = [p, p, i64, p, p, p, p, i64, i64, i64, i64, f32, ctypes.c_int]
     g.restype = None
+    ci = ctypes.c_int
+    lib.logitlab_ce_cols_part.argtypes = [p, i64, i64, i64, i64, i64, *[p] * 8, ci, ci]
+    lib.logitlab_ce_cols_part.restype = ci
+    lib.logitlab_ce_cols_merge.argtypes = [i64, i64, *[p] * 12, i64, f32, p, p, p]
+    lib.logitlab_ce_cols_merge.restype = None
+    lib.logitlab_ce_cols_grad.argtypes = [p, i64, i64, i64, i64, i64, p, p, p, p, p, p, i64]
+    lib.logitlab_ce_cols_grad.restype = ci
     return lib
 
 
@@ -261,6 +279,100 @@ def ce_grad_rows(
 
         _split_rows(n, n * v, call)
     return True
+
+
+def ce_cols(
+    zt: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int = -100,
+    grad_scale: torch.Tensor | None = None,
+    z_loss: float = 0.0,
+    stats: bool = False,
+) -> RowOut:
+    """:func:`ce_rows` of ``zt.T`` for a class-major buffer ``zt`` (classes x tokens, contiguous,
+    float32 on CPU, native kernel available): no class weights, softcap, temperature or
+    smoothing. With ``grad_scale``, ``zt`` is overwritten with the transposed gradient.
+
+    The threads own contiguous class ranges (a split by tokens would give each thread strided
+    pieces of every row, which ran 1.4x slower on two threads); their partial online-softmax
+    sums are merged in class order before the gradient pass (see ``_ce_rows.c``).
+    """
+    v, m = zt.shape
+    if not (zt.is_contiguous() and zt.dtype == torch.float32 and zt.device.type == "cpu"):
+        raise ValueError("ce_cols needs a contiguous float32 CPU buffer")
+    if not native_available():
+        raise RuntimeError("ce_cols needs the native kernel")
+    target = target.to(torch.int64).contiguous()
+    gs = None if grad_scale is None else grad_scale.to(torch.float32).contiguous()
+    loss = torch.empty(m, dtype=torch.float32)
+    lse = torch.empty(m, dtype=torch.float32)
+    ent = torch.empty(m, dtype=torch.float32) if stats else None
+    amax = torch.empty(m, dtype=torch.int64) if stats else None
+    if m == 0 or v == 0:
+        if v == 0:  # no class: lse = -inf, the target has probability 0
+            lse.fill_(float("-inf"))
+            loss.fill_(float("inf")).masked_fill_(target == ignore_index, 0.0)
+            if ent is not None and amax is not None:
+                ent.zero_()
+                amax.zero_()
+        return RowOut(loss, lse, ent, amax)
+    mv = -(-m // 8) * 8
+    cb = min(256, max(16, 65536 // mv))  # rows per block: cb x m floats <= 256 KiB (L2)
+    nb = -(-v // cb)
+    from logitlab._native import split_rows
+
+    # one part per thread, each a whole number of blocks
+    nparts = max(1, min(torch.get_num_threads(), nb)) if v * m >= 1 << 16 else 1
+    per = -(-nb // nparts)
+    nparts = -(-nb // per)
+    rb = torch.empty(nb, mv, dtype=torch.float32)
+    rc = torch.empty(nparts, mv, dtype=torch.float32)
+    s_ = torch.empty(nparts, mv, dtype=torch.float64)
+    e_ = torch.empty(nparts, mv, dtype=torch.float64)
+    k_ = torch.empty(nparts, mv, dtype=torch.int32)
+    nan = torch.empty(nparts, mv, dtype=torch.int32)
+    ztg = torch.zeros(nparts, mv, dtype=torch.float32)
+
+    def rng(p: int) -> tuple[int, int]:
+        return p * per * cb, min(v, (p + 1) * per * cb)
+
+    def part(p0: int, p1: int) -> int:
+        rcode = 0
+        for p in range(p0, p1):
+            v0, v1 = rng(p)
+            rcode |= _lib.logitlab_ce_cols_part(
+                zt.data_ptr(), m, m, v0, v1, cb, _ptr(target),
+                _ptr(rb, p * per), _ptr(rc, p), _ptr(s_, p), _ptr(e_, p), _ptr(k_, p),
+                _ptr(nan, p), _ptr(ztg, p), int(gs is not None), int(stats),
+            )  # fmt: skip
+        return rcode
+
+    if any(split_rows(nparts, v * m, nparts, part)):
+        raise MemoryError("ce_cols: no memory for the kernel's scratch arrays")
+    a = torch.empty(mv, dtype=torch.float32)
+    fac = torch.empty(mv, dtype=torch.float32)
+    fix = torch.empty(mv, dtype=torch.float32)
+    _lib.logitlab_ce_cols_merge(
+        m, nparts, _ptr(rc), _ptr(s_), _ptr(e_), _ptr(k_), _ptr(nan), _ptr(ztg), _ptr(target),
+        _ptr(gs), _ptr(loss), _ptr(lse), _ptr(ent), _ptr(amax), int(ignore_index),
+        float(z_loss), _ptr(a), _ptr(fac), _ptr(fix),
+    )  # fmt: skip
+    if gs is not None:
+
+        def grad(p0: int, p1: int) -> int:
+            rcode = 0
+            for p in range(p0, p1):
+                v0, v1 = rng(p)
+                rcode |= _lib.logitlab_ce_cols_grad(
+                    zt.data_ptr(), m, m, v0, v1, cb, _ptr(rb, p * per), _ptr(a), _ptr(fac),
+                    _ptr(fix), _ptr(target), _ptr(gs), int(ignore_index),
+                )  # fmt: skip
+            return rcode
+
+        if any(split_rows(nparts, v * m, nparts, grad)):
+            raise MemoryError("ce_cols: no memory for the kernel's scratch arrays")
+    return RowOut(loss, lse, ent, amax)
 
 
 def _ce_rows_native(

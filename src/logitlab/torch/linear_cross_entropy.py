@@ -11,6 +11,7 @@ gradients by the incoming scalar, so the whole step costs the three GEMMs of the
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 import torch
@@ -24,7 +25,7 @@ from logitlab.torch._common import (
     check_target,
     empty_scratch,
 )
-from logitlab.torch._kernels import _ce_rows_torch, ce_rows
+from logitlab.torch._kernels import _ce_rows_torch, ce_cols, ce_rows, native_available
 
 __all__ = ["LinearCEStats", "linear_cross_entropy", "default_chunk_size"]
 
@@ -37,6 +38,11 @@ _HALF = (torch.float16, torch.bfloat16)
 # 1536-token chunks tied with PyTorch's compact path where 1024-token chunks were 5-8% slower.
 _BUFFER_BYTES = 256 * 2**20
 _MAX_CHUNK = 1536
+# "auto": class-major chunks (z^T = W h^T, see _class_major) for chunks of at most
+# _COLS_MAX_CHUNK tokens where the native kernel takes them; "cols" wherever it takes them;
+# "rows": token-major chunks always (the tests and benchmarks run both).
+_LAYOUT = os.environ.get("LOGITLAB_CHUNK_LAYOUT", "auto")
+_COLS_MAX_CHUNK = 768
 
 
 class LinearCEStats(NamedTuple):
@@ -87,6 +93,30 @@ def _vocab_layout(weight: torch.Tensor, group: Any) -> tuple[int, int]:
     return int(sizes[:rank].sum()), int(sizes.sum())
 
 
+def _class_major(h: torch.Tensor, cfg: dict[str, Any], chunk: int) -> bool:
+    """Whether chunks are formed class-major, ``z^T = W h^T`` (classes x tokens).
+
+    MKL runs that product faster than ``z = h W^T`` when the chunk is short, as it is for large
+    vocabularies (one 512-token chunk of 2048x512x128256: 0.98 s against 1.11 s; 704 tokens: 6%;
+    1408 tokens of 4096x1024x32000: 2%; 2-core VM), and the grad GEMMs take either layout at the
+    same speed. The column kernel (``ce_cols``) is 10-15% slower than the row kernel, so the
+    layout pays only for short chunks: paired full steps (benchmarks/ab_linear_ce.py) ran
+    2048x512x128256 (512-token chunks) 3% faster class-major and 2048x512x32000 (1024-token
+    chunks) 3% slower. It covers plain cross-entropy with z-loss and the statistics; softcap,
+    temperature, smoothing, half inputs and vocab-parallel shards keep token-major chunks.
+    """
+    return (
+        (_LAYOUT == "cols" or (_LAYOUT == "auto" and chunk <= _COLS_MAX_CHUNK))
+        and h.dtype == torch.float32
+        and h.device.type == "cpu"
+        and cfg["group"] is None
+        and not cfg["softcap"]
+        and cfg["temperature"] == 1.0
+        and cfg["label_smoothing"] == 0.0
+        and native_available()
+    )
+
+
 def _run(
     h: torch.Tensor,
     w: torch.Tensor,
@@ -115,7 +145,8 @@ def _run(
     gw = empty_scratch(tuple(w.shape), cdt, w.device) if grads and need[1] else None
     gw_empty = True
     gb = torch.zeros(v, dtype=cdt, device=w.device) if grads and need[2] and b is not None else None
-    buf = empty_scratch((min(c, max(n, 1)), v), cdt, h.device)
+    cols = _class_major(h, cfg, min(c, n))
+    buf = empty_scratch((min(c, max(n, 1)) * v,), cdt, h.device)
     wt = w.t()
     kw: dict[str, Any] = dict(
         inv_temp=1.0 / cfg["temperature"],
@@ -128,31 +159,47 @@ def _run(
         j = min(i + c, n)
         hc = h[i:j]
         g_rows = gs[i:j] if gs is not None else None
-        z = buf[: j - i]
-        if dt == cdt:
+        if cols:
+            zt = buf[: (j - i) * v].view(v, j - i)
             if b is None:
-                torch.mm(hc, wt, out=z)
+                torch.mm(w, hc.t(), out=zt)
             else:
-                torch.addmm(b, hc, wt, out=z)
-        else:
-            # the GEMM runs (and rounds) in the input dtype, exactly like F.linear
-            z.copy_(torch.mm(hc, wt) if b is None else torch.addmm(b, hc, wt))
-        if group is None:
-            r = ce_rows(
-                z,
+                torch.addmm(b.unsqueeze(1), w, hc.t(), out=zt)
+            r = ce_cols(
+                zt,
                 t[i:j],
                 ignore_index=cfg["ignore_index"],
                 grad_scale=g_rows,
-                inv_temp=kw["inv_temp"],
-                softcap=kw["softcap"],
-                label_smoothing=kw["eps"],
                 z_loss=kw["zl"],
                 stats=stats,
             )
+            z = zt.t()  # tokens x classes, like the token-major buffer
         else:
-            r = _ce_rows_torch(
-                z, t[i:j], cfg["ignore_index"], None, g_rows, **kw, group=group, offset=offset
-            )
+            z = buf[: (j - i) * v].view(j - i, v)
+            if dt == cdt:
+                if b is None:
+                    torch.mm(hc, wt, out=z)
+                else:
+                    torch.addmm(b, hc, wt, out=z)
+            else:
+                # the GEMM runs (and rounds) in the input dtype, exactly like F.linear
+                z.copy_(torch.mm(hc, wt) if b is None else torch.addmm(b, hc, wt))
+            if group is None:
+                r = ce_rows(
+                    z,
+                    t[i:j],
+                    ignore_index=cfg["ignore_index"],
+                    grad_scale=g_rows,
+                    inv_temp=kw["inv_temp"],
+                    softcap=kw["softcap"],
+                    label_smoothing=kw["eps"],
+                    z_loss=kw["zl"],
+                    stats=stats,
+                )
+            else:
+                r = _ce_rows_torch(
+                    z, t[i:j], cfg["ignore_index"], None, g_rows, **kw, group=group, offset=offset
+                )
         loss[i:j] = r.loss
         lse[i:j] = r.lse
         if stats:
