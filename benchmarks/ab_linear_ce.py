@@ -12,7 +12,7 @@ Variants: ``torch_compact`` (``F.linear_cross_entropy`` with ``acc_policy="compa
 chunking_method=None``), ``naive``, ``logitlab`` (default chunking, Python-thread kernels),
 ``logitlab_omp`` (OpenMP-team kernels), ``logitlab_one_chunk`` (``chunk_size=N``),
 ``logitlab@C`` (``chunk_size=C``), ``logitlab_rows`` (token-major chunks and the row kernel
-everywhere, ``LOGITLAB_CHUNK_LAYOUT=rows``).
+instead of the default class-major chunks: ``LOGITLAB_CHUNK_LAYOUT=rows``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def variants(h: Any, w: Any, t: Any) -> dict[str, Callable[[], Any]]:
     n = h.shape[0]
     opts = torch.nn.LinearCrossEntropyOptions(acc_policy="compact", chunking_method=None)
 
-    def ll(mode: str, chunk: int | None = None, layout: str = "auto") -> Callable[[], Any]:
+    def ll(mode: str, chunk: int | None = None, layout: str = "cols") -> Callable[[], Any]:
         def f() -> Any:
             _kernels._MODE = mode
             _lce._LAYOUT = layout
@@ -57,7 +57,7 @@ def variants(h: Any, w: Any, t: Any) -> dict[str, Callable[[], Any]]:
 def _chunked(h: Any, w: Any, t: Any, chunk: int) -> Callable[[], Any]:
     def f() -> Any:
         _kernels._MODE = "python"
-        _lce._LAYOUT = "auto"
+        _lce._LAYOUT = "cols"
         return linear_cross_entropy(h, w, t, chunk_size=chunk)
 
     return f

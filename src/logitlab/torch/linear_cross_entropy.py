@@ -1,12 +1,16 @@
 """Chunked fused linear + cross-entropy: the N x V logits never exist.
 
-Per chunk of tokens the logits are formed by one GEMM into a reused float32 buffer, the row kernel
-(:mod:`logitlab.torch._kernels`) turns them into the loss, the statistics and, in the same visit of
-each row, the gradient with respect to the logits; two more GEMMs then accumulate
+Per chunk of tokens the logits are formed by one GEMM into a reused float32 buffer, a native
+kernel (:mod:`logitlab.torch._kernels`) turns them into the loss, the statistics and the gradient
+with respect to the logits, written over them; two more GEMMs then accumulate
 ``grad_hidden = G W`` and ``grad_weight += G^T h``. The backward only rescales the stored
 gradients by the incoming scalar, so the whole step costs the three GEMMs of the naive version
-(6 N d V FLOPs) plus a few passes over a cache-resident row, and the extra memory is one
+(6 N d V FLOPs) plus two or three passes over the chunk, and the extra memory is one
 ``chunk x V`` buffer instead of several ``N x V`` tensors.
+
+Plain float32 cross-entropy on CPU (with z-loss and statistics) forms the chunk class-major,
+``z^T = W h^T``, which MKL computes faster, and uses the column kernel ``ce_cols``; the other
+options use token-major chunks and the row kernel ``ce_rows`` (see :func:`_class_major`).
 """
 
 from __future__ import annotations
@@ -38,11 +42,9 @@ _HALF = (torch.float16, torch.bfloat16)
 # 1536-token chunks tied with PyTorch's compact path where 1024-token chunks were 5-8% slower.
 _BUFFER_BYTES = 256 * 2**20
 _MAX_CHUNK = 1536
-# "auto": class-major chunks (z^T = W h^T, see _class_major) for chunks of at most
-# _COLS_MAX_CHUNK tokens where the native kernel takes them; "cols" wherever it takes them;
-# "rows": token-major chunks always (the tests and benchmarks run both).
-_LAYOUT = os.environ.get("LOGITLAB_CHUNK_LAYOUT", "auto")
-_COLS_MAX_CHUNK = 768
+# "cols": class-major chunks (z^T = W h^T, see _class_major) wherever the native kernel takes
+# them; "rows": token-major chunks and the row kernel always (the tests run both).
+_LAYOUT = os.environ.get("LOGITLAB_CHUNK_LAYOUT", "cols")
 
 
 class LinearCEStats(NamedTuple):
@@ -93,20 +95,20 @@ def _vocab_layout(weight: torch.Tensor, group: Any) -> tuple[int, int]:
     return int(sizes[:rank].sum()), int(sizes.sum())
 
 
-def _class_major(h: torch.Tensor, cfg: dict[str, Any], chunk: int) -> bool:
+def _class_major(h: torch.Tensor, cfg: dict[str, Any]) -> bool:
     """Whether chunks are formed class-major, ``z^T = W h^T`` (classes x tokens).
 
-    MKL runs that product faster than ``z = h W^T`` when the chunk is short, as it is for large
-    vocabularies (one 512-token chunk of 2048x512x128256: 0.98 s against 1.11 s; 704 tokens: 6%;
-    1408 tokens of 4096x1024x32000: 2%; 2-core VM), and the grad GEMMs take either layout at the
-    same speed. The column kernel (``ce_cols``) is 10-15% slower than the row kernel, so the
-    layout pays only for short chunks: paired full steps (benchmarks/ab_linear_ce.py) ran
-    2048x512x128256 (512-token chunks) 3% faster class-major and 2048x512x32000 (1024-token
-    chunks) 3% slower. It covers plain cross-entropy with z-loss and the statistics; softcap,
-    temperature, smoothing, half inputs and vocab-parallel shards keep token-major chunks.
+    MKL runs that product faster than ``z = h W^T`` (one 512-token chunk of 2048x512x128256:
+    0.98 s against 1.11 s; 1408 tokens of 4096x1024x32000: 2% faster; 2-core VM) and the grad
+    GEMMs at the same speed, and the column kernel (``ce_cols``) matches the row kernel (99 vs
+    101 ms on a 512x128256 chunk, 71 vs 70 ms on 1408x32000). Paired full steps against
+    PyTorch's compact path (benchmarks/ab_linear_ce.py): 4096x1024x32000 0.952 class-major,
+    0.987 token-major; 2048x512x32000 0.973 and 0.980. It covers plain cross-entropy with z-loss
+    and the statistics; softcap, temperature, smoothing, half inputs and vocab-parallel shards
+    keep token-major chunks.
     """
     return (
-        (_LAYOUT == "cols" or (_LAYOUT == "auto" and chunk <= _COLS_MAX_CHUNK))
+        _LAYOUT == "cols"
         and h.dtype == torch.float32
         and h.device.type == "cpu"
         and cfg["group"] is None
@@ -145,7 +147,7 @@ def _run(
     gw = empty_scratch(tuple(w.shape), cdt, w.device) if grads and need[1] else None
     gw_empty = True
     gb = torch.zeros(v, dtype=cdt, device=w.device) if grads and need[2] and b is not None else None
-    cols = _class_major(h, cfg, min(c, n))
+    cols = _class_major(h, cfg)
     buf = empty_scratch((min(c, max(n, 1)) * v,), cdt, h.device)
     wt = w.t()
     kw: dict[str, Any] = dict(
