@@ -338,12 +338,17 @@ void logitlab_ce_grad_rows(float *dst, const float *src, int64_t n, const int64_
             memset(row, 0, (size_t)V * sizeof(float));
             continue;
         }
+        if (l != l || l == INFINITY) {
+            /* a NaN or +inf logit (lse NaN / +inf): NaN gradient, as one_row gives it */
+            for (int64_t j = 0; j < V; j++) row[j] = NAN;
+            continue;
+        }
         const v8f vs = splat(scale), vl = splat(l), vit = splat(inv_temp);
         for (int64_t j = 0; j < V; j += VL) {
             int64_t len = V - j < VL ? V - j : VL;
             v8f z = (len == VL ? loadu(in + j) : load_tail(in + j, len, -INFINITY)) * vit;
-            /* z - lse <= 0 up to rounding; -inf logits give exactly 0 */
-            v8f g = vs * vexp_neg(z - vl);
+            /* z - lse <= 0 up to rounding; -inf logits give exactly 0; no NaN is left here */
+            v8f g = vs * vexp_nonan(z - vl);
             if (len == VL) storeu(row + j, g);
             else for (int64_t q = 0; q < len; q++) row[j + q] = g[q];
         }
