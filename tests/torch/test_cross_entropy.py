@@ -154,3 +154,23 @@ def test_bad_input():
         cross_entropy(t, t)
     with pytest.raises(ValueError, match="target"):
         cross_entropy(x, t[:-1])
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_non_finite_rows_gradient(inplace):
+    # a NaN or +inf logit makes the whole row's gradient NaN, as in F.cross_entropy; an ignored
+    # row stays 0 and a row with -inf entries keeps exact zeros there (one-pass backward)
+    x = torch.randn(5, 40)
+    x[1, 3] = float("nan")
+    x[2, 5] = float("inf")
+    x[3, :20] = float("-inf")
+    t = torch.tensor([1, 2, 3, 30, -100])
+    x[4, 0] = float("nan")
+    a = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(cross_entropy(a, t, inplace_backward=inplace), [a])
+    xr = x.clone().requires_grad_()
+    (gr,) = torch.autograd.grad(F.cross_entropy(xr, t), [xr])
+    assert g[1].isnan().all() and g[2].isnan().all()
+    assert torch.equal(g[1:3].isnan(), gr[1:3].isnan())
+    assert torch.count_nonzero(g[4]) == 0 and torch.count_nonzero(g[3, :20]) == 0
+    torch.testing.assert_close(g[[0, 3]], gr[[0, 3]])
