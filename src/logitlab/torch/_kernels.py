@@ -334,22 +334,23 @@ def ce_cols(
     nan = torch.empty(nparts, mv, dtype=torch.int32)
     ztg = torch.zeros(nparts, mv, dtype=torch.float32)
 
-    def rng(p: int) -> tuple[int, int]:
-        return p * per * cb, min(v, (p + 1) * per * cb)
+    def each_part(call: Any) -> None:
+        """``call(p, v0, v1)`` for every part on the thread pool; it returns the C status."""
 
-    def part(p0: int, p1: int) -> int:
-        rcode = 0
-        for p in range(p0, p1):
-            v0, v1 = rng(p)
-            rcode |= _lib.logitlab_ce_cols_part(
-                zt.data_ptr(), m, m, v0, v1, cb, _ptr(target),
-                _ptr(rb, p * per), _ptr(rc, p), _ptr(s_, p), _ptr(e_, p), _ptr(k_, p),
-                _ptr(nan, p), _ptr(ztg, p), int(gs is not None), int(stats),
-            )  # fmt: skip
-        return rcode
+        def run(p0: int, p1: int) -> int:
+            return sum(call(p, p * per * cb, min(v, (p + 1) * per * cb)) for p in range(p0, p1))
 
-    if any(split_rows(nparts, v * m, nparts, part)):
-        raise MemoryError("ce_cols: no memory for the kernel's scratch arrays")
+        if any(split_rows(nparts, v * m, nparts, run)):
+            raise MemoryError("ce_cols: no memory for the kernel's scratch arrays")
+
+    def part(p: int, v0: int, v1: int) -> int:
+        return _lib.logitlab_ce_cols_part(
+            zt.data_ptr(), m, m, v0, v1, cb, _ptr(target),
+            _ptr(rb, p * per), _ptr(rc, p), _ptr(s_, p), _ptr(e_, p), _ptr(k_, p),
+            _ptr(nan, p), _ptr(ztg, p), int(gs is not None), int(stats),
+        )  # fmt: skip
+
+    each_part(part)
     a = torch.empty(mv, dtype=torch.float32)
     fac = torch.empty(mv, dtype=torch.float32)
     fix = torch.empty(mv, dtype=torch.float32)
@@ -360,18 +361,13 @@ def ce_cols(
     )  # fmt: skip
     if gs is not None:
 
-        def grad(p0: int, p1: int) -> int:
-            rcode = 0
-            for p in range(p0, p1):
-                v0, v1 = rng(p)
-                rcode |= _lib.logitlab_ce_cols_grad(
-                    zt.data_ptr(), m, m, v0, v1, cb, _ptr(rb, p * per), _ptr(a), _ptr(fac),
-                    _ptr(fix), _ptr(target), _ptr(gs), int(ignore_index),
-                )  # fmt: skip
-            return rcode
+        def grad(p: int, v0: int, v1: int) -> int:
+            return _lib.logitlab_ce_cols_grad(
+                zt.data_ptr(), m, m, v0, v1, cb, _ptr(rb, p * per), _ptr(a), _ptr(fac),
+                _ptr(fix), _ptr(target), _ptr(gs), int(ignore_index),
+            )  # fmt: skip
 
-        if any(split_rows(nparts, v * m, nparts, grad)):
-            raise MemoryError("ce_cols: no memory for the kernel's scratch arrays")
+        each_part(grad)
     return RowOut(loss, lse, ent, amax)
 
 
