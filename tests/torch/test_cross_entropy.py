@@ -65,6 +65,31 @@ def test_inplace_backward_overwrites_logits_buffer():
     assert logits.data_ptr() == ptr
 
 
+@pytest.mark.parametrize("aux_first", [True, False])
+def test_inplace_backward_second_loss_on_the_same_logits(aux_first):
+    # A second loss that saved the logits and whose backward runs after ours would read the
+    # overwritten buffer: it must raise, not return a wrong gradient. When its backward runs
+    # first (it was created later), the in-place backward is fine and exact.
+    x, t, _ = make()
+    leaf = x.clone().requires_grad_()
+    logits = leaf * 1.0
+
+    def aux(z):
+        return z.logsumexp(-1).pow(2).mean()  # saves z for its backward
+
+    if aux_first:
+        a = aux(logits)
+        loss = a + cross_entropy(logits, t, inplace_backward=True)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+        return
+    loss = cross_entropy(logits, t, inplace_backward=True) + aux(logits)
+    loss.backward()
+    xr = x.clone().requires_grad_()
+    (F.cross_entropy(xr, t) + aux(xr)).backward()
+    torch.testing.assert_close(leaf.grad, xr.grad)
+
+
 def test_masked_classes_smoothing():
     x, t, w = make()
     x[:, 3] = float("-inf")

@@ -134,6 +134,12 @@ class _CE(torch.autograd.Function):
                 if not ctx.inplace:
                     g.copy_(x)
                 ce_rows(g, t, grad_scale=scale, **kw)
+            if ctx.inplace:
+                # The kernels write through a raw pointer, which autograd does not see. Count
+                # it as the in-place write it is: a node that saved these logits and runs after
+                # this one (a second loss on the same logits) then raises autograd's "modified
+                # by an inplace operation" instead of differentiating the gradient's values.
+                torch.autograd.graph.increment_version(x)
         # back to the caller's layout: (rows, C) -> moved shape -> original axis order
         if len(shape) > 1:
             moved = list(shape)
@@ -180,7 +186,10 @@ def cross_entropy(
     backward hands over after scaling (one ``N x C`` buffer in all). With
     ``inplace_backward=True`` the forward only reads the logits and the backward overwrites the
     **logits tensor itself** with its gradient (as flash-attention's cross-entropy does): no
-    second ``N x C`` buffer, but ``logits`` must not be read after ``backward``.
+    second ``N x C`` buffer, but ``logits`` must not be read after ``backward``. That write
+    counts as an in-place operation on ``logits`` for autograd: another backward node that
+    saved ``logits`` and runs after this one raises a ``RuntimeError`` rather than using the
+    overwritten values (use ``inplace_backward=False`` when the logits feed a second loss).
 
     Args:
         logits: scores, class axis ``axis`` (float16/bfloat16/float32/float64).
