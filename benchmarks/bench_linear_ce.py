@@ -21,7 +21,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", nargs=3, type=int, action="append", metavar=("N", "d", "V"))
     p.add_argument("--scale", action="store_true", help="also time/memory as N and V grow")
-    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds")
     a = p.parse_args()
     shapes = [tuple(s) for s in a.shape] if a.shape else TARGETS
     print(run(shapes, repeats=a.repeats)[1], flush=True)

@@ -318,11 +318,12 @@ if typer is not None:
         n: int = typer.Option(2048, "--n", min=1, help="Tokens."),
         d: int = typer.Option(512, "--d", min=1, help="Hidden size."),
         v: int = typer.Option(32000, "--v", min=2, help="Vocabulary size."),
-        repeats: int = typer.Option(2, "--repeats", min=1),
+        repeats: int = typer.Option(3, "--repeats", min=1, help="Interleaved timing rounds."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON rows on stdout only."),
     ) -> None:
         """Linear cross-entropy fwd+bwd: naive, PyTorch's variants and logitlab, side by side,
-        with the GEMM floor and peak extra memory (each variant in a fresh process)."""
+        with the GEMM floor and peak extra memory (each variant in its own process, timed in
+        interleaved rounds)."""
         with cli_errors():
             try:
                 from logitlab.torch.bench import run

@@ -13,12 +13,21 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="peak RSS from /
 
 def test_linear_bench_rows_and_table():
     # logits of 4 MB: well above the page granularity of the peak-RSS measurement
-    rows, table = bench.run([(512, 64, 2000)], variants=("naive",), repeats=1)
-    assert [r["variant"] for r in rows] == ["naive"]
-    r = rows[0]
+    variants = ("naive", "torch_lce_compact")
+    rows, table = bench.run([(512, 64, 2000)], variants=variants, repeats=2)
+    assert [r["variant"] for r in rows] == list(variants)
+    r, c = rows
     assert r["time_s"] > 0 and r["floor_s"] > 0 and r["extra_mb"] >= 0
     assert r["naive_mem_pct"] == 100.0
-    assert "naive" in table and "floor_x" in table
+    # compact keeps the logits (4 MB) but not naive's log-probabilities and fresh gradient
+    assert 0 < c["naive_mem_pct"] < 100.0
+    assert c["vs_compact"] == 1.0 and r["vs_compact"] > 0
+    assert "naive" in table and "floor_x" in table and "vs_compact" in table
+
+
+def test_bench_worker_failure_names_the_variant():
+    with pytest.raises(RuntimeError, match="(?s)worker nope .*unknown variant"):
+        bench.run([(8, 4, 10)], variants=("nope",), repeats=1)
 
 
 def test_cross_entropy_bench_rows():
