@@ -12,7 +12,8 @@ Variants: ``torch_compact`` (``F.linear_cross_entropy`` with ``acc_policy="compa
 chunking_method=None``), ``naive``, ``logitlab`` (default chunking, Python-thread kernels),
 ``logitlab_omp`` (OpenMP-team kernels), ``logitlab_one_chunk`` (``chunk_size=N``),
 ``logitlab@C`` (``chunk_size=C``), ``logitlab_rows`` (token-major chunks and the row kernel
-instead of the default class-major chunks: ``LOGITLAB_CHUNK_LAYOUT=rows``).
+everywhere: ``LOGITLAB_CHUNK_LAYOUT=rows``), ``logitlab_cols`` (class-major wherever it
+applies: ``LOGITLAB_CHUNK_LAYOUT=cols``), ``logitlab_rows@C`` / ``logitlab_cols@C``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def variants(h: Any, w: Any, t: Any) -> dict[str, Callable[[], Any]]:
     n = h.shape[0]
     opts = torch.nn.LinearCrossEntropyOptions(acc_policy="compact", chunking_method=None)
 
-    def ll(mode: str, chunk: int | None = None, layout: str = "cols") -> Callable[[], Any]:
+    def ll(mode: str, chunk: int | None, layout: str) -> Callable[[], Any]:
         def f() -> Any:
             _kernels._MODE = mode
             _lce._LAYOUT = layout
@@ -47,17 +48,18 @@ def variants(h: Any, w: Any, t: Any) -> dict[str, Callable[[], Any]]:
     return {
         "torch_compact": lambda: F.linear_cross_entropy(h, w, t, options=opts),
         "naive": lambda: F.cross_entropy(F.linear(h, w), t),
-        "logitlab": ll("python"),
-        "logitlab_omp": ll("omp"),
-        "logitlab_one_chunk": ll("python", n),
+        "logitlab": ll("python", None, "auto"),
+        "logitlab_omp": ll("omp", None, "auto"),
+        "logitlab_one_chunk": ll("python", n, "auto"),
         "logitlab_rows": ll("python", None, "rows"),
+        "logitlab_cols": ll("python", None, "cols"),
     }
 
 
-def _chunked(h: Any, w: Any, t: Any, chunk: int) -> Callable[[], Any]:
+def _chunked(h: Any, w: Any, t: Any, chunk: int, layout: str) -> Callable[[], Any]:
     def f() -> Any:
         _kernels._MODE = "python"
-        _lce._LAYOUT = "cols"
+        _lce._LAYOUT = layout
         return linear_cross_entropy(h, w, t, chunk_size=chunk)
 
     return f
@@ -76,9 +78,11 @@ def main() -> None:
     t = torch.randint(0, v, (n,))
     table = variants(h, w, t)
     names = a.variants.split(",")
-    for k in names:  # "logitlab@1536": default kernels, chunk_size=1536
-        if k.startswith("logitlab@"):
-            table[k] = _chunked(h, w, t, int(k.split("@")[1]))
+    for k in names:  # "logitlab@1536": chunk_size=1536 ("logitlab_rows@1536": token-major)
+        if k.startswith(("logitlab@", "logitlab_rows@", "logitlab_cols@")):
+            name, chunk = k.split("@")
+            layout = name.split("_")[1] if "_" in name else "auto"
+            table[k] = _chunked(h, w, t, int(chunk), layout)
     times: dict[str, list[float]] = {k: [] for k in names}
     for k in names:  # warm-up: thread pools, kernel build
         table[k]().backward()

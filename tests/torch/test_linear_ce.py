@@ -221,3 +221,19 @@ def test_bad_input(kwargs, exc, word):
     args.update({k: v for k, v in kwargs.items() if k in args})
     with pytest.raises(exc, match=word):
         linear_cross_entropy(args["hidden"], args["weight"], args["target"], **opts)
+
+
+@pytest.mark.skipif(not native_available(), reason="needs the native kernels")
+def test_default_layout_is_class_major_only_for_short_chunks(monkeypatch):
+    monkeypatch.setattr(_lce, "_LAYOUT", "auto")
+    h = torch.zeros(4, 3)
+    cfg = dict(group=None, softcap=None, temperature=1.0, label_smoothing=0.0)
+    cut = _lce._COLS_MAX_CHUNK
+    assert _lce._class_major(h, cfg, 512) and _lce._class_major(h, cfg, cut)
+    assert not _lce._class_major(h, cfg, cut + 1)
+    assert not _lce._class_major(h, dict(cfg, softcap=30.0), 512)
+    assert not _lce._class_major(h.double(), cfg, 512)
+    monkeypatch.setattr(_lce, "_LAYOUT", "cols")
+    assert _lce._class_major(h, cfg, 4 * cut)
+    monkeypatch.setattr(_lce, "_LAYOUT", "rows")
+    assert not _lce._class_major(h, cfg, 64)

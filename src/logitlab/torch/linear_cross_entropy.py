@@ -8,9 +8,10 @@ gradients by the incoming scalar, so the whole step costs the three GEMMs of the
 (6 N d V FLOPs) plus two or three passes over the chunk, and the extra memory is one
 ``chunk x V`` buffer instead of several ``N x V`` tensors.
 
-Plain float32 cross-entropy on CPU (with z-loss and statistics) forms the chunk class-major,
-``z^T = W h^T``, which MKL computes faster, and uses the column kernel ``ce_cols``; the other
-options use token-major chunks and the row kernel ``ce_rows`` (see :func:`_class_major`).
+Plain float32 cross-entropy on CPU (with z-loss and statistics) forms short chunks (large
+vocabularies) class-major, ``z^T = W h^T``, which MKL computes faster there, and uses the column
+kernel ``ce_cols``; longer chunks and the other options use token-major chunks and the row
+kernel ``ce_rows`` (see :func:`_class_major`).
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ _HALF = (torch.float16, torch.bfloat16)
 # 1536-token chunks tied with PyTorch's compact path where 1024-token chunks were 5-8% slower.
 _BUFFER_BYTES = 256 * 2**20
 _MAX_CHUNK = 1536
-# "cols": class-major chunks (z^T = W h^T, see _class_major) wherever the native kernel takes
-# them; "rows": token-major chunks and the row kernel always (the tests run both).
-_LAYOUT = os.environ.get("LOGITLAB_CHUNK_LAYOUT", "cols")
+# "auto": class-major chunks (z^T = W h^T, see _class_major) for chunks of at most
+# _COLS_MAX_CHUNK tokens where the native kernel takes them, token-major otherwise; "cols":
+# class-major wherever the native kernel takes them; "rows": token-major chunks and the row
+# kernel always (the tests run "cols" and "rows").
+_LAYOUT = os.environ.get("LOGITLAB_CHUNK_LAYOUT", "auto")
+_COLS_MAX_CHUNK = 768
 
 
 class LinearCEStats(NamedTuple):
@@ -95,21 +99,26 @@ def _vocab_layout(weight: torch.Tensor, group: Any) -> tuple[int, int]:
     return int(sizes[:rank].sum()), int(sizes.sum())
 
 
-def _class_major(h: torch.Tensor, cfg: dict[str, Any]) -> bool:
-    """Whether chunks are formed class-major, ``z^T = W h^T`` (classes x tokens).
+def _class_major(h: torch.Tensor, cfg: dict[str, Any], chunk: int) -> bool:
+    """Whether chunks of ``chunk`` tokens are formed class-major, ``z^T = W h^T`` (classes x
+    tokens), rather than token-major, ``z = h W^T``.
 
-    MKL runs that product faster than ``z = h W^T`` (one 512-token chunk of 2048x512x128256:
-    0.98 s against 1.11 s; 1408 tokens of 4096x1024x32000: 2% faster; 2-core VM) and the grad
-    GEMMs at the same speed, and the column kernel (``ce_cols``) matches the row kernel (99 vs
-    101 ms on a 512x128256 chunk, 71 vs 70 ms on 1408x32000). Paired full steps against
-    PyTorch's compact path (benchmarks/ab_linear_ce.py): 4096x1024x32000 0.952 class-major,
-    0.987 token-major; 2048x512x32000 0.973 and 0.980. It covers plain cross-entropy with z-loss
-    and the statistics; softcap, temperature, smoothing, half inputs and vocab-parallel shards
-    keep token-major chunks.
+    For short chunks MKL runs the class-major product faster (one 512-token chunk of
+    2048x512x128256: 0.97 s against 1.08 s on a 2-core VM; the grad GEMMs run at the same speed
+    either way) and the column kernel (``ce_cols``) matches the row kernel. For longer chunks
+    the two products differ by 2-5% and the row kernel, since it was specialised for the plain
+    case and prefetches the next row, is the faster kernel. Paired full steps against PyTorch's
+    compact path (benchmarks/ab_linear_ce.py, class-major vs token-major): 2048x512x128256
+    (512-token chunks) 0.968 vs 0.994; 2048x512x32000 (1024) 0.994 vs 0.967 and 1.000 vs 0.965;
+    2048x512x64000 (1024) 1.000 vs 0.977; 4096x1024x32000 (1408) 1.006 vs 0.998. Hence
+    class-major up to ``_COLS_MAX_CHUNK`` = 768 tokens, between the two measured regimes.
+    It covers plain cross-entropy with z-loss and the statistics; softcap, temperature,
+    smoothing, half inputs and vocab-parallel shards keep token-major chunks.
     """
+    if _LAYOUT == "rows" or (_LAYOUT == "auto" and chunk > _COLS_MAX_CHUNK):
+        return False
     return (
-        _LAYOUT == "cols"
-        and h.dtype == torch.float32
+        h.dtype == torch.float32
         and h.device.type == "cpu"
         and cfg["group"] is None
         and not cfg["softcap"]
@@ -147,7 +156,7 @@ def _run(
     gw = empty_scratch(tuple(w.shape), cdt, w.device) if grads and need[1] else None
     gw_empty = True
     gb = torch.zeros(v, dtype=cdt, device=w.device) if grads and need[2] and b is not None else None
-    cols = _class_major(h, cfg)
+    cols = _class_major(h, cfg, min(c, max(n, 1)))
     buf = empty_scratch((min(c, max(n, 1)) * v,), cdt, h.device)
     wt = w.t()
     kw: dict[str, Any] = dict(
