@@ -18,6 +18,7 @@ def test_linear_bench_rows_and_table():
     assert [r["variant"] for r in rows] == list(variants)
     r, c = rows
     assert r["time_s"] > 0 and r["floor_s"] > 0 and r["extra_mb"] >= 0
+    assert 0 < r["best_s"] <= r["time_s"]
     assert r["naive_mem_pct"] == 100.0
     # compact keeps the logits (4 MB) but not naive's log-probabilities and fresh gradient
     assert 0 < c["naive_mem_pct"] < 100.0
