@@ -127,8 +127,9 @@ typedef struct {
     int64_t class_offset;  /* global index of column 0 (vocab-parallel shards) */
 } ce_params;
 
-static inline __attribute__((always_inline)) void one_row(float *x, const ce_params *P, int64_t t, const float *cw, float gs,
-                    int want_grad, float *loss, float *lse_out, float *ent_out, int64_t *amax_out) {
+static inline __attribute__((always_inline)) void one_row(
+    float *x, const ce_params *P, int64_t t, const float *cw, float gs, int want_grad,
+    float *loss, float *lse_out, float *ent_out, int64_t *amax_out) {
     const int64_t V = P->V;
     const int64_t nv = V / VL * VL;
     const float it = P->inv_temp, cap = P->softcap;
@@ -310,8 +311,6 @@ static inline __attribute__((always_inline)) void one_row(float *x, const ce_par
     }
 }
 
-/* Rows [0, n). Outputs: loss[n], lse[n]; ent/amax may be NULL; gs (per-row gradient scale) NULL
- * means "no gradient": the buffer is then left holding the transformed logits. */
 /* The common case (no class weights, smoothing, softcap or temperature) runs one_row with
  * those options and `grad`/`stats` as literal constants, so that each of the four loops below
  * compiles to its own copy without the unused sums (the general copy accumulates the entropy
@@ -328,6 +327,8 @@ static inline __attribute__((always_inline)) void one_row(float *x, const ce_par
         }                                                                                      \
     } while (0)
 
+/* Rows [0, n). Outputs: loss[n], lse[n]; ent/amax may be NULL; gs (per-row gradient scale) NULL
+ * means "no gradient": the buffer is then left holding the transformed logits. */
 void logitlab_ce_rows(float *x, int64_t n, const int64_t *target, const float *cw,
                       const float *gs, float *loss, float *lse, float *ent, int64_t *amax,
                       int64_t V, int64_t ld, int64_t ignore_index, float inv_temp, float softcap,

@@ -156,8 +156,9 @@ def _run(
     gw = empty_scratch(tuple(w.shape), cdt, w.device) if grads and need[1] else None
     gw_empty = True
     gb = torch.zeros(v, dtype=cdt, device=w.device) if grads and need[2] and b is not None else None
-    cols = _class_major(h, cfg, min(c, max(n, 1)))
-    buf = empty_scratch((min(c, max(n, 1)) * v,), cdt, h.device)
+    rows_per_chunk = min(c, max(n, 1))
+    cols = _class_major(h, cfg, rows_per_chunk)
+    buf = empty_scratch((rows_per_chunk * v,), cdt, h.device)
     wt = w.t()
     kw: dict[str, Any] = dict(
         inv_temp=1.0 / cfg["temperature"],
