@@ -103,10 +103,11 @@ def _class_major(h: torch.Tensor, cfg: dict[str, Any], chunk: int) -> bool:
     """Whether chunks of ``chunk`` tokens are formed class-major, ``z^T = W h^T`` (classes x
     tokens), rather than token-major, ``z = h W^T``.
 
-    For short chunks MKL runs the class-major product faster (one 512-token chunk of
-    2048x512x128256: 0.97 s against 1.08 s on a 2-core VM; the grad GEMMs run at the same speed
-    either way) and the column kernel (``ce_cols``) matches the row kernel. For longer chunks
-    the two products differ by 2-5% and the row kernel, since it was specialised for the plain
+    For short chunks MKL runs the class-major product faster (512-token chunks of
+    2048x512x128256: 77.3 against 72.6 GFLOP/s on a 2-core VM, benchmarks/gemm_shapes.py; the
+    grad GEMMs run at the same speed either way) and the column kernel (``ce_cols``) matches
+    the row kernel. For longer chunks the two products are within 2% (1408x1024x32000: 79.6
+    and 80.9 GFLOP/s) and the row kernel, since it was specialised for the plain
     case and prefetches the next row, is the faster kernel. Paired full steps against PyTorch's
     compact path (benchmarks/ab_linear_ce.py, class-major vs token-major): 2048x512x128256
     (512-token chunks) 0.968 vs 0.994; 2048x512x32000 (1024) 0.994 vs 0.967 and 1.000 vs 0.965;
