@@ -58,36 +58,18 @@ def main() -> None:
         return None if z is None else ctypes.c_void_p(z.data_ptr())
 
     i64, f32 = ctypes.c_int64, ctypes.c_float
-    stats = a.mode == "stats"
 
-    def call(lib: Any) -> None:
-        if a.mode == "grad":
-            lib.logitlab_ce_grad_rows(
-                p(x),
-                p(x),
-                i64(n),
-                p(t),
-                None,
-                p(gs),
-                p(lse),
-                i64(v),
-                i64(v),
-                i64(v),
-                i64(-100),
-                f32(1.0),
-                a.threads,
-            )
-            return
+    def rows(lib: Any, grad: bool, with_stats: bool) -> None:
         lib.logitlab_ce_rows(
             p(x),
             i64(n),
             p(t),
             None,
-            p(gs) if a.mode == "keep" else None,
+            p(gs) if grad else None,
             p(loss),
             p(lse),
-            p(ent) if stats else None,
-            p(amax) if stats else None,
+            p(ent) if with_stats else None,
+            p(amax) if with_stats else None,
             i64(v),
             i64(v),
             i64(-100),
@@ -99,6 +81,26 @@ def main() -> None:
             a.threads,
         )
 
+    def call(lib: Any) -> None:
+        if a.mode != "grad":
+            rows(lib, a.mode == "keep", a.mode == "stats")
+            return
+        lib.logitlab_ce_grad_rows(
+            p(x),
+            p(x),
+            i64(n),
+            p(t),
+            None,
+            p(gs),
+            p(lse),
+            i64(v),
+            i64(v),
+            i64(v),
+            i64(-100),
+            f32(1.0),
+            a.threads,
+        )
+
     def timed(lib: Any) -> float:
         x.copy_(x0)
         t0 = time.perf_counter()
@@ -106,26 +108,7 @@ def main() -> None:
         return time.perf_counter() - t0
 
     x.copy_(x0)
-    libs[0].logitlab_ce_rows(
-        p(x),
-        i64(n),
-        p(t),
-        None,
-        None,
-        p(loss),
-        p(lse),
-        None,
-        None,
-        i64(v),
-        i64(v),
-        i64(-100),
-        f32(1.0),
-        f32(0.0),
-        f32(0.0),
-        f32(0.0),
-        i64(0),
-        a.threads,
-    )  # the lse that the grad mode starts from
+    rows(libs[0], False, False)  # the lse that the grad mode starts from
     for lib in libs:
         timed(lib)  # warm-up
     ta: list[float] = []
