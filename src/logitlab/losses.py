@@ -275,8 +275,8 @@ def prepare_ce(
     out_dtype = result_dtype(xp, x)
     x = to_float(xp, x, "logits")
     ax = normalize_axis(axis, x.ndim)
+    n_classes = x.shape[ax]
     x = _move_last(xp, x, ax)
-    n_classes = x.shape[-1]
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     t_val = check_temperature(temperature)
@@ -300,6 +300,14 @@ def prepare_ce(
         if not is_integral(xp, t) or xp.isdtype(t.dtype, "bool"):
             raise TypeError(
                 f"target must hold integer class indices or probabilities, got {t.dtype}"
+            )
+        if n_classes == 0:
+            # torch raises for any target here; an all-ignored batch would be the only valid
+            # input, and only a value check could tell it apart (probability targets: the loss is
+            # an empty sum, 0)
+            raise ValueError(
+                f"logits has no classes: its axis {axis} has length 0 (shape "
+                f"{tuple(_move_back(x, ax))}), and a class-index target needs at least one class"
             )
         expected = tuple(x.shape[:-1])
         if tuple(t.shape) != expected:

@@ -85,9 +85,25 @@ def _device(x: Array) -> Any:
     return device(x)
 
 
+def _size(x: Array) -> int:
+    return math.prod(x.shape)
+
+
 def parts(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Parts:
-    """Compute :class:`Parts` for a floating array ``x`` (already in its compute dtype)."""
+    """Compute :class:`Parts` for a floating array ``x`` (already in its compute dtype).
+
+    An empty row (``x.shape[axis] == 0``) has the maximum of the empty set, ``a = -inf``, and
+    ``s = 0``: ``lse = -inf`` (the log of an empty sum), entropy and cross-entropy 0 (empty sums),
+    softmax and log-softmax empty. NumPy and torch refuse ``max`` over a zero-length axis, so no
+    reduction runs on an input without elements.
+    """
     n = x.shape[axis]
+    if _size(x) == 0:
+        kept = tuple(1 if i == axis else k for i, k in enumerate(x.shape))
+        a0 = xp.full(kept, -math.inf, dtype=x.dtype, device=_device(x))
+        zeros = xp.zeros_like(x)
+        top0 = xp.zeros(tuple(x.shape), dtype=xp.bool, device=_device(x))
+        return Parts(a0, zeros, zeros, xp.zeros_like(a0), top0)
     a = xp.max(x, axis=axis, keepdims=True)
     a_finite = xp.isfinite(a)
     if bool(xp.all(a_finite)):
@@ -196,7 +212,8 @@ def logsumexp(
     Excluding one maximal term from the sum and using ``log1p`` keeps the contribution of
     dominated entries: ``logsumexp([0, -40]) = 4.248e-18`` (``torch.logsumexp`` and the
     textbook shifted formula return 0). Rows of only ``-inf`` give ``-inf`` (no NaN), any ``+inf``
-    gives ``+inf``.
+    gives ``+inf``. An empty sum (a reduced axis of length 0) is 0, so its log-sum-exp is
+    ``-inf`` with sign 0, as in SciPy and ``torch.logsumexp``.
 
     Args:
         x: logits of any shape; lists and scalars are accepted.
@@ -224,6 +241,8 @@ def logsumexp(
         [0.6931471805599453, 1000.0, -inf]
         >>> logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
         (array(1.54132485), array(-1.))
+        >>> logsumexp(np.zeros((3, 0)), axis=1).tolist()
+        [-inf, -inf, -inf]
 
     References:
         Blanchard, Higham & Higham, "Accurately computing the log-sum-exp and softmax
@@ -251,8 +270,6 @@ def logsumexp(
         ax = 0
     else:
         ax = normalize_axis(axis, xa.ndim)
-    if xa.shape[ax] == 0:
-        raise ValueError("x must have at least one element along axis to take its logsumexp")
     keep = keepdims and axis is not None
     if ba is None:
         out = lse_impl(xp, xa, ax, keep)
@@ -316,6 +333,8 @@ def _log_softmax_general(xp: Any, x: Array, axis: int, temperature: float) -> Ar
 def _limit_softmax(xp: Any, x: Array, axis: int, temperature: float) -> Array:
     # T -> 0: the argmax one-hot, ties sharing equally. T -> inf: uniform over the entries that are
     # not -inf (masked classes keep probability 0). NaN rows stay NaN.
+    if _size(x) == 0:
+        return xp.zeros_like(x)
     a = xp.max(x, axis=axis, keepdims=True)
     sel = (x == a) if temperature == 0.0 else (x > -math.inf)
     sel = sel | ((a == -math.inf) & (x == a))
@@ -336,7 +355,9 @@ def softmax(x: Array, axis: int = -1, temperature: float = 1.0) -> Any:
 
     ``T = 0`` gives the argmax one-hot (ties share equally), ``T = inf`` the uniform distribution
     over entries that are not ``-inf``. A row of only ``-inf`` (fully masked) gives the uniform
-    distribution instead of NaN; a row with ``+inf`` entries shares the mass among them.
+    distribution instead of NaN; a row with ``+inf`` entries shares the mass among them. An empty
+    input (a zero-length axis, reduced or not) gives an empty output of the same shape, as
+    ``torch.softmax`` does.
 
     Args:
         x: logits; lists are accepted.
@@ -382,6 +403,7 @@ def log_softmax(x: Array, axis: int = -1, temperature: float = 1.0) -> Any:
         - \operatorname{log1p}\Big(\sum_{j \ne k} e^{(x_j - a)/T}\Big).
 
     For ``x = [0, -40]`` the first entry is ``-4.248e-18``, not the 0 that ``x - lse(x)`` gives.
+    Empty inputs as in :func:`softmax`.
 
     Args:
         x: logits; lists are accepted.
