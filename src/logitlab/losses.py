@@ -705,10 +705,10 @@ def _log_ratio_probs(xp: Any, p: Array, q: Array) -> Array:
 def _dist_input(
     xp: Any, probs: Array | None, logits: Array | None, axis: int, name: str
 ) -> tuple[Array, Array | None]:
-    """(probabilities, log-probabilities or None) of one distribution argument."""
+    """(probabilities, log-probabilities or None) of one distribution argument (exactly one of
+    ``probs`` / ``logits`` is given: :func:`_two_dists` checks it)."""
     if logits is not None:
         return softmax_impl(xp, logits, axis), log_softmax_impl(xp, logits, axis)
-    assert probs is not None
     check_probabilities(xp, probs, name, axis)
     return probs, None
 
