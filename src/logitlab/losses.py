@@ -140,7 +140,8 @@ def entropy(
         base: logarithm base (``None``: nats; 2: bits).
 
     Returns:
-        Entropy per distribution (``axis`` removed), in the input's namespace and floating dtype.
+        Entropy per distribution (``axis`` removed), in the input's namespace and floating dtype;
+        0 over an empty class axis (an empty sum, as ``scipy.stats.entropy``).
 
     Raises:
         ValueError: both or neither of ``probs``/``logits`` given; probabilities outside [0, 1],
@@ -378,10 +379,12 @@ def cross_entropy(
 
     Returns:
         The loss (scalar, or per row for ``"none"``) in ``logits``' namespace and floating dtype.
+        Probability targets over an empty class axis give 0 per row (an empty sum).
 
     Raises:
         ValueError: shape mismatch, class index out of range (index and number of classes are
-            reported), probability targets outside [0, 1] or not summing to 1, NaN targets, bad
+            reported), class-index targets with an empty class axis, probability targets outside
+            [0, 1] or not summing to 1, NaN targets, bad
             ``reduction``/``label_smoothing``/``temperature``.
         TypeError: non-numeric inputs or boolean targets.
 
@@ -817,7 +820,8 @@ def kl_divergence(
         reduction: ``"none"`` (per distribution), ``"sum"`` or ``"mean"`` over distributions.
 
     Returns:
-        KL per distribution (``axis`` removed) or reduced, in the inputs' namespace and dtype.
+        KL per distribution (``axis`` removed) or reduced, in the inputs' namespace and dtype;
+        0 over an empty class axis (an empty sum).
 
     Raises:
         ValueError: not exactly one of each pair given, shapes differ, invalid probabilities.
@@ -919,7 +923,7 @@ def js_divergence(
         reduction: ``"none"``, ``"sum"`` or ``"mean"``.
 
     Returns:
-        JS per distribution or reduced.
+        JS per distribution or reduced; 0 over an empty class axis (an empty sum).
 
     Raises:
         ValueError: as for :func:`kl_divergence`.
