@@ -199,14 +199,59 @@ def to_float(xp: Any, x: Array, name: str) -> Array:
     return x if x.dtype == dt else xp.astype(x, dt)
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
+
+
 def normalize_axis(axis: int, ndim: int, name: str = "axis") -> int:
-    if not isinstance(axis, int | np.integer) or isinstance(axis, bool):
+    """``axis`` as a non-negative index into ``ndim`` dimensions.
+
+    Raises:
+        TypeError: ``axis`` is not an integer (``bool`` included).
+        ValueError: ``axis`` out of range, or ``ndim == 0``.
+    """
+    if not _is_int(axis):
         raise TypeError(f"{name} must be an int, got {type(axis).__name__}")
     if ndim == 0:
         raise ValueError(f"{name}={axis} needs an input with at least one dimension, got a scalar")
     if not -ndim <= axis < ndim:
         raise ValueError(f"{name}={axis} is out of range for an input with {ndim} dimensions")
     return int(axis) % ndim
+
+
+def normalize_axes(
+    axis: int | tuple[int, ...] | None, ndim: int, name: str = "axis"
+) -> tuple[int, ...]:
+    """``axis`` (an int, a tuple of ints, or ``None`` for all axes) as sorted non-negative indices.
+
+    The semantics of NumPy's and SciPy's reductions: negative axes count from the end, ``()``
+    reduces nothing, ``None`` reduces every axis (``()`` for a 0-d input), and an axis named twice
+    (``(0, 0)``, or ``(1, -1)`` of a 2-D input) is an error.
+
+    Raises:
+        TypeError: ``axis`` is neither an int, a tuple of ints, nor ``None``.
+        ValueError: an axis out of range or repeated; an int axis of a 0-d input.
+    """
+    if axis is None:
+        return tuple(range(ndim))
+    if not isinstance(axis, tuple):
+        if not _is_int(axis):
+            raise TypeError(
+                f"{name} must be an int, a tuple of ints or None, got {type(axis).__name__}"
+            )
+        return (normalize_axis(axis, ndim, name),)
+    bad = [v for v in axis if not _is_int(v)]
+    if bad:
+        raise TypeError(f"{name}={axis!r} must hold ints only, got {type(bad[0]).__name__}")
+    out: list[int] = []
+    for v in axis:
+        if not -ndim <= v < ndim:
+            raise ValueError(f"{name}={axis!r} is out of range for an input with {ndim} dimensions")
+        i = int(v) % ndim
+        if i in out:
+            raise ValueError(f"{name}={axis!r} names dimension {i} twice")
+        out.append(i)
+    return tuple(sorted(out))
 
 
 def check_temperature(temperature: float) -> float:

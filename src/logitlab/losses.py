@@ -140,7 +140,8 @@ def entropy(
         base: logarithm base (``None``: nats; 2: bits).
 
     Returns:
-        Entropy per distribution (``axis`` removed), in the input's namespace and floating dtype.
+        Entropy per distribution (``axis`` removed), in the input's namespace and floating dtype;
+        0 over an empty class axis (an empty sum, as ``scipy.stats.entropy``).
 
     Raises:
         ValueError: both or neither of ``probs``/``logits`` given; probabilities outside [0, 1],
@@ -275,8 +276,8 @@ def prepare_ce(
     out_dtype = result_dtype(xp, x)
     x = to_float(xp, x, "logits")
     ax = normalize_axis(axis, x.ndim)
+    n_classes = x.shape[ax]
     x = _move_last(xp, x, ax)
-    n_classes = x.shape[-1]
     if not 0.0 <= float(label_smoothing) <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     t_val = check_temperature(temperature)
@@ -300,6 +301,14 @@ def prepare_ce(
         if not is_integral(xp, t) or xp.isdtype(t.dtype, "bool"):
             raise TypeError(
                 f"target must hold integer class indices or probabilities, got {t.dtype}"
+            )
+        if n_classes == 0:
+            # torch raises for any target here; an all-ignored batch would be the only valid
+            # input, and only a value check could tell it apart (probability targets: the loss is
+            # an empty sum, 0)
+            raise ValueError(
+                f"logits has no classes: its axis {axis} has length 0 (shape "
+                f"{tuple(_move_back(x, ax))}), and a class-index target needs at least one class"
             )
         expected = tuple(x.shape[:-1])
         if tuple(t.shape) != expected:
@@ -370,10 +379,12 @@ def cross_entropy(
 
     Returns:
         The loss (scalar, or per row for ``"none"``) in ``logits``' namespace and floating dtype.
+        Probability targets over an empty class axis give 0 per row (an empty sum).
 
     Raises:
         ValueError: shape mismatch, class index out of range (index and number of classes are
-            reported), probability targets outside [0, 1] or not summing to 1, NaN targets, bad
+            reported), class-index targets with an empty class axis, probability targets outside
+            [0, 1] or not summing to 1, NaN targets, bad
             ``reduction``/``label_smoothing``/``temperature``.
         TypeError: non-numeric inputs or boolean targets.
 
@@ -697,10 +708,10 @@ def _log_ratio_probs(xp: Any, p: Array, q: Array) -> Array:
 def _dist_input(
     xp: Any, probs: Array | None, logits: Array | None, axis: int, name: str
 ) -> tuple[Array, Array | None]:
-    """(probabilities, log-probabilities or None) of one distribution argument."""
+    """(probabilities, log-probabilities or None) of one distribution argument (exactly one of
+    ``probs`` / ``logits`` is given: :func:`_two_dists` checks it)."""
     if logits is not None:
         return softmax_impl(xp, logits, axis), log_softmax_impl(xp, logits, axis)
-    assert probs is not None
     check_probabilities(xp, probs, name, axis)
     return probs, None
 
@@ -809,7 +820,8 @@ def kl_divergence(
         reduction: ``"none"`` (per distribution), ``"sum"`` or ``"mean"`` over distributions.
 
     Returns:
-        KL per distribution (``axis`` removed) or reduced, in the inputs' namespace and dtype.
+        KL per distribution (``axis`` removed) or reduced, in the inputs' namespace and dtype;
+        0 over an empty class axis (an empty sum).
 
     Raises:
         ValueError: not exactly one of each pair given, shapes differ, invalid probabilities.
@@ -911,7 +923,7 @@ def js_divergence(
         reduction: ``"none"``, ``"sum"`` or ``"mean"``.
 
     Returns:
-        JS per distribution or reduced.
+        JS per distribution or reduced; 0 over an empty class axis (an empty sum).
 
     Raises:
         ValueError: as for :func:`kl_divergence`.

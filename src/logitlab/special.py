@@ -42,7 +42,7 @@ from logitlab._array import (
     as_arrays,
     check_temperature,
     is_half,
-    normalize_axis,
+    normalize_axes,
     quiet,
     result_dtype,
     to_float,
@@ -85,9 +85,25 @@ def _device(x: Array) -> Any:
     return device(x)
 
 
+def _size(x: Array) -> int:
+    return math.prod(x.shape)
+
+
 def parts(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Parts:
-    """Compute :class:`Parts` for a floating array ``x`` (already in its compute dtype)."""
+    """Compute :class:`Parts` for a floating array ``x`` (already in its compute dtype).
+
+    An empty row (``x.shape[axis] == 0``) has the maximum of the empty set, ``a = -inf``, and
+    ``s = 0``: ``lse = -inf`` (the log of an empty sum), entropy and cross-entropy 0 (empty sums),
+    softmax and log-softmax empty. NumPy and torch refuse ``max`` over a zero-length axis, so no
+    reduction runs on an input without elements.
+    """
     n = x.shape[axis]
+    if _size(x) == 0:
+        kept = tuple(1 if i == axis else k for i, k in enumerate(x.shape))
+        a0 = xp.full(kept, -math.inf, dtype=x.dtype, device=_device(x))
+        zeros = xp.zeros_like(x)
+        top0 = xp.zeros(tuple(x.shape), dtype=xp.bool, device=_device(x))
+        return Parts(a0, zeros, zeros, xp.zeros_like(a0), top0)
     a = xp.max(x, axis=axis, keepdims=True)
     a_finite = xp.isfinite(a)
     if bool(xp.all(a_finite)):
@@ -115,12 +131,62 @@ def _finish(xp: Any, y: Array, dtype: Any) -> Array:
     return y if y.dtype == dtype else xp.astype(y, dtype)
 
 
-def _prepare(x: object, name: str, axis: int | None) -> tuple[Any, Array, Any, int | None]:
+def _prepare(x: object, name: str) -> tuple[Any, Array, Any]:
     xp, (arr,) = as_arrays(x, names=[name])
     out_dtype = result_dtype(xp, arr)
-    arr = to_float(xp, arr, name)
-    ax = None if axis is None else normalize_axis(axis, arr.ndim)
-    return xp, arr, out_dtype, ax
+    return xp, to_float(xp, arr, name), out_dtype
+
+
+Axis = int | tuple[int, ...] | None
+
+
+class Merged(NamedTuple):
+    """An input with the axes of a reduction moved last and merged into one (see
+    :func:`merge_axes`)."""
+
+    x: Array  # the input, reshaped (or the input itself for a single axis)
+    axis: int  # the one axis of ``x`` that stands for the reduced axes
+    kept: tuple[int, ...]  # the input's shape with the reduced axes set to 1 (keepdims)
+    perm: tuple[int, ...] | None  # the permutation applied; None when ``x`` is the input
+    moved: tuple[int, ...]  # the permuted shape before merging
+
+    def restore(self, xp: Any, y: Array) -> Array:
+        """An output shaped like ``x`` (softmax) back to the input's layout."""
+        if self.perm is None:
+            return y
+        y = xp.reshape(y, self.moved)
+        inv = tuple(sorted(range(len(self.perm)), key=self.perm.__getitem__))
+        return y if inv == tuple(range(len(inv))) else xp.permute_dims(y, inv)
+
+    def reduced(self, xp: Any, y: Array, keepdims: bool) -> Array:
+        """A reduction of ``x`` along ``axis`` (axis dropped) in the caller's layout."""
+        return xp.reshape(y, self.kept) if keepdims else y
+
+
+def merge_axes(xp: Any, x: Array, axis: Axis) -> Merged:
+    """Reduce a reduction over several axes to one over a single axis.
+
+    One axis (an int or a 1-tuple) is used in place. Several axes, ``()`` or ``None`` are moved
+    last, in increasing order, and merged into one (``()`` merges nothing into a new axis of
+    length 1, so each element is its own row). Both steps are ``permute_dims`` and ``reshape``:
+    differentiable for torch tensors, so a caller can merge before the autograd dispatch and the
+    autograd Functions keep taking one int axis. The kept axes stay in their order, so a
+    reduction of the merged array over its last axis is already in the caller's layout.
+
+    Raises:
+        TypeError, ValueError: as :func:`logitlab._array.normalize_axes`.
+    """
+    axes = normalize_axes(axis, x.ndim)
+    shape = tuple(x.shape)
+    kept = tuple(1 if i in axes else k for i, k in enumerate(shape))
+    if len(axes) == 1:
+        return Merged(x, axes[0], kept, None, shape)
+    rest = tuple(i for i in range(x.ndim) if i not in axes)
+    perm = rest + axes
+    moved = tuple(shape[i] for i in perm)
+    xm = x if perm == tuple(range(x.ndim)) else xp.permute_dims(x, perm)
+    xm = xp.reshape(xm, (*moved[: len(rest)], math.prod(moved[len(rest) :])))
+    return Merged(xm, len(rest), kept, perm, moved)
 
 
 def _wants_grad(x: object) -> bool:
@@ -180,7 +246,7 @@ def _lse_weighted(xp: Any, x: Array, b: Array, axis: int, keepdims: bool) -> tup
 @quiet
 def logsumexp(
     x: Array,
-    axis: int | None = -1,
+    axis: Axis = -1,
     keepdims: bool = False,
     b: Array | None = None,
     return_sign: bool = False,
@@ -196,24 +262,30 @@ def logsumexp(
     Excluding one maximal term from the sum and using ``log1p`` keeps the contribution of
     dominated entries: ``logsumexp([0, -40]) = 4.248e-18`` (``torch.logsumexp`` and the
     textbook shifted formula return 0). Rows of only ``-inf`` give ``-inf`` (no NaN), any ``+inf``
-    gives ``+inf``.
+    gives ``+inf``. An empty sum (a reduced axis of length 0) is 0, so its log-sum-exp is
+    ``-inf`` with sign 0, as in SciPy and ``torch.logsumexp``.
+
+    The axes follow :func:`scipy.special.logsumexp`: ``axis`` may be one axis, a tuple of axes
+    (negative ones count from the end; naming one twice is an error) or ``None`` for all of them;
+    ``keepdims`` keeps every reduced axis with length 1; ``x`` and ``b`` are broadcast against
+    each other and the result has the broadcast shape without the reduced axes.
 
     Args:
         x: logits of any shape; lists and scalars are accepted.
-        axis: the axis to reduce, or ``None`` for all axes.
-        keepdims: keep the reduced axis with size 1.
-        b: optional scaling factors broadcastable to ``x`` (may be negative; entries with
-            ``b == 0`` are ignored).
+        axis: the axis or tuple of axes to reduce, or ``None`` for all axes (default: the last).
+        keepdims: keep the reduced axes with length 1.
+        b: optional scaling factors, broadcast with ``x`` (may be negative; entries with
+            ``b == 0`` are ignored, whatever ``x`` holds there).
         return_sign: also return the sign of the sum (needed when ``b`` has negative entries).
 
     Returns:
         The log-sum-exp, in ``x``'s namespace, device and floating dtype (integers give the compute
-        dtype); with ``return_sign`` a pair ``(lse, sign)``. A negative sum without
-        ``return_sign`` gives NaN, as in SciPy.
+        dtype; ``b`` is cast to it); with ``return_sign`` a pair ``(lse, sign)``, the sign being
+        1, -1, or 0 for a zero sum. A negative sum without ``return_sign`` gives NaN, as in SciPy.
 
     Raises:
-        ValueError: ``axis`` out of range, or ``b`` not broadcastable to ``x``.
-        TypeError: ``x`` is not numeric.
+        ValueError: an axis out of range or repeated, or ``x`` and ``b`` not broadcastable.
+        TypeError: ``x`` or ``b`` is not numeric, or ``axis`` is not an int, tuple or None.
 
     Example:
         >>> import numpy as np
@@ -224,45 +296,41 @@ def logsumexp(
         [0.6931471805599453, 1000.0, -inf]
         >>> logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
         (array(1.54132485), array(-1.))
+        >>> logsumexp(np.zeros((2, 3, 4)), axis=(0, 2), keepdims=True).shape
+        (1, 3, 1)
+        >>> logsumexp(np.zeros((3, 0)), axis=1).tolist()
+        [-inf, -inf, -inf]
 
     References:
         Blanchard, Higham & Higham, "Accurately computing the log-sum-exp and softmax
         functions", IMA J. Numer. Anal. 41(4), 2021.
     """
-    if b is None and not return_sign and _wants_grad(x):
+    xp, (xa, ba) = as_arrays(x, b, names=["x", "b"])
+    if ba is None and not return_sign and _wants_grad(xa):
         from logitlab.torch._autograd import logsumexp_grad
 
-        return logsumexp_grad(x, axis, keepdims)
-    xp, (xa, ba) = as_arrays(x, b, names=["x", "b"])
+        m = merge_axes(xp, xa, axis)
+        return m.reduced(xp, logsumexp_grad(m.x, m.axis, False), keepdims)
     out_dtype = result_dtype(xp, xa)
     xa = to_float(xp, xa, "x")
     if ba is not None:
-        ba = to_float(xp, ba, "b")
+        ba = xp.astype(to_float(xp, ba, "b"), xa.dtype)
         try:
-            ba = xp.broadcast_to(xp.astype(ba, xa.dtype), tuple(xa.shape))
+            xa, ba = xp.broadcast_arrays(xa, ba)
         except (ValueError, RuntimeError) as exc:
             raise ValueError(
-                f"b with shape {tuple(ba.shape)} cannot be broadcast to x's shape {tuple(xa.shape)}"
+                f"b with shape {tuple(ba.shape)} cannot be broadcast with x's shape "
+                f"{tuple(xa.shape)}"
             ) from exc
-    full_shape = (1,) * xa.ndim
-    if axis is None:
-        xa = xp.reshape(xa, (-1,))
-        ba = None if ba is None else xp.reshape(ba, (-1,))
-        ax = 0
-    else:
-        ax = normalize_axis(axis, xa.ndim)
-    if xa.shape[ax] == 0:
-        raise ValueError("x must have at least one element along axis to take its logsumexp")
-    keep = keepdims and axis is not None
+    m = merge_axes(xp, xa, axis)
     if ba is None:
-        out = lse_impl(xp, xa, ax, keep)
+        out = lse_impl(xp, m.x, m.axis, False)
         sgn = xp.where(out == -math.inf, xp.zeros_like(out), xp.ones_like(out))
     else:
-        out, sgn = _lse_weighted(xp, xa, ba, ax, keep)
+        out, sgn = _lse_weighted(xp, m.x, merge_axes(xp, ba, axis).x, m.axis, False)
         if not return_sign:
             out = xp.where(sgn < 0, xp.full_like(out, math.nan), out)
-    if axis is None and keepdims:
-        out, sgn = xp.reshape(out, full_shape), xp.reshape(sgn, full_shape)
+    out, sgn = m.reduced(xp, out, keepdims), m.reduced(xp, sgn, keepdims)
     out, sgn = _finish(xp, out, out_dtype), _finish(xp, sgn, out_dtype)
     return (out, sgn) if return_sign else out
 
@@ -316,6 +384,8 @@ def _log_softmax_general(xp: Any, x: Array, axis: int, temperature: float) -> Ar
 def _limit_softmax(xp: Any, x: Array, axis: int, temperature: float) -> Array:
     # T -> 0: the argmax one-hot, ties sharing equally. T -> inf: uniform over the entries that are
     # not -inf (masked classes keep probability 0). NaN rows stay NaN.
+    if _size(x) == 0:
+        return xp.zeros_like(x)
     a = xp.max(x, axis=axis, keepdims=True)
     sel = (x == a) if temperature == 0.0 else (x > -math.inf)
     sel = sel | ((a == -math.inf) & (x == a))
@@ -325,7 +395,7 @@ def _limit_softmax(xp: Any, x: Array, axis: int, temperature: float) -> Array:
 
 
 @quiet
-def softmax(x: Array, axis: int = -1, temperature: float = 1.0) -> Any:
+def softmax(x: Array, axis: Axis = -1, temperature: float = 1.0) -> Any:
     r"""Softmax with temperature, in the division form that has the smallest error bound.
 
     .. math::
@@ -336,19 +406,24 @@ def softmax(x: Array, axis: int = -1, temperature: float = 1.0) -> Any:
 
     ``T = 0`` gives the argmax one-hot (ties share equally), ``T = inf`` the uniform distribution
     over entries that are not ``-inf``. A row of only ``-inf`` (fully masked) gives the uniform
-    distribution instead of NaN; a row with ``+inf`` entries shares the mass among them.
+    distribution instead of NaN; a row with ``+inf`` entries shares the mass among them. An empty
+    input (a zero-length axis, reduced or not) gives an empty output of the same shape, as
+    ``torch.softmax`` does.
+
+    ``axis`` may be a tuple of axes or ``None`` (all axes), as in :func:`scipy.special.softmax`:
+    the distribution is then taken over all the entries those axes span together.
 
     Args:
         x: logits; lists are accepted.
-        axis: the class axis.
+        axis: the class axis, a tuple of axes spanning the classes, or ``None`` for all axes.
         temperature: ``T >= 0``; ``T = 0`` and ``T = inf`` are the limits above.
 
     Returns:
         Probabilities with ``x``'s shape, namespace, device and floating dtype.
 
     Raises:
-        ValueError: ``temperature`` negative or NaN, ``axis`` out of range.
-        TypeError: non-numeric input.
+        ValueError: ``temperature`` negative or NaN, an axis out of range or repeated.
+        TypeError: non-numeric input, or ``axis`` not an int, tuple of ints or None.
 
     Example:
         >>> from logitlab import softmax
@@ -358,22 +433,34 @@ def softmax(x: Array, axis: int = -1, temperature: float = 1.0) -> Any:
         array([0. , 0.5, 0.5])
         >>> softmax([1.0, 2.0, float("-inf")], temperature=float("inf"))
         array([0.5, 0.5, 0. ])
+        >>> softmax([[0.0, 0.0], [0.0, 0.0]], axis=None)
+        array([[0.25, 0.25],
+               [0.25, 0.25]])
 
     References:
         Blanchard, Higham & Higham, IMA J. Numer. Anal. 41(4), 2021, section 4.
     """
+    return _softmax_entry(x, axis, temperature, log=False)
+
+
+def _softmax_entry(x: Array, axis: Axis, temperature: float, *, log: bool) -> Any:
+    """The body of :func:`softmax` and :func:`log_softmax`: argument checks, axis merging and
+    the autograd dispatch."""
     t = check_temperature(temperature)
-    if _wants_grad(x):
+    xp, (arr,) = as_arrays(x, names=["x"])
+    if _wants_grad(arr):
         from logitlab.torch._autograd import softmax_grad
 
-        return softmax_grad(x, axis, t, log=False)
-    xp, arr, out_dtype, ax = _prepare(x, "x", axis)
-    assert ax is not None
-    return _finish(xp, softmax_impl(xp, arr, ax, t), out_dtype)
+        m = merge_axes(xp, arr, axis)
+        return m.restore(xp, softmax_grad(m.x, m.axis, t, log=log))
+    out_dtype = result_dtype(xp, arr)
+    m = merge_axes(xp, to_float(xp, arr, "x"), axis)
+    impl = log_softmax_impl if log else softmax_impl
+    return _finish(xp, m.restore(xp, impl(xp, m.x, m.axis, t)), out_dtype)
 
 
 @quiet
-def log_softmax(x: Array, axis: int = -1, temperature: float = 1.0) -> Any:
+def log_softmax(x: Array, axis: Axis = -1, temperature: float = 1.0) -> Any:
     r"""Log-softmax with temperature, keeping the tiny negative value of the dominant entry.
 
     .. math::
@@ -382,34 +469,32 @@ def log_softmax(x: Array, axis: int = -1, temperature: float = 1.0) -> Any:
         - \operatorname{log1p}\Big(\sum_{j \ne k} e^{(x_j - a)/T}\Big).
 
     For ``x = [0, -40]`` the first entry is ``-4.248e-18``, not the 0 that ``x - lse(x)`` gives.
+    Axes (a tuple, or ``None`` for all) and empty inputs as in :func:`softmax`.
 
     Args:
         x: logits; lists are accepted.
-        axis: the class axis.
+        axis: the class axis, a tuple of axes spanning the classes, or ``None`` for all axes.
         temperature: ``T >= 0`` (limits as in :func:`softmax`; ``-inf`` where the limit is 0).
 
     Returns:
         Log-probabilities with ``x``'s shape, namespace, device and floating dtype.
 
     Raises:
-        ValueError: ``temperature`` negative or NaN, ``axis`` out of range.
+        ValueError: ``temperature`` negative or NaN, an axis out of range or repeated.
+        TypeError: non-numeric input, or ``axis`` not an int, tuple of ints or None.
 
     Example:
         >>> from logitlab import log_softmax
         >>> log_softmax([0.0, -40.0])
         array([-4.24835426e-18, -4.00000000e+01])
+        >>> log_softmax([[0.0, 0.0], [0.0, 0.0]], axis=(0, 1))
+        array([[-1.38629436, -1.38629436],
+               [-1.38629436, -1.38629436]])
 
     References:
         Blanchard, Higham & Higham, IMA J. Numer. Anal. 41(4), 2021.
     """
-    t = check_temperature(temperature)
-    if _wants_grad(x):
-        from logitlab.torch._autograd import softmax_grad
-
-        return softmax_grad(x, axis, t, log=True)
-    xp, arr, out_dtype, ax = _prepare(x, "x", axis)
-    assert ax is not None
-    return _finish(xp, log_softmax_impl(xp, arr, ax, t), out_dtype)
+    return _softmax_entry(x, axis, temperature, log=True)
 
 
 # --------------------------------------------------------------------------- scalar helpers
@@ -442,7 +527,7 @@ def log1pexp(x: Array) -> Any:
     References:
         M. Mächler, "Accurately computing log(1 - exp(-|a|))", Rmpfr vignette, 2012.
     """
-    xp, arr, out_dtype, _ = _prepare(x, "x", None)
+    xp, arr, out_dtype = _prepare(x, "x")
     return _finish(xp, log1pexp_impl(xp, arr), out_dtype)
 
 
@@ -484,7 +569,7 @@ def log1mexp(x: Array) -> Any:
     References:
         M. Mächler, "Accurately computing log(1 - exp(-|a|))", Rmpfr vignette, 2012.
     """
-    xp, arr, out_dtype, _ = _prepare(x, "x", None)
+    xp, arr, out_dtype = _prepare(x, "x")
     if validation_enabled() and bool(xp.any(arr > 0)):
         raise ValueError("log1mexp(x) needs x <= 0 (log of 1 - e^x < 0 is undefined)")
     return _finish(xp, log1mexp_impl(xp, arr), out_dtype)

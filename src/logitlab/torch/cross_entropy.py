@@ -239,6 +239,11 @@ def cross_entropy(
     if not 0 <= ax < nd:
         raise ValueError(f"axis {axis} is out of range for logits with {nd} dimensions")
     n_classes = logits.shape[ax]
+    if n_classes == 0:
+        raise ValueError(
+            f"logits has no classes: its axis {axis} has length 0 (shape "
+            f"{tuple(logits.shape)}), and a class-index target needs at least one class"
+        )
     expect = tuple(s for i, s in enumerate(logits.shape) if i != ax)
     if tuple(target.shape) != expect:
         raise ValueError(
