@@ -298,6 +298,29 @@ def test_labels_refused_from_their_header(
         load_predictions(tmp_path / "l3.npz")
 
 
+def test_one_huge_row_refused_from_its_header(
+    tmp_path: Path, hf: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logitlab.io
+    from logitlab.diagnostics import diagnose_file
+
+    f = hf.one_row_npz(tmp_path / "row.npz", classes=2**24)  # one 64 MiB row, a 70 KB file
+
+    def no_data(*a: object) -> None:
+        raise AssertionError("row data read")
+
+    monkeypatch.setattr(logitlab.io._CompressedRows, "__call__", no_data)
+    msg = r"row\.npz\['logits'\]: one row holds 16777216 values \(64 MiB\), more than the 32 MiB"
+    with pytest.raises(LoadError, match=msg):
+        load_predictions(f)
+    with pytest.raises(LoadError, match=msg):
+        diagnose_file(f, "logits")
+    monkeypatch.undo()
+    # the bound is on one row only: many rows of a modest class count stream as before
+    np.savez_compressed(tmp_path / "ok.npz", logits=np.zeros((5000, 3), np.float32))
+    assert diagnose_file(tmp_path / "ok.npz").n_rows == 5000
+
+
 def test_compressed_fortran_member(
     tmp_path: Path, hf: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1484,9 +1484,10 @@ def diagnose_file(
 
     Raises:
         logitlab.io.LoadError: unreadable, corrupt, pickled or non-numeric content; unknown key;
-            a scalar; an axis that cannot be streamed.
+            a scalar; an axis that cannot be streamed; a class axis longer than
+            :data:`logitlab.io.MAX_ROW_BYTES` allows.
     """
-    from logitlab.io import LoadError, open_array
+    from logitlab.io import LoadError, check_row_size, open_array
 
     src = open_array(path, key)
     shape = tuple(src.shape)
@@ -1518,6 +1519,7 @@ def diagnose_file(
         st.has_target = tgt is not None
         return st
 
+    check_row_size(src, V)  # one distribution (the class axis) is always processed whole
     if len(shape) == 1:
         n_rows, per_row = 1, V
     elif ax == 0:

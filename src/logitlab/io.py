@@ -46,6 +46,7 @@ __all__ = [
     "atomic_write",
     "write_files",
     "iter_row_chunks",
+    "check_row_size",
 ]
 
 SUFFIXES = (".npy", ".npz", ".pt", ".pth", ".safetensors")
@@ -53,6 +54,11 @@ SUFFIXES = (".npy", ".npz", ".pt", ".pth", ".safetensors")
 #: Largest compressed Fortran-ordered ``.npz`` member read whole (its rows are not contiguous in
 #: the compressed stream, so it cannot be streamed by rows).
 WHOLE_MEMBER_LIMIT = 256 << 20
+#: Largest row (one sample: all classes) a command holds in memory, as stored. A row is the unit
+#: of every computation (a softmax needs all of its classes) and its work copies take 15 to 25
+#: times its size, so a small compressed file declaring one huge row would otherwise need GBs.
+#: 32 MiB is 8M float32 classes.
+MAX_ROW_BYTES = 32 << 20
 _MAX_NPY_HEADER = 1 << 16  # a numeric .npy header is under 200 bytes; numpy allows 10000 chars
 _MAX_ST_HEADER = 16 << 20  # JSON of a safetensors header; a logits file's is under 1 KiB
 _PIECE = 4 << 20  # bytes per read from a decompressor
@@ -704,6 +710,21 @@ def load_array(path: str | os.PathLike[str], key: str | None = None) -> np.ndarr
     return open_array(path, key).read()
 
 
+def check_row_size(src: ArraySource, values: int) -> None:
+    """Refuse (from the header, before any read) rows of ``values`` entries that would take more
+    than :data:`MAX_ROW_BYTES`.
+
+    Raises:
+        LoadError: the row is too large.
+    """
+    nbytes = values * src.dtype.itemsize
+    if nbytes > MAX_ROW_BYTES:
+        raise LoadError(
+            f"{src.where}: one row holds {values} values ({_mib(nbytes)}), more than the "
+            f"{_mib(MAX_ROW_BYTES)} a row may take in memory (each row is processed whole)"
+        )
+
+
 def iter_row_chunks(src: ArraySource | np.ndarray, rows: int) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(start, chunk)`` with at most ``rows`` rows each, in order."""
     if rows < 1:
@@ -776,6 +797,7 @@ def load_predictions(
         )
     if scores.shape[0] == 0:
         raise LoadError(f"{p}: no samples (empty input)")
+    check_row_size(scores, math.prod(scores.shape[1:]))
     lab = lab_src.read()
     if lab.dtype.kind == "f":
         if not np.all(np.isfinite(lab)) or np.any(lab != np.round(lab)):

@@ -161,6 +161,14 @@ def label_bomb_npz(path: Path) -> Path:
     return write_zip_raw(path, {"logits.npy": logits, "labels.npy": lab})
 
 
+def one_row_npz(path: Path, classes: int = 2**26) -> Path:
+    """A 260 KB .npz holding ONE row of 2**26 float32 zeros (256 MiB inflated) and its label:
+    evaluate peaked at 3.8 GB and diagnose at 6.1 GB on it."""
+    head = npy_header(npy_dict("<f4", (1, classes)))
+    members = {"logits.npy": deflated_zeros(head, 4 * classes)}
+    return write_zip_raw(path, {**members, "labels.npy": npy_bytes(np.zeros(1, np.int64))})
+
+
 def truncated_header_npy(path: Path) -> Path:
     """A .npy whose header dict is cut off: {'descr': '<f4', 'fortran_ord"""
     text = b"{'descr': '<f4', 'fortran_ord"

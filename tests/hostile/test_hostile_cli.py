@@ -49,6 +49,7 @@ def _build(root: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]
         "short": hf.short_deflated_npz(root / "short.npz"),
         "fortran": hf.fortran_npz(root / "fortran.npz"),
         "bomb": hf.label_bomb_npz(root / "labels_bomb.npz"),
+        "row": hf.one_row_npz(root / "one_row.npz"),
         "trunc": hf.truncated_header_npy(root / "truncated_header.npy"),
         "corrupt": hf.corrupt_deflate_npz(root / "corrupt_deflate.npz"),
         "empty": hf.empty_file(root / "empty.npz"),
@@ -93,6 +94,17 @@ def _build(root: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]
             "labels_bomb_diagnose",
             ["diagnose", s["bomb"], "--key", "logits", "--target-key", "labels", "--json"],
             {"file": f"{s['bomb']}['labels']", "has": "does not match (10,)"},
+        ),
+        # one row of 2**26 classes in a 260 KB file (3.8 GB / 6.1 GB peaks)
+        (
+            "one_row_evaluate",
+            ["evaluate", s["row"], "--json"],
+            {"file": member["row"], "has": "one row holds 67108864 values"},
+        ),
+        (
+            "one_row_diagnose",
+            ["diagnose", s["row"], "--key", "logits", "--json"],
+            {"file": member["row"], "has": "one row holds 67108864 values"},
         ),
         # tracebacks and meaningless messages
         (
@@ -263,7 +275,8 @@ def _result(runs: dict[str, Any], cid: str) -> dict[str, Any]:
 
 ERROR_CASES = [
     "hang_diagnose", "hang_evaluate", "fortran_diagnose", "fortran_evaluate",
-    "labels_bomb_evaluate", "labels_bomb_diagnose", "truncated_header_diagnose",
+    "labels_bomb_evaluate", "labels_bomb_diagnose", "one_row_evaluate", "one_row_diagnose",
+    "truncated_header_diagnose",
     "truncated_header_evaluate", "corrupt_deflate_evaluate", "corrupt_deflate_diagnose",
     "empty_npz_evaluate", "empty_npz_diagnose", "safetensors_list", "safetensors_int",
     "safetensors_value", "safetensors_list_evaluate", "huge_shape", "object_npy", "posinf_row",
