@@ -224,7 +224,26 @@ def _limit_memory() -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("hostile")
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the workers of one session (`make test` runs -n 2)
+    root = base / "hostile_cli"
+    try:
+        root.mkdir()  # atomic: the first worker to get here builds the files and runs the CLI
+    except FileExistsError:  # another worker does: wait for its summary
+        summary = root / "summary.json"
+        deadline = time.monotonic() + RUN_TIMEOUT + 120
+        while not summary.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return json.loads(summary.read_text())
+    out = _run_driver(root)
+    tmp = root / "summary.json.part"
+    tmp.write_text(json.dumps(out))
+    tmp.rename(root / "summary.json")
+    return out
+
+
+def _run_driver(root: Path) -> dict[str, Any]:
     cases, expect = _build(root)
     (root / "cases.json").write_text(json.dumps(cases))
     results = root / "results.json"
@@ -251,13 +270,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                 time.sleep(0.01)
             if flag.exists():
                 os.kill(proc.pid, e["signal"])
-        out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        _, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
+        _, err = proc.communicate()
     done = {r["id"]: r for r in json.loads(results.read_text())} if results.exists() else {}
     return {
-        "root": root,
         "expect": expect,
         "results": done,
         "driver": (proc.returncode, err.decode(errors="replace")[-3000:]),
