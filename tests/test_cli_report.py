@@ -121,16 +121,16 @@ def test_probs_key_is_detected_and_matches_logits(tmp_path: Path) -> None:
 def test_failed_second_write_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import logitlab.io
+    import logitlab._outputs
 
-    real = logitlab.io.atomic_write
+    real = logitlab._outputs._write_synced
 
-    def flaky(path: object, data: object) -> None:
+    def flaky(path: Path, *args: object) -> None:
         if str(path).endswith(".html"):
             raise OSError("disk full")
-        real(path, data)  # type: ignore[arg-type]
+        real(path, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(logitlab.io, "atomic_write", flaky)
+    monkeypatch.setattr(logitlab._outputs, "_write_synced", flaky)
     out = tmp_path / "o"
     r = runner.invoke(app, ["report", "--out", str(out)])
     assert r.exit_code == 2 and "disk full" in r.stderr

@@ -7,7 +7,9 @@ one-line error, never a traceback, on bad input.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 try:
     import typer
@@ -28,6 +30,39 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+class _Signalled(BaseException):
+    """SIGINT, SIGTERM or SIGHUP: unwinds the command (its cleanup runs), then exit 128 + n."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, frame: object) -> None:
+    raise _Signalled(signum)
+
+
+@contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """Handle SIGTERM and SIGHUP like SIGINT: raise in the main thread so that every ``finally``
+    runs (partial outputs are removed) instead of dying on the spot. Signals that are ignored
+    (``nohup``, background jobs) or already handled by someone else are left as they are."""
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            s = getattr(signal, name, None)
+            if s is not None and signal.getsignal(s) in (
+                signal.SIG_DFL,
+                signal.default_int_handler,
+            ):
+                old[s] = signal.signal(s, _raise_signalled)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def fail(msg: str) -> None:
     """Print ``logitlab: error: msg`` to stderr and exit with status 2 (no traceback)."""
     print(f"logitlab: error: {msg}", file=sys.stderr)
@@ -41,7 +76,8 @@ def cli_errors() -> Iterator[None]:
 
     try:
         yield
-    except (LoadError, ValueError, TypeError, FileNotFoundError, CLIError, OSError) as exc:
+    # EOFError too: the CLI framework would take it for a user abort and print only "Aborted."
+    except (LoadError, ValueError, TypeError, EOFError, CLIError, OSError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         fail(msg)
 
@@ -120,24 +156,6 @@ if typer is not None:
         """``--probs``, or a container array named like probabilities."""
         return flag or scores.key in ("probs", "probabilities")
 
-    def _write_outputs(out: Path, files: dict[str, str]) -> None:
-        """Write every file atomically, all or nothing: a failed write removes the files this
-        call created before it (files that existed before are only ever replaced whole)."""
-        from logitlab.io import atomic_write
-
-        created: list[Path] = []
-        try:
-            for name, data in files.items():
-                p = out / name
-                existed = p.exists()
-                atomic_write(p, data)
-                if not existed:
-                    created.append(p)
-        except BaseException:
-            for p in created:
-                p.unlink(missing_ok=True)
-            raise
-
     def _evaluate(
         file: Path | None, labels: Path | None, probs: bool, quiet: bool, fit_temp: bool
     ) -> Any:
@@ -167,6 +185,7 @@ if typer is not None:
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout only."),
     ) -> None:
         """Metrics, calibration, temperature scaling and numerical health: terminal, JSON, HTML."""
+        from logitlab.io import write_files
         from logitlab.report import to_json
         from logitlab.report.evaluate import render_html, render_terminal
 
@@ -174,8 +193,8 @@ if typer is not None:
             rep = _evaluate(file, labels, probs, json_out, True)
             js = to_json(rep.to_dict())
             html = render_html(rep)
-            # both files are rendered before either is written: a failure leaves nothing behind
-            _write_outputs(out, {"report.json": js, "report.html": html})
+            # both files are rendered before either is written, then written all or nothing
+            write_files(out, {"report.json": js, "report.html": html})
         if json_out:
             print(js)
             return
@@ -348,8 +367,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        app(args=argv, standalone_mode=True)
-    except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    return 0
+    code = 0
+    with _signals_unwind():
+        try:
+            app(args=argv, standalone_mode=True)
+        except SystemExit as exc:
+            code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
+        except _Signalled as exc:
+            code = -exc.signum
+    if code < 0:  # after the handlers are restored: a second signal now acts as usual
+        print(f"logitlab: interrupted by {signal.Signals(-code).name}", file=sys.stderr)
+        return 128 - code
+    return code

@@ -1281,7 +1281,10 @@ def _run_chunks(
 ) -> LogitStats:
     # Worker threads pull chunk indices from a shared counter (NumPy releases the GIL in its
     # loops); each keeps its own accumulator and buffers, merged at the end. Chunks are read by the
-    # worker that processes them, so at most `workers` chunks are in memory at once.
+    # worker that processes them, so at most `workers` chunks are in memory at once. They are read
+    # under the lock, in file order: a sequential source (a compressed .npz member) is then never
+    # asked to go back and decompress again from the start. A memory-mapped chunk is only a view
+    # there; its pages are read by the update, in parallel.
     starts = list(range(0, n_rows, rows_per_chunk)) or [0]
     nw = _workers(len(starts), workers)
     lock = threading.Lock()
@@ -1292,13 +1295,13 @@ def _run_chunks(
 
     def work(st: LogitStats) -> None:
         while not errors:
-            with lock:
-                a = next(nxt, None)
-            if a is None:
-                return
-            bnd = min(n_rows, a + rows_per_chunk)
             try:
-                x, t = get(a, bnd)
+                with lock:
+                    a = next(nxt, None)
+                    if a is None:
+                        return
+                    bnd = min(n_rows, a + rows_per_chunk)
+                    x, t = get(a, bnd)
                 st.update(x, t)
             except BaseException as exc:  # re-raised in the caller's thread
                 errors.append(exc)
@@ -1481,9 +1484,10 @@ def diagnose_file(
 
     Raises:
         logitlab.io.LoadError: unreadable, corrupt, pickled or non-numeric content; unknown key;
-            a scalar; an axis that cannot be streamed.
+            a scalar; an axis that cannot be streamed; a class axis longer than
+            :data:`logitlab.io.MAX_ROW_BYTES` allows.
     """
-    from logitlab.io import LoadError, open_array
+    from logitlab.io import LoadError, check_row_size, open_array
 
     src = open_array(path, key)
     shape = tuple(src.shape)
@@ -1500,7 +1504,14 @@ def diagnose_file(
         raise LoadError(f"{path}: the class axis {ax} is empty")
     tgt: np.ndarray | None = None
     if target_key is not None:
-        tgt = open_array(path, target_key).read()
+        tsrc = open_array(path, target_key)
+        # compare the headers first: a target array of the wrong shape is never read
+        expect = tuple(s for i, s in enumerate(shape) if i != ax)
+        if math.prod(tsrc.shape) != math.prod(expect) or (
+            ax != 0 and len(shape) > 1 and tuple(tsrc.shape) != expect
+        ):
+            raise LoadError(f"{tsrc.where}: target shape {tsrc.shape} does not match {expect}")
+        tgt = tsrc.read()
     name = src.source_dtype  # "bfloat16" for such tensors, whose rows arrive widened
 
     def make() -> LogitStats:
@@ -1508,6 +1519,7 @@ def diagnose_file(
         st.has_target = tgt is not None
         return st
 
+    check_row_size(src, V)  # one distribution (the class axis) is always processed whole
     if len(shape) == 1:
         n_rows, per_row = 1, V
     elif ax == 0:
@@ -1520,8 +1532,6 @@ def diagnose_file(
         whole = np.moveaxis(src.read(), 0, -1)
         x2 = whole.reshape(-1, V)
         t2 = None if tgt is None else tgt.reshape(-1)
-        if t2 is not None and t2.shape[0] != x2.shape[0]:
-            raise LoadError(f"{path}: {t2.shape[0]} targets for {x2.shape[0]} rows")
         return _run_chunks(
             x2.shape[0],
             V,
@@ -1534,10 +1544,6 @@ def diagnose_file(
     else:
         n_rows = shape[0]
         per_row = math.prod(shape[1:])
-    if tgt is not None:
-        expect = tuple(s for i, s in enumerate(shape) if i != ax)
-        if tuple(tgt.shape) != expect:
-            raise LoadError(f"{path}: target shape {tgt.shape} does not match {expect}")
     rows = _chunk_rows(per_row, chunk_bytes)
 
     def get(a: int, b: int) -> tuple[np.ndarray, np.ndarray | None]:

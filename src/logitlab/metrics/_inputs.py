@@ -10,7 +10,7 @@ import numpy as np
 from logitlab._array import as_arrays, check_probabilities, to_numpy
 from logitlab.special import softmax
 
-__all__ = ["to_numpy_2d", "to_labels", "to_probs_and_labels"]
+__all__ = ["to_numpy_2d", "to_labels", "to_probs_and_labels", "check_logit_rows"]
 
 
 def to_numpy_2d(x: Any, name: str) -> np.ndarray:
@@ -29,6 +29,32 @@ def to_numpy_2d(x: Any, name: str) -> np.ndarray:
         i = tuple(int(v) for v in np.argwhere(np.isnan(a))[0])
         raise ValueError(f"{name} contains NaN (first at index {i})")
     return a
+
+
+def check_logit_rows(
+    z: np.ndarray, name: str = "logits", row0: int = 0, posinf: bool = False
+) -> None:
+    """Raise a ValueError naming ``name`` and the row where a metric of ``softmax(z)`` is undefined.
+
+    NaN anywhere, a row of ``(N, C)`` logits with no finite entry (every class ``-inf``: no
+    distribution), and with ``posinf`` any ``+inf``. ``-inf`` in some classes is a mask, which is
+    valid. Rows are reported as ``row0 + i`` (the row in the caller's data when ``z`` is a chunk).
+    """
+    ok = np.isfinite(z)
+    if ok.all():
+        return
+    bad = np.isnan(z) | (np.isposinf(z) if posinf else False)
+    if bad.any():
+        i = np.argwhere(bad)[0]
+        idx = tuple(int(v) for v in i)
+        idx = (row0 + idx[0], *idx[1:])
+        what = "NaN" if np.isnan(z[tuple(i)]) else "+inf"
+        raise ValueError(f"{name} contains {what} (first at index {idx})")
+    if z.ndim == 2:
+        empty = ~ok.any(axis=1)
+        if empty.any():
+            r = row0 + int(np.argmax(empty))
+            raise ValueError(f"{name} row {r} has no finite value (every class is -inf)")
 
 
 def to_labels(target: Any, n: int, n_classes: int, name: str = "target") -> np.ndarray:
@@ -67,6 +93,7 @@ def to_probs_and_labels(
         z = to_numpy_2d(logits, "logits")
         if z.ndim == 1:
             z = _binary_to_two_columns(z, True)
+        check_logit_rows(z)
         p = np.asarray(softmax(z.astype(np.float64), axis=1))
     else:
         p = to_numpy_2d(probs, "probs").astype(np.float64)

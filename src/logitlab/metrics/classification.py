@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 
 from logitlab.losses import cross_entropy, entropy
-from logitlab.metrics._inputs import to_labels, to_numpy_2d, to_probs_and_labels
+from logitlab.metrics._inputs import (
+    check_logit_rows,
+    to_labels,
+    to_numpy_2d,
+    to_probs_and_labels,
+)
 from logitlab.metrics.calibration import uniform_edges
 
 __all__ = [
@@ -47,6 +52,7 @@ def nll(*, logits: Any = None, probs: Any = None, target: Any) -> float:
         z = to_numpy_2d(logits, "logits")
         if z.ndim == 1:
             z = np.stack([np.zeros_like(z), z], axis=1)
+        check_logit_rows(z)
         y = to_labels(target, z.shape[0], z.shape[1])
         return float(cross_entropy(z.astype(np.float64), y))
     p, y = to_probs_and_labels(probs=probs, logits=logits, target=target)
@@ -215,6 +221,7 @@ def entropy_stats(*, logits: Any = None, probs: Any = None) -> EntropyStats:
     """
     if logits is not None:
         z = to_numpy_2d(logits, "logits").astype(np.float64)
+        check_logit_rows(z)
         h = np.asarray(entropy(logits=z))
         c = z.shape[1]
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,68 @@ class _LogitView:
         return _as_logits(self.src.rows(a, b), self.probs)
 
 
+def _check_finite(x: np.ndarray, a: int, source: str) -> None:
+    """NaN, +inf, or a row with no finite score: a ValueError naming the file and the row in it
+    (``a`` is the chunk's first row). ``-inf`` alone is a masked class, which is valid."""
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    # only chunks with non-finite entries get here (every row of a masked-vocabulary file does)
+    x2 = x.reshape(x.shape[0], -1)  # binary scores: the logit z is one row (0, z) ...
+    nan = np.asarray(np.isnan(x2).any(axis=1))
+    pinf = np.asarray(np.isposinf(x2).any(axis=1))
+    # ... which always has a finite entry
+    empty = np.asarray(~finite.reshape(x2.shape).any(axis=1)) & (x.ndim == 2)
+    i = int(np.argmax(nan | pinf | empty))
+    if nan[i]:
+        raise ValueError(f"{source}: scores contain NaN (row {a + i})")
+    if pinf[i]:
+        raise ValueError(f"{source}: scores contain +inf (row {a + i})")
+    if empty[i]:
+        raise ValueError(f"{source}: row {a + i} has no finite score (every class is -inf)")
+
+
+def _check_probs(own: np.ndarray, a: int, source: str) -> None:
+    """Rows that are not probability vectors: a ValueError naming the file and the row in it."""
+    from logitlab._array import check_probabilities
+
+    def bad(rows: np.ndarray) -> ValueError | None:
+        xx = rows if rows.ndim == 2 else np.stack([1 - rows, rows], 1)
+        try:
+            check_probabilities(np, xx, "probs", 1)
+        except ValueError as exc:
+            return exc
+        return None
+
+    exc = bad(own)
+    if exc is None:
+        return
+    # the check is row-wise, so "some row of own[:k] fails" is monotone in k: bisect for the
+    # first failing row (only on this error path)
+    lo, hi = 0, own.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bad(own[: mid + 1]) is None:
+            lo = mid + 1
+        else:
+            hi = mid
+    row, r = own[lo], a + lo
+    out = ~((row >= 0) & (row <= 1))
+    if out.any():
+        j = int(np.argmax(out)) if row.ndim else None
+        at = f"[{r}]" if j is None else f"[{r}, {j}]"
+        v = row if j is None else row[j]
+        raise ValueError(
+            f"{source}: probs{at} = {float(v)!r} is not in [0, 1] (are these logits?)"
+        ) from exc
+    tol = re.search(r"\(tolerance [^)]*\)", str(exc))
+    total = float(np.sum(row, dtype=np.float64))
+    raise ValueError(
+        f"{source}: the probabilities of row {r} sum to {total:.6g}, not 1"
+        + (f" {tol.group(0)}" if tol else "")
+    ) from exc
+
+
 def evaluate_predictions(
     scores: ArraySource,
     labels: np.ndarray,
@@ -119,21 +182,12 @@ def evaluate_predictions(
 
     for a, chunk in iter_row_chunks(scores, step):
         x = np.asarray(chunk, dtype=np.float64)
-        if np.isnan(x).any():
-            row = a + int(np.argwhere(np.isnan(x))[0][0])
-            raise ValueError(f"{source}: scores contain NaN (row {row})")
+        _check_finite(x, a, source)
         if probs:
-            from logitlab._array import check_probabilities
-
             # the tolerance is that of the file's own dtype (float32 probabilities sum to 1
             # only within float32 rounding)
             own = np.asarray(chunk)
-            own = own if own.dtype.kind == "f" else x
-            xx = own if own.ndim == 2 else np.stack([1 - own, own], 1)
-            try:
-                check_probabilities(np, xx, "probs", 1)
-            except ValueError as exc:
-                raise ValueError(f"{source}: rows {a}..: {exc}") from exc
+            _check_probs(own if own.dtype.kind == "f" else x, a, source)
         z = _as_logits(x, probs)
         y = labels[a : a + z.shape[0]]
         ev.update(z, y)

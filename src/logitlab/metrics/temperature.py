@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from logitlab._array import torch_view
-from logitlab.metrics._inputs import to_labels
+from logitlab.metrics._inputs import check_logit_rows, to_labels
 
 __all__ = ["TemperatureResult", "fit_temperature", "nll_and_derivatives"]
 
@@ -126,8 +126,13 @@ def _block_terms(x: Any, t: Any, beta: float, xp: Any) -> tuple[float, float, fl
     )
 
 
-def _passes(src: Any, y: np.ndarray, beta: float) -> tuple[float, float, float, Any, Any]:
-    """One pass over the rows: mean ``f, f', f''`` and per-row confidence and correctness."""
+def _passes(
+    src: Any, y: np.ndarray, beta: float, check: bool = False
+) -> tuple[float, float, float, Any, Any]:
+    """One pass over the rows: mean ``f, f', f''`` and per-row confidence and correctness.
+
+    With ``check``, each chunk is validated first (NaN, +inf, a row with no finite logit), with
+    errors naming the row in the whole input."""
     s, n, c = _source_rows(src)
     step = _rows(c)
     torch: Any
@@ -143,6 +148,16 @@ def _passes(src: Any, y: np.ndarray, beta: float) -> tuple[float, float, float, 
     for a in range(0, n, step):
         x = _chunk(s, a, a + step)
         t = y[a : a + x.shape[0]]
+        if check:
+            # the NLL is +inf or NaN for every T on such rows: no temperature fits
+            check_logit_rows(x, "logits", a, posinf=True)
+            masked = np.isneginf(x[np.arange(x.shape[0]), t])
+            if masked.any():
+                i = int(np.argmax(masked))
+                raise ValueError(
+                    f"logits[{a + i}, {t[i]}] = -inf masks the target class: the NLL is +inf "
+                    "at every temperature"
+                )
         if torch is not None:
             xt, tt = torch_view(x), torch_view(t)
             fi, g, h, cf, cr = _block_terms(xt, tt, beta, xp)
@@ -198,7 +213,8 @@ def fit_temperature(
         :class:`TemperatureResult`.
 
     Raises:
-        ValueError: shapes, empty input, labels out of range.
+        ValueError: shapes, empty input, labels out of range; ``logits`` with NaN or ``+inf``, or
+            a row with no finite logit (the message names the row).
 
     Example:
         >>> import numpy as np
@@ -216,7 +232,7 @@ def fit_temperature(
     y = to_labels(target, n, c)
     # each pass also returns the per-row confidence/correctness (O(N), like the labels), so the
     # ECE before and after costs no extra pass over the logits
-    f0, g, h, conf1, corr1 = _passes(src, y, 1.0)
+    f0, g, h, conf1, corr1 = _passes(src, y, 1.0, check=True)
     ece0 = _ece_from(conf1, corr1)
     lo, hi = 0.0, math.inf
     beta, fb = 1.0, f0
