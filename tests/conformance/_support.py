@@ -63,10 +63,20 @@ def backends(**marks: Any) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("backend", params, indirect=True)
 
 
+def on(backend: Any, a: Any, dtype: Any = None) -> Any:
+    """``backend.asarray`` that keeps a 0-d input 0-d on torch (tests/conftest.py's helper goes
+    through ``np.ascontiguousarray``, which makes it 1-d)."""
+    arr = np.asarray(a, dtype=dtype)
+    if backend.name == "torch" and arr.ndim == 0:
+        return backend.mod.from_numpy(arr.copy())
+    return backend.asarray(arr)
+
+
 def to_np(a: Any) -> np.ndarray:
     """A NumPy copy of a NumPy/torch/array-API result (or a Python scalar)."""
     if hasattr(a, "detach"):
-        return a.detach().cpu().numpy()
+        a = a.detach().cpu()
+        return (a.float() if str(a.dtype) == "torch.bfloat16" else a).numpy()
     if hasattr(a, "_array"):  # array_api_strict keeps a NumPy array inside
         return np.asarray(a._array)
     return np.asarray(a)
@@ -104,6 +114,16 @@ def close(
     want_shape = tuple(shape) if shape is not None else exp.shape
     assert got.shape == want_shape, f"shape {got.shape}, expected {want_shape}"
     np.testing.assert_allclose(got, np.broadcast_to(exp, got.shape), rtol=rtol, atol=atol)
+
+
+def close_normwise(actual: Any, expected: Any, rtol: float = 1e-13) -> None:
+    """Agreement to ``rtol`` relative to the largest magnitude of ``expected`` (plus ``rtol``
+    elementwise): the right test against a peer whose own result carries an absolute error of a
+    few ulps of that magnitude (torch's ``x - lse`` near 0, a softmax gradient that cancels)."""
+    exp = to_np(expected).astype(np.float64)
+    finite = exp[np.isfinite(exp)]
+    scale = float(np.max(np.abs(finite))) if finite.size else 0.0
+    close(actual, exp, rtol, atol=rtol * scale)
 
 
 def rel(dtype: Any, ulps: float = 4.0) -> float:
