@@ -370,6 +370,54 @@ def test_cross_entropy_temperature_is_logits_over_t(
     close(res, F.cross_entropy(x / temperature, t, reduction=reduction).numpy(), TIGHT)
 
 
+def _inplace_params() -> list[Any]:
+    out = []
+    corrupts = NEW(
+        "logitlab.torch.cross_entropy(temperature=T) divides the caller's float64 logits by T in "
+        "place on its read-only path (no grad, or reduction='none'; float32 too under "
+        "LOGITLAB_NATIVE=0 or wherever the torch fallback runs); ll.cross_entropy routes 2-D "
+        "tensors that require grad there, and the 'none' gradient is then evaluated at x / T",
+        raises=AssertionError,
+    )
+    for entry, grad, red in itertools.product(
+        ("ll", "logitlab.torch"), (False, True), ("mean", "none")
+    ):
+        fused = entry == "logitlab.torch" or grad  # ll sends 2-D tensors requiring grad there
+        bad = fused and (not grad or red == "none")
+        out.append(
+            pytest.param(
+                entry,
+                grad,
+                red,
+                marks=corrupts if bad else (),
+                id=f"{entry}-{'grad' if grad else 'nograd'}-{red}",
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("entry, grad, reduction", _inplace_params())
+def test_cross_entropy_temperature_leaves_the_logits_alone(
+    entry: str, grad: bool, reduction: str
+) -> None:
+    # F.cross_entropy(x / T) leaves x as it was and differentiates at x; so must logitlab
+    from logitlab import torch as lt
+
+    x0 = torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]], dtype=D)
+    t = torch.tensor([0, 1])
+    x = x0.clone().requires_grad_(grad)
+    fn = ll.cross_entropy if entry == "ll" else lt.cross_entropy
+    out = fn(x, t, temperature=2.0, reduction=reduction)
+    xr = x0.clone().requires_grad_(grad)
+    ref = F.cross_entropy(xr / 2.0, t, reduction=reduction)
+    close(out, ref.detach().numpy(), TIGHT)
+    if grad:
+        (g,) = torch.autograd.grad(out.sum(), x)
+        (gr,) = torch.autograd.grad(ref.sum(), xr)
+        close_normwise(g, gr)
+    np.testing.assert_array_equal(x.detach().numpy(), x0.numpy())
+
+
 @backends()
 def test_cross_entropy_masked_non_target_class(backend: Backend) -> None:
     # a -inf logit on a non-target class (attention-style masking): same as torch, finite

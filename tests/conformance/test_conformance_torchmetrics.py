@@ -42,8 +42,11 @@ F = torch.nn.functional
 N_CLASSES = 5  # torchmetrics' unittests NUM_CLASSES
 
 
-def _torchmetrics_ce(conf: np.ndarray, acc: np.ndarray, n_bins: int, norm: str) -> float:
-    """torchmetrics' ``_ce_compute(confidences, accuracies, n_bins, norm)`` in float64 NumPy."""
+def _torchmetrics_ce(
+    conf: np.ndarray, acc: np.ndarray, n_bins: int, norm: str, debias: bool = False
+) -> float:
+    """torchmetrics' ``_ce_compute(confidences, accuracies, n_bins, norm, debias)`` in float64
+    NumPy."""
     edges = np.linspace(0, 1, n_bins + 1)
     idx = np.searchsorted(edges, conf, side="right") - 1  # == torch.bucketize(right=True) - 1
     count = np.bincount(idx, minlength=n_bins + 1).astype(float)
@@ -56,7 +59,15 @@ def _torchmetrics_ce(conf: np.ndarray, acc: np.ndarray, n_bins: int, norm: str) 
         return float(np.sum(gap * prop))
     if norm == "max":
         return float(np.max(gap))
-    return float(np.sqrt(np.sum(gap**2 * prop)))
+    ce = float(np.sum(gap**2 * prop))
+    if debias:
+        # "the order here (acc_bin - 1) vs (1 - acc_bin) is flipped from the equation in
+        # Verified Uncertainty Calibration (Kumar et al 2019)"; NaN (empty or single-sample
+        # bins) -> 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            debias_bins = (acc_bin * (acc_bin - 1) * prop) / (prop * acc.size - 1)
+        ce += float(np.sum(np.nan_to_num(debias_bins)))
+    return math.sqrt(ce) if ce > 0 else 0.0
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -184,6 +195,24 @@ def test_multiclass_calibration_error(
     )
     kw = {"logits" if logits else "probs": backend.asarray(preds)}
     r = ll.calibration_error(target=backend.asarray(target), n_bins=n_bins, norm=norm, **kw)
+    assert r.value == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("n_bins", [5, 15])
+@backends()
+def test_multiclass_debiased_l2(backend: Backend, n_bins: int) -> None:
+    # _ce_compute(..., norm="l2", debias=True) (Kumar et al.'s debiased estimator; torchmetrics
+    # has it in the functional core, disabled in its wrappers): logitlab's debiased=True
+    preds, target = _multiclass_input(30 + n_bins, False)
+    conf, acc = preds.max(axis=1), (preds.argmax(axis=1) == target).astype(float)
+    expected = _torchmetrics_ce(conf, acc, n_bins, "l2", debias=True)
+    r = ll.calibration_error(
+        probs=backend.asarray(preds),
+        target=backend.asarray(target),
+        n_bins=n_bins,
+        norm="l2",
+        debiased=True,
+    )
     assert r.value == pytest.approx(expected, rel=1e-12)
 
 
