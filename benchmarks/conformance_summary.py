@@ -140,7 +140,9 @@ def differences(cases: dict[str, dict[str, Any]]) -> str:
     for case in cases.values():
         if case["deliberate"] and case["outcome"] == "passed":
             by_why[(case["peer"], case["why"])] += 1
-    return "\n".join(f"- {peer}: {why} ({n} cases)" for (peer, why), n in sorted(by_why.items()))
+    return "\n".join(
+        f"- {peer}: {why} ({n} case{'s' * (n != 1)})" for (peer, why), n in sorted(by_why.items())
+    )
 
 
 def reasons(cases: dict[str, dict[str, Any]]) -> str:
@@ -150,13 +152,14 @@ def reasons(cases: dict[str, dict[str, Any]]) -> str:
             by_reason[(case["outcome"], case["reason"])].append(nodeid)
     lines = []
     for (outcome, reason), ids in sorted(by_reason.items(), key=lambda kv: kv[0][1]):
-        lines.append(f"- {outcome}, {len(ids)} case(s): {reason or '(no reason)'}")
+        n = len(ids)
+        lines.append(f"- {outcome}, {n} case{'s' * (n != 1)}: {reason or '(no reason)'}")
         if outcome != "xfailed":
             lines += [f"    - {i}" for i in ids]
     return "\n".join(lines)
 
 
-def write_docs(table_md: str, command: str) -> Path:
+def write_docs(table_md: str, cases: dict[str, dict[str, Any]], command: str) -> Path:
     """Replace (or append) the Conformance section of docs/accuracy.md."""
     path = ROOT / "docs" / "accuracy.md"
     text = path.read_text() if path.exists() else ""
@@ -184,6 +187,15 @@ def write_docs(table_md: str, command: str) -> Path:
             f"Produced by `{command}`:",
             "",
             table_md,
+            "",
+            "Deliberate differences (each a documented, asserted case; counted once per backend):",
+            "",
+            differences(cases),
+            "",
+            "Expected failures (strict xfails: a fix that lands turns its cases red until the mark "
+            "goes), by reason:",
+            "",
+            reasons(cases),
             "",
         ]
     )
@@ -229,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.write_docs:
         cmd = "python benchmarks/conformance_summary.py --write-docs"
-        print(f"\nwrote {write_docs(table_md, cmd)}")
+        print(f"\nwrote {write_docs(table_md, collector.cases, cmd)}")
     return int(code)
 
 

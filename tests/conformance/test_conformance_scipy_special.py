@@ -79,8 +79,8 @@ def test_logsumexp_equal_large_numbers(backend: Backend) -> None:
 @backends()
 def test_logsumexp_many_tiny_terms(backend: Backend, axis: int | None) -> None:
     # TestLogSumExp.test_logsumexp: exp(logsumexp(log X)) == sum(X) for X = [1e-40] * n, stacked
-    # twice. n = 10**5 here (SciPy: 10**6) to keep the suite fast; same property.
-    x = np.full(10**5, 1e-40)
+    # twice. n = 10**4 here (SciPy: 10**6) to keep the suite fast; same property.
+    x = np.full(10**4, 1e-40)
     big_x, log_x = np.stack([x, x]), np.log(np.stack([x, x]))
     res = ll.logsumexp(backend.asarray(log_x), axis=axis)
     close(np.exp(to_np(res)), np.sum(big_x, axis=axis), TIGHT)
@@ -139,9 +139,10 @@ def test_logsumexp_b_weights(backend: Backend) -> None:
 @pytest.mark.parametrize("axis", [None, 0, 1])
 @backends()
 def test_logsumexp_b_many_tiny_terms(backend: Backend, axis: int | None) -> None:
-    # TestLogSumExp.test_logsumexp_b: x = [1e-40] * 100000, b = linspace(1, 1000, 100000)
-    x = np.full(100000, 1e-40)
-    b = np.linspace(1, 1000, 100000)
+    # TestLogSumExp.test_logsumexp_b: x = [1e-40] * 100000, b = linspace(1, 1000, 100000);
+    # n = 10**4 here to keep the suite fast, same property
+    x = np.full(10**4, 1e-40)
+    b = np.linspace(1, 1000, 10**4)
     big_x, log_x, big_b = np.stack((x, x)), np.log(np.stack((x, x))), np.stack((b, b))
     res = ll.logsumexp(backend.asarray(log_x), b=backend.asarray(big_b), axis=axis)
     close(np.exp(to_np(res)), np.sum(big_b * big_x, axis=axis), TIGHT)
@@ -352,20 +353,24 @@ def test_logsumexp_inf_minus_inf_is_nan(backend: Backend) -> None:
 
 
 @NEW(
-    "logsumexp(..., return_sign=True) of a row holding NaN gives sign 1 (no b) or -1 (with b); "
+    "logsumexp(..., return_sign=True) of a row holding NaN (in a or in b) gives sign 1 (no b) "
+    "or -1 (with b); "
     "SciPy gives sign NaN, and a sign of +-1 next to a NaN value is a wrong number",
     raises=AssertionError,
 )
-@pytest.mark.parametrize("with_b", [False, True], ids=["no-b", "b"])
+@pytest.mark.parametrize(
+    "a, b",
+    [([NAN, 0.0], None), ([NAN, 0.0], [1.0, 1.0]), ([0.0, 1.0], [NAN, 1.0])],
+    ids=["nan-in-a", "nan-in-a-with-b", "nan-in-b"],
+)
 @backends()
-def test_logsumexp_sign_of_nan_is_nan(backend: Backend, with_b: bool) -> None:
+def test_logsumexp_sign_of_nan_is_nan(backend: Backend, a: list, b: list | None) -> None:
     # TestLogSumExp.test_logsumexp's NaN case with return_sign=True; expected: SciPy 1.17.1.
-    a = np.array([NAN, 0.0])
-    b = np.array([1.0, 1.0]) if with_b else None
     r, s = ll.logsumexp(
         backend.asarray(a), b=None if b is None else backend.asarray(b), return_sign=True
     )
-    r_ref, s_ref = sp.logsumexp(a, b=b, return_sign=True)
+    r_ref, s_ref = sp.logsumexp(np.array(a), b=None if b is None else np.array(b), return_sign=True)
+    assert np.isnan(r_ref) and np.isnan(s_ref)
     np.testing.assert_array_equal(to_np(r), r_ref)
     np.testing.assert_array_equal(to_np(s), s_ref)
 

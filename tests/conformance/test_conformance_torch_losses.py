@@ -38,6 +38,7 @@ from tests import reference as R
 from tests.conformance._support import (
     DELIBERATE,
     NEW,
+    TEMPERATURE_INPLACE,
     backends,
     close,
     close_normwise,
@@ -372,13 +373,7 @@ def test_cross_entropy_temperature_is_logits_over_t(
 
 def _inplace_params() -> list[Any]:
     out = []
-    corrupts = NEW(
-        "logitlab.torch.cross_entropy(temperature=T) divides the caller's float64 logits by T in "
-        "place on its read-only path (no grad, or reduction='none'; float32 too under "
-        "LOGITLAB_NATIVE=0 or wherever the torch fallback runs); ll.cross_entropy routes 2-D "
-        "tensors that require grad there, and the 'none' gradient is then evaluated at x / T",
-        raises=AssertionError,
-    )
+    corrupts = NEW(TEMPERATURE_INPLACE, raises=AssertionError)
     for entry, grad, red in itertools.product(
         ("ll", "logitlab.torch"), (False, True), ("mean", "none")
     ):
