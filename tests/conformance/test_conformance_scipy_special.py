@@ -238,7 +238,8 @@ def _scipy_dtype_ab(backend: str, da: str, db: str) -> str:
         if is_int[da] and is_int[db]:
             return "float32"
         return "float64" if "float64" in (da, db) else "float32"
-    return str(np.result_type(np.dtype(da), np.dtype(db))).replace("int64", "float64")
+    promoted = np.result_type(np.dtype(da), np.dtype(db))
+    return "float64" if promoted.kind in "iu" else promoted.name  # integral -> default float
 
 
 def _logitlab_dtype_ab(backend: str, da: str) -> str:
