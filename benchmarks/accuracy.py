@@ -310,7 +310,10 @@ def main() -> None:
         "",
     ]
     out = ROOT / "docs" / "accuracy.md"
-    out.write_text("\n".join(lines))
+    # the "## Conformance" section is written by benchmarks/conformance_summary.py: keep it
+    old = out.read_text() if out.exists() else ""
+    at = old.find("\n## Conformance\n")
+    out.write_text("\n".join(lines) + (old[at:] if at >= 0 else ""))
     print("\n".join(lines))
 
 
