@@ -22,8 +22,6 @@ import scipy.special as sp
 from tests import reference as R
 from tests.conformance._support import (
     DELIBERATE,
-    ISSUE13,
-    ISSUE14,
     NEW,
     backends,
     close,
@@ -38,13 +36,6 @@ import logitlab as ll
 INF = math.inf
 NAN = math.nan
 TIGHT = 1e-13  # SciPy's rtol for its mpmath constants in this file
-AXIS_TUPLE = ISSUE13(
-    11, "tuple axes are not supported (TypeError: axis must be an int)", raises=TypeError
-)
-AXIS_NONE_SOFTMAX = ISSUE13(
-    11, "softmax/log_softmax(axis=None) fails on a bare assert", raises=AssertionError
-)
-B_BROADCAST = ISSUE13(11, "a and b are not broadcast against each other", raises=ValueError)
 
 
 def _default_float(backend: Backend) -> str:
@@ -115,7 +106,6 @@ def test_logsumexp_mixed_magnitudes_and_keepdims(backend: Backend) -> None:
     close(ll.logsumexp(a, axis=-1, keepdims=True), [[1e10], [-1e10]], TIGHT)
 
 
-@AXIS_TUPLE
 @backends()
 def test_logsumexp_multiple_axes(backend: Backend) -> None:
     # TestLogSumExp.test_logsumexp: "Test multiple axes", axis=(-1, -2) -> 1e10
@@ -176,7 +166,6 @@ def test_logsumexp_shapes_single_axis(backend: Backend) -> None:
     assert tuple(ll.logsumexp(a, axis=2, b=b).shape) == (1, 2, 4)
 
 
-@AXIS_TUPLE
 @backends()
 def test_logsumexp_shapes_tuple_axis(backend: Backend) -> None:
     # TestLogSumExp.test_logsumexp_sign_shape and test_logsumexp_shape, axis=(1, 3)
@@ -194,7 +183,6 @@ def test_logsumexp_b_zero_drops_the_term(backend: Backend) -> None:
     close(res, 1.0, rel(res.dtype))
 
 
-@B_BROADCAST
 @backends()
 def test_logsumexp_b_broadcasts_against_a(backend: Backend) -> None:
     # TestLogSumExp.test_logsumexp_b_shape: a (4, 1, 2, 1) and b (3, 1, 5) broadcast to
@@ -376,10 +364,6 @@ def test_logsumexp_sign_of_nan_is_nan(backend: Backend, a: list, b: list | None)
     np.testing.assert_array_equal(to_np(s), s_ref)
 
 
-@ISSUE14(
-    "logsumexp of an empty array raises ValueError; SciPy returns -inf (log of an empty sum)",
-    raises=ValueError,
-)
 @backends()
 def test_logsumexp_empty_is_minus_inf(backend: Backend) -> None:
     # TestLogSumExp.test_logsumexp: "Test with zero-size array", logsumexp([]) == -inf
@@ -429,7 +413,6 @@ def test_default_axis_is_last_not_all(backend: Backend, fn: str) -> None:
     assert to_np(ours).shape != np.shape(theirs) or not np.allclose(to_np(ours), theirs)
 
 
-@AXIS_NONE_SOFTMAX
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax"])
 @backends()
 def test_softmax_axis_none_whole_array(backend: Backend, fn: str) -> None:
@@ -440,7 +423,6 @@ def test_softmax_axis_none_whole_array(backend: Backend, fn: str) -> None:
     close(getattr(ll, fn)(x, axis=None), np.reshape(expected, (2, 2)), TIGHT)
 
 
-@AXIS_NONE_SOFTMAX
 @pytest.mark.parametrize("fn, expected", [("softmax", 1.0), ("log_softmax", 0.0)])
 def test_softmax_scalar(fn: str, expected: float) -> None:
     # TestSoftmax.test_softmax_scalar (softmax(1000) == 1) and TestLogSoftmax.test_log_softmax_
@@ -470,7 +452,6 @@ def test_softmax_multi_axes(backend: Backend) -> None:
     close(ll.softmax(backend.asarray(x.T), axis=0), expected.T, TIGHT)
 
 
-@AXIS_TUPLE
 @backends()
 def test_softmax_tuple_axis(backend: Backend) -> None:
     # TestSoftmax.test_softmax_multi_axes: "3-d input, with a tuple for the axis"
@@ -534,7 +515,6 @@ def test_log_softmax_2d(backend: Backend) -> None:
     close(ll.log_softmax(backend.asarray(x.T), axis=0), expected.T, rel(np.float64))
 
 
-@AXIS_TUPLE
 @backends()
 def test_log_softmax_3d_tuple_axis(backend: Backend) -> None:
     # TestLogSoftmax.test_log_softmax_3d: "3D input, with a tuple for the axis"
