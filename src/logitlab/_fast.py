@@ -194,7 +194,7 @@ def lse(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
 
 
 def _native_rows(x2: Any, mode: int, general: Callable[[Any], Any]) -> Any:
-    """Run the fused float32 row kernel (``_rows.c``) if it is available, else return None.
+    """Run the fused float32 row kernel (``csrc/lsm_rows.c``) if it is built, else return None.
 
     ``mode`` 0: log-softmax of every row; 1: log-sum-exp per row. Rows with a non-finite
     maximum are flagged by the kernel and computed by ``general``.
@@ -234,7 +234,6 @@ def _native_rows(x2: Any, mode: int, general: Callable[[Any], Any]) -> Any:
             v,
             v,
             mode,
-            1,
         )
 
     _native.split_rows(n, n * v, threads, run)
