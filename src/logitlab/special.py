@@ -42,6 +42,7 @@ from logitlab._array import (
     as_arrays,
     check_temperature,
     is_half,
+    is_torch_array,
     normalize_axis,
     quiet,
     result_dtype,
@@ -124,8 +125,6 @@ def _prepare(x: object, name: str, axis: int | None) -> tuple[Any, Array, Any, i
 
 
 def _wants_grad(x: object) -> bool:
-    from array_api_compat import is_torch_array
-
     if not is_torch_array(x):
         return False
     import torch
