@@ -47,8 +47,9 @@ class BuildNative(build_ext):
         self._cc = nb.find_compiler()
         if self._cc is None:
             self.warn(
-                "no C compiler (set CC or install gcc/clang): logitlab installs without its "
-                "native kernels and uses the NumPy/torch paths"
+                "no GCC/Clang-compatible C compiler (set CC, or install gcc or clang; Windows "
+                "is not supported): logitlab installs without its native kernels and uses the "
+                "NumPy/torch paths"
             )
             self.extensions = []
             return

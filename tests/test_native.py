@@ -183,6 +183,22 @@ def test_unknown_logitlab_native_value_is_an_error(
 # ---------------------------------------------------------------- every ISA level
 
 
+def test_build_flags_are_portable() -> None:
+    # no -march=native and no OpenMP anywhere; x86 levels only on x86-64, whose generic level
+    # pins the x86-64 baseline (a distribution compiler may default to a higher level)
+    assert _build.levels_for_machine("aarch64") == ("generic",)
+    assert _build.levels_for_machine("AMD64") == _native.LEVELS
+    for machine in ("x86_64", "aarch64"):
+        for level in _build.levels_for_machine(machine):
+            for src in _build.SOURCES:
+                flags = _build.compile_flags(level, src, machine)
+                assert not {"-march=native", "-mtune=native", "-fopenmp"} & set(flags)
+                assert any(f.startswith("-march=") for f in flags) == (machine == "x86_64")
+    assert "-march=x86-64" in _build.compile_flags("generic", "ce_rows.c", "x86_64")
+    with pytest.raises(ValueError, match="avx2"):
+        _build.compile_flags("avx2", "ce_rows.c", "aarch64")
+
+
 @pytest.fixture(scope="module")
 def rows() -> np.ndarray:
     rng = np.random.default_rng(7)
