@@ -180,6 +180,18 @@ def test_unknown_logitlab_native_value_is_an_error(
     assert cfg is not None and "LOGITLAB_NATIVE" in cfg["native"]["error"]
 
 
+def test_a_level_above_the_cpu_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # as on a CPU without AVX2: the best level is generic, and pinning avx2 is an error (its
+    # library would die of an illegal instruction there)
+    _require_library()
+    monkeypatch.setattr(_native, "cpu_level", lambda: "generic")
+    monkeypatch.setenv("LOGITLAB_NATIVE", "1")
+    assert _native.lib().logitlab_isa() == 0
+    monkeypatch.setenv("LOGITLAB_NATIVE", "avx2")
+    with pytest.raises(ValueError, match="LOGITLAB_NATIVE=avx2: this CPU runs up to generic"):
+        ll.logsumexp(np.ones((2, 3), np.float32), axis=-1)
+
+
 # ---------------------------------------------------------------- every ISA level
 
 

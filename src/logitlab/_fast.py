@@ -201,10 +201,12 @@ def _native_rows(x2: Any, mode: int, general: Callable[[Any], Any]) -> Any:
     """
     from logitlab import _native
 
-    lib = _native.lib()
     n, v = x2.shape
     is_np = isinstance(x2, np.ndarray)
-    if lib is None or str(x2.dtype) not in ("float32", "torch.float32") or n == 0:
+    if str(x2.dtype) not in ("float32", "torch.float32") or n == 0:
+        return None
+    lib = _native.lib()  # reads LOGITLAB_NATIVE now, for this call
+    if lib is None:
         return None
     shape = (n, v) if mode == 0 else (n,)
     out: Any

@@ -191,7 +191,7 @@ def ce_cols(
 
     The threads own contiguous class ranges (a split by tokens would give each thread strided
     pieces of every row, which ran 1.4x slower on two threads); their partial online-softmax
-    sums are merged in class order before the gradient pass (see ``_ce_rows.c``).
+    sums are merged in class order before the gradient pass (see ``csrc/ce_cols.c``).
     """
     v, m = zt.shape
     if not (zt.is_contiguous() and zt.dtype == torch.float32 and zt.device.type == "cpu"):
