@@ -23,7 +23,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeGuard, TypeVar, cast
 
 import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj
@@ -41,7 +41,7 @@ __all__ = [
 Array = Any  # any array-API array (NumPy, torch, array_api_strict, CuPy, JAX ...)
 
 
-def is_torch_array(x: object) -> bool:
+def is_torch_array(x: object) -> TypeGuard[Any]:
     """Whether ``x`` is a torch tensor, without importing torch.
 
     No tensor exists before torch is imported, and ``sys.modules['torch'] = None`` (an import
