@@ -3,7 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # torch==2.13.0 is the CPU wheel on local disk; an unpinned torch would pull a multi-GB CUDA build.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The install also compiles the native kernels (setup.py): a change to the build or to a C source
+# changes the stamp, so the next `make test` reinstalls and rebuilds them.
+BUILD_INPUTS := pyproject.toml setup.py src/logitlab/_native/_build.py $(wildcard csrc/*.c csrc/*.h)
+STAMP := $(VENV)/.installed-$(shell cat $(BUILD_INPUTS) | cksum | cut -d' ' -f1)
 
 .PHONY: install demo test lint typecheck bench docs clean
 
@@ -11,7 +14,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python $(BUILD_INPUTS)
 	$(BIN)/python -m pip install -q -e ".[all,test]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
@@ -36,4 +39,5 @@ bench: install
 	$(BIN)/python benchmarks/speed_core.py
 
 clean:
-	rm -rf $(VENV) demo-report .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-report .pytest_cache .mypy_cache .ruff_cache build dist
+	rm -f src/logitlab/_native/liblogitlab_*

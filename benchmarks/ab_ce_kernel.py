@@ -1,12 +1,14 @@
-"""Interleaved A/B of two builds of the row kernel (``_ce_rows.c``), called directly.
+"""Interleaved A/B of two builds of the cross-entropy row kernel (``csrc/ce_rows.c``), called
+directly.
 
-Each source is compiled with the flags ``logitlab.torch._kernels`` uses and loaded with
-``ctypes``; every round times both builds on the same logits (one OpenMP team of
-``--threads``), and the table gives the medians and the median per-round ratio B / A.
+Each side is a ``csrc`` folder compiled by :func:`logitlab._native._build.build_library` (the
+flags ``pip install`` uses) at one ISA level and loaded with ``ctypes``; every round times both
+builds on the same logits (rows split over ``--threads`` Python threads, one native thread per
+call, as in the library), and the table gives the medians and the median per-round ratio B / A.
 
-Run, e.g. against the kernel of an earlier commit:
-``git show b71c0ca:src/logitlab/torch/_ce_rows.c > /tmp/A.c``
-``python benchmarks/ab_ce_kernel.py /tmp/A.c src/logitlab/torch/_ce_rows.c --mode keep``.
+Run, e.g. against the kernels of an earlier commit:
+``mkdir /tmp/A && git archive <commit> csrc | tar -x -C /tmp/A``
+``python benchmarks/ab_ce_kernel.py /tmp/A/csrc csrc --mode keep``.
 Modes: ``ro`` (loss and lse only, the read-only forward of the in-memory loss), ``stats``
 (also entropy and argmax), ``keep`` (loss and gradient written over the rows, the chunk kernel
 of ``linear_cross_entropy``), ``grad`` (``logitlab_ce_grad_rows``, the one-pass backward).
@@ -17,7 +19,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -25,27 +26,26 @@ from typing import Any
 
 import torch
 
-from logitlab.torch._kernels import _FLAGS
-
-
-def build(src: str, out: Path) -> Any:
-    cmd = ["gcc", *_FLAGS, "-march=native", src, "-o", str(out), "-lm"]
-    subprocess.run(cmd, check=True, capture_output=True)
-    return ctypes.CDLL(str(out))
+from logitlab import _native
+from logitlab._native._build import LEVELS, build_library
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a", help="_ce_rows.c of build A")
-    ap.add_argument("b", help="_ce_rows.c of build B")
+    ap.add_argument("a", type=Path, help="csrc folder of build A")
+    ap.add_argument("b", type=Path, help="csrc folder of build B")
     ap.add_argument("--mode", choices=("ro", "stats", "keep", "grad"), default="ro")
     ap.add_argument("--shape", type=int, nargs=2, default=(8192, 32000))
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--isa", choices=LEVELS, default=_native.cpu_level() or "generic")
     a = ap.parse_args()
     n, v = a.shape
     tmp = Path(tempfile.mkdtemp())
-    libs = [build(a.a, tmp / "a.so"), build(a.b, tmp / "b.so")]
+    libs = [
+        ctypes.CDLL(str(build_library(a.isa, tmp / f"{side}.so", csrc=src)))
+        for side, src in (("a", a.a), ("b", a.b))
+    ]
     torch.manual_seed(0)
     x0 = torch.randn(n, v) * 2
     t = torch.randint(0, v, (n,))
@@ -54,52 +54,36 @@ def main() -> None:
     loss, lse, ent = torch.empty(n), torch.empty(n), torch.empty(n)
     amax = torch.empty(n, dtype=torch.int64)
 
-    def p(z: torch.Tensor | None) -> ctypes.c_void_p | None:
-        return None if z is None else ctypes.c_void_p(z.data_ptr())
+    def p(z: torch.Tensor | None, r: int = 0) -> ctypes.c_void_p | None:
+        if z is None:
+            return None
+        return ctypes.c_void_p(z.data_ptr() + r * z.stride(0) * z.element_size())
 
     i64, f32 = ctypes.c_int64, ctypes.c_float
 
     def rows(lib: Any, grad: bool, with_stats: bool) -> None:
-        lib.logitlab_ce_rows(
-            p(x),
-            i64(n),
-            p(t),
-            None,
-            p(gs) if grad else None,
-            p(loss),
-            p(lse),
-            p(ent) if with_stats else None,
-            p(amax) if with_stats else None,
-            i64(v),
-            i64(v),
-            i64(-100),
-            f32(1.0),
-            f32(0.0),
-            f32(0.0),
-            f32(0.0),
-            i64(0),
-            a.threads,
-        )
+        def call(r0: int, r1: int) -> None:
+            lib.logitlab_ce_rows(
+                p(x, r0), i64(r1 - r0), p(t, r0), None, p(gs, r0) if grad else None,
+                p(loss, r0), p(lse, r0), p(ent, r0) if with_stats else None,
+                p(amax, r0) if with_stats else None, i64(v), i64(v), i64(-100),
+                f32(1.0), f32(0.0), f32(0.0), f32(0.0), i64(0),
+            )  # fmt: skip
+
+        _native.split_rows(n, n * v, a.threads, call)
 
     def call(lib: Any) -> None:
         if a.mode != "grad":
             rows(lib, a.mode == "keep", a.mode == "stats")
             return
-        lib.logitlab_ce_grad_rows(
-            p(x),
-            p(x),
-            i64(n),
-            p(t),
-            None,
-            p(gs),
-            p(lse),
-            i64(v),
-            i64(v),
-            i64(v),
-            i64(-100),
-            f32(1.0),
-            a.threads,
-        )
+
+        def grad(r0: int, r1: int) -> None:
+            lib.logitlab_ce_grad_rows(
+                p(x, r0), p(x, r0), i64(r1 - r0), p(t, r0), None, p(gs, r0), p(lse, r0),
+                i64(v), i64(v), i64(v), i64(-100), f32(1.0),
+            )  # fmt: skip
+
+        _native.split_rows(n, n * v, a.threads, grad)
 
     def timed(lib: Any) -> float:
         x.copy_(x0)
@@ -119,7 +103,7 @@ def main() -> None:
         ):
             out.append(timed(lib))
     ratio = statistics.median(q / p_ for p_, q in zip(ta, tb, strict=True))
-    print(f"{n}x{v} mode={a.mode}, {a.rounds} interleaved rounds, {a.threads} threads")
+    print(f"{n}x{v} mode={a.mode} isa={a.isa}, {a.rounds} interleaved rounds, {a.threads} threads")
     print(f"A {statistics.median(ta):.3f} s  B {statistics.median(tb):.3f} s  B/A {ratio:.3f}")
 
 

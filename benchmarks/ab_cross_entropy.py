@@ -46,7 +46,7 @@ def main() -> None:
         torch.autograd.grad(cross_entropy(z, t, inplace_backward=True), [z])
         return time.perf_counter() - t0
 
-    torch_step(), logitlab_step()  # warm-up: kernel build, thread pool
+    torch_step(), logitlab_step()  # warm-up: library load, thread pool
     tt: list[float] = []
     ll: list[float] = []
     for _ in range(a.rounds):

@@ -9,8 +9,8 @@ was the faster of the pair.
 
 Run: ``python benchmarks/ab_linear_ce.py --shape 2048 512 32000 --rounds 8``.
 Variants: ``torch_compact`` (``F.linear_cross_entropy`` with ``acc_policy="compact",
-chunking_method=None``), ``naive``, ``logitlab`` (default chunking, Python-thread kernels),
-``logitlab_omp`` (OpenMP-team kernels), ``logitlab_one_chunk`` (``chunk_size=N``),
+chunking_method=None``), ``naive``, ``logitlab`` (default chunking),
+``logitlab_one_chunk`` (``chunk_size=N``),
 ``logitlab@C`` (``chunk_size=C``), ``logitlab_rows`` (token-major chunks and the row kernel
 everywhere: ``LOGITLAB_CHUNK_LAYOUT=rows``), ``logitlab_cols`` (class-major wherever it
 applies: ``LOGITLAB_CHUNK_LAYOUT=cols``), ``logitlab_rows@C`` / ``logitlab_cols@C``.
@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from logitlab.torch import _kernels, linear_cross_entropy
+from logitlab.torch import linear_cross_entropy
 
 _lce = sys.modules["logitlab.torch.linear_cross_entropy"]
 
@@ -37,9 +37,8 @@ def variants(h: Any, w: Any, t: Any) -> dict[str, Callable[[], Any]]:
     n = h.shape[0]
     opts = torch.nn.LinearCrossEntropyOptions(acc_policy="compact", chunking_method=None)
 
-    def ll(mode: str, chunk: int | None, layout: str) -> Callable[[], Any]:
+    def ll(chunk: int | None, layout: str) -> Callable[[], Any]:
         def f() -> Any:
-            _kernels._MODE = mode
             _lce._LAYOUT = layout
             return linear_cross_entropy(h, w, t, chunk_size=chunk)
 
@@ -48,17 +47,15 @@ def variants(h: Any, w: Any, t: Any) -> dict[str, Callable[[], Any]]:
     return {
         "torch_compact": lambda: F.linear_cross_entropy(h, w, t, options=opts),
         "naive": lambda: F.cross_entropy(F.linear(h, w), t),
-        "logitlab": ll("python", None, "auto"),
-        "logitlab_omp": ll("omp", None, "auto"),
-        "logitlab_one_chunk": ll("python", n, "auto"),
-        "logitlab_rows": ll("python", None, "rows"),
-        "logitlab_cols": ll("python", None, "cols"),
+        "logitlab": ll(None, "auto"),
+        "logitlab_one_chunk": ll(n, "auto"),
+        "logitlab_rows": ll(None, "rows"),
+        "logitlab_cols": ll(None, "cols"),
     }
 
 
 def _chunked(h: Any, w: Any, t: Any, chunk: int, layout: str) -> Callable[[], Any]:
     def f() -> Any:
-        _kernels._MODE = "python"
         _lce._LAYOUT = layout
         return linear_cross_entropy(h, w, t, chunk_size=chunk)
 
@@ -69,7 +66,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(2048, 512, 32000))
     ap.add_argument("--rounds", type=int, default=6)
-    ap.add_argument("--variants", default="torch_compact,logitlab,logitlab_omp")
+    ap.add_argument("--variants", default="torch_compact,logitlab,logitlab_rows")
     a = ap.parse_args()
     n, d, v = a.shape
     torch.manual_seed(0)
@@ -84,7 +81,7 @@ def main() -> None:
             layout = name.split("_")[1] if "_" in name else "auto"
             table[k] = _chunked(h, w, t, int(chunk), layout)
     times: dict[str, list[float]] = {k: [] for k in names}
-    for k in names:  # warm-up: thread pools, kernel build
+    for k in names:  # warm-up: thread pools, library load
         table[k]().backward()
     for r in range(a.rounds):
         for k in names if r % 2 == 0 else names[::-1]:

@@ -118,10 +118,10 @@ def main() -> None:
 
     from logitlab.diagnostics import diagnose, diagnose_file
 
-    # the native row kernel is compiled on first use (once per machine, cached): not timed
+    # first call: loads the native library (built at install time) and imports: not timed
     t0 = time.perf_counter()
     diagnose(np.zeros((2, 8), dtype=np.float16))
-    print(f"first-use set-up (kernel build or cache load): {time.perf_counter() - t0:.2f} s")
+    print(f"first-use set-up (library load, imports): {time.perf_counter() - t0:.2f} s")
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         path = Path(tmp) / "logits.npy"

@@ -1,4 +1,5 @@
-"""`logitlab --version` and `python -m logitlab --version` print the package version."""
+"""`logitlab --version` and `python -m logitlab --version` print the package version and the
+native backend (tests/test_native.py checks the ISA level it names)."""
 
 import subprocess
 import sys
@@ -10,7 +11,9 @@ def test_version_module_entry() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "logitlab", "--version"], capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == f"logitlab {logitlab.__version__}"
+    first, second = out.stdout.strip().splitlines()
+    assert first == f"logitlab {logitlab.__version__}"
+    assert second.startswith("native kernels: ")
 
 
 def test_version_main() -> None:

@@ -153,7 +153,7 @@ def test_half_inputs_return_half() -> None:
 
 
 def test_native_and_fallback_paths_agree_bitwise_on_finite_rows() -> None:
-    """The fused float32 kernel (``_rows.c``) computes the same formulas as the NumPy path."""
+    """The fused float32 kernel (``csrc/lsm_rows.c``) computes the NumPy path's formulas."""
     import os
     import subprocess
     import sys

@@ -1,6 +1,7 @@
 """logitlab: exact, fast and explained softmax, log-sum-exp, entropy, cross-entropy, calibration."""
 
 from logitlab._array import set_validation, validation, validation_enabled
+from logitlab._sysinfo import show_config
 from logitlab._version import __version__
 from logitlab.losses import (
     binary_cross_entropy,
@@ -45,6 +46,7 @@ __all__ = [
     "log_softmax",
     "logsumexp",
     "set_validation",
+    "show_config",
     "softmax",
     "validation",
     "validation_enabled",

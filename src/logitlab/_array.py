@@ -21,11 +21,13 @@ import contextlib
 import contextvars
 import functools
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeGuard, TypeVar, cast
 
 import numpy as np
-from array_api_compat import array_namespace, device, is_array_api_obj, is_torch_array
+from array_api_compat import array_namespace, device, is_array_api_obj
+from array_api_compat import is_torch_array as _compat_is_torch_array
 
 __all__ = [
     "Array",
@@ -37,6 +39,19 @@ __all__ = [
 ]
 
 Array = Any  # any array-API array (NumPy, torch, array_api_strict, CuPy, JAX ...)
+
+
+def is_torch_array(x: object) -> TypeGuard[Any]:
+    """Whether ``x`` is a torch tensor, without importing torch.
+
+    No tensor exists before torch is imported, and ``sys.modules['torch'] = None`` (an import
+    blocked on purpose) counts as not imported; array_api_compat's own check raises
+    AttributeError on that entry, which would make every NumPy call fail.
+    """
+    if sys.modules.get("torch") is None:
+        return False
+    return bool(_compat_is_torch_array(x))
+
 
 _VALIDATE: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "logitlab_validate", default=os.environ.get("LOGITLAB_VALIDATE", "1") not in ("0", "false")

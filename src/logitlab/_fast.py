@@ -194,17 +194,19 @@ def lse(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
 
 
 def _native_rows(x2: Any, mode: int, general: Callable[[Any], Any]) -> Any:
-    """Run the fused float32 row kernel (``_rows.c``) if it is available, else return None.
+    """Run the fused float32 row kernel (``csrc/lsm_rows.c``) if it is built, else return None.
 
     ``mode`` 0: log-softmax of every row; 1: log-sum-exp per row. Rows with a non-finite
     maximum are flagged by the kernel and computed by ``general``.
     """
     from logitlab import _native
 
-    lib = _native.lib()
     n, v = x2.shape
     is_np = isinstance(x2, np.ndarray)
-    if lib is None or str(x2.dtype) not in ("float32", "torch.float32") or n == 0:
+    if str(x2.dtype) not in ("float32", "torch.float32") or n == 0:
+        return None
+    lib = _native.lib()  # reads LOGITLAB_NATIVE now, for this call
+    if lib is None:
         return None
     shape = (n, v) if mode == 0 else (n,)
     out: Any
@@ -234,7 +236,6 @@ def _native_rows(x2: Any, mode: int, general: Callable[[Any], Any]) -> Any:
             v,
             v,
             mode,
-            1,
         )
 
     _native.split_rows(n, n * v, threads, run)

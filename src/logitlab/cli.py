@@ -113,7 +113,10 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[i
 
 def _version_callback(value: bool) -> None:
     if value:
+        from logitlab._sysinfo import native_summary
+
         print(f"logitlab {__version__}")
+        print(native_summary())  # which native kernels (ISA level) run, or the fallback
         raise typer.Exit()
 
 
@@ -133,7 +136,7 @@ if typer is not None:
             "--version",
             callback=_version_callback,
             is_eager=True,
-            help="Print the version and exit.",
+            help="Print the version and the native backend in use, and exit.",
         ),
     ) -> None:
         """logitlab: the numbers every classifier and language model lives on."""

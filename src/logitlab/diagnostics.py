@@ -389,7 +389,7 @@ def _median_from_hist(counts: np.ndarray, edges: np.ndarray, extra_high: int = 0
     return float(10 ** ((edges[i] + edges[i + 1]) / 2))
 
 
-_N_ROW = 13  # per-row sums shared by the NumPy and the native entry passes (see _rows.c)
+_N_ROW = 13  # per-row sums shared by the NumPy and the native entry passes (see csrc/diag_rows.c)
 _Rows = tuple[np.ndarray, "np.ndarray | None", np.ndarray, np.ndarray]
 
 
@@ -631,7 +631,7 @@ class LogitStats:
         return x, t, k, q
 
     def _rows_native(self, lib: Any, x: np.ndarray, t: np.ndarray | None) -> _Rows | None:
-        """The same per-row sums and histograms from the fused kernel of ``_rows.c``: three
+        """The same per-row sums and histograms from the fused kernel of ``csrc/diag_rows.c``: three
         passes over each row while it is in cache, float16 widened there (no chunk copy)."""
         r, V = x.shape
         q = np.empty((r, _N_ROW))

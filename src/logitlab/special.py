@@ -42,6 +42,7 @@ from logitlab._array import (
     as_arrays,
     check_temperature,
     is_half,
+    is_torch_array,
     normalize_axes,
     quiet,
     result_dtype,
@@ -190,8 +191,6 @@ def merge_axes(xp: Any, x: Array, axis: Axis) -> Merged:
 
 
 def _wants_grad(x: object) -> bool:
-    from array_api_compat import is_torch_array
-
     if not is_torch_array(x):
         return False
     import torch

@@ -150,7 +150,7 @@ def _block_stats_numpy(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _native_update(x: Any, y: Any, edges: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
-    """The fused row kernel (``_rows.c``) over a float32 CPU batch, or ``None``.
+    """The fused row kernel (``csrc/eval_rows.c``) over a float32 CPU batch, or ``None``.
 
     Returns ``(first bad row or -1, the five sums, the (3, F) histogram)``. Row ranges run on
     the shared Python thread pool (:func:`logitlab._native.split_rows`), each with its own sums

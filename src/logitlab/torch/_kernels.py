@@ -2,13 +2,12 @@
 
 Two interchangeable implementations of :func:`ce_rows`:
 
-* a native float32 CPU kernel (``_ce_rows.c``), compiled once with the system C compiler into a
-  per-user cache directory and loaded with :mod:`ctypes` (no torch headers, builds in about a
-  second). It visits each row at most three times while the row is hot in cache and writes the
-  gradient over the logits;
+* the native float32 CPU kernels (``csrc/ce_rows.c``, ``csrc/ce_cols.c``), compiled at install
+  time and loaded by :mod:`logitlab._native`. They visit each row at most three times while
+  the row is hot in cache and write the gradient over the logits;
 * a pure-torch path (any dtype, any device) doing the same math with in-place tensor ops. It is
-  the fallback whenever the compiler is missing, the tensor is not float32 on CPU, or
-  ``LOGITLAB_NATIVE=0``.
+  the fallback whenever the library is not built, the tensor is not float32 on CPU, or
+  ``LOGITLAB_NATIVE=0`` (read at every call).
 
 Both use the decomposition of :mod:`logitlab.special`: with :math:`a = \\max_i z_i` at index
 :math:`k`, :math:`d_i = a - z_i` and :math:`s = \\sum_{i \\ne k} e^{-d_i}`,
@@ -18,38 +17,13 @@ Both use the decomposition of :mod:`logitlab.special`: with :math:`a = \\max_i z
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-import threading
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
-__all__ = ["RowOut", "ce_cols", "ce_grad_rows", "ce_rows", "native_available"]
+from logitlab import _native
 
-_SRC = Path(__file__).with_name("_ce_rows.c")
-# -ffp-contract=fast: the exp polynomial as fused multiply-adds (15% faster, no less accurate;
-# ISO C mode would otherwise forbid the contraction). Nothing in _ce_rows.c relies on a separately
-# rounded product (no compensated sums there).
-_FLAGS = [
-    "-O3",
-    "-std=c11",
-    "-ffp-contract=fast",
-    "-fPIC",
-    "-shared",
-    "-fopenmp",
-    "-fno-math-errno",
-]
-_lock = threading.Lock()
-_lib: Any = None
-_tried = False
+__all__ = ["RowOut", "ce_cols", "ce_grad_rows", "ce_rows", "native_available"]
 
 
 class RowOut(NamedTuple):
@@ -61,84 +35,16 @@ class RowOut(NamedTuple):
     argmax: torch.Tensor | None
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("LOGITLAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "logitlab"
-    )
-    return Path(root)
-
-
-def _cpu_tag() -> str:
-    # -march=native code must not be reused on a different CPU sharing the cache directory.
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags = line
-                    break
-    except OSError:
-        pass
-    return platform.machine() + flags
-
-
-def _build() -> Any:
-    cc = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
-    if cc is None or sys.platform != "linux":
-        return None
-    src = _SRC.read_bytes()
-    flags = [*_FLAGS, "-march=native"]
-    key = hashlib.sha256(src + " ".join(flags).encode() + _cpu_tag().encode()).hexdigest()[:16]
-    out = _cache_dir() / f"ce_rows_{key}.so"
-    if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-        os.close(fd)
-        try:
-            cmd = [cc, *flags, str(_SRC), "-o", tmp, "-lm"]
-            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-            os.replace(tmp, out)  # atomic: concurrent builders (pytest-xdist) never see half a file
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    lib = ctypes.CDLL(str(out))
-    f = lib.logitlab_ce_rows
-    p, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-    f.argtypes = [p, i64, p, p, p, p, p, p, p, i64, i64, i64, f32, f32, f32, f32, i64, ctypes.c_int]
-    f.restype = None
-    g = lib.logitlab_ce_grad_rows
-    g.argtypes = [p, p, i64, p, p, p, p, i64, i64, i64, i64, f32, ctypes.c_int]
-    g.restype = None
-    ci = ctypes.c_int
-    lib.logitlab_ce_cols_part.argtypes = [p, i64, i64, i64, i64, i64, *[p] * 8, ci, ci]
-    lib.logitlab_ce_cols_part.restype = ci
-    lib.logitlab_ce_cols_merge.argtypes = [i64, i64, *[p] * 12, i64, f32, p, p, p]
-    lib.logitlab_ce_cols_merge.restype = None
-    lib.logitlab_ce_cols_grad.argtypes = [p, i64, i64, i64, i64, i64, p, p, p, p, p, p, i64]
-    lib.logitlab_ce_cols_grad.restype = ci
-    return lib
-
-
 def native_available() -> bool:
-    """Whether the compiled float32 CPU kernel is in use (``LOGITLAB_NATIVE=0`` turns it off).
+    """Whether the native float32 CPU kernels are in use now (``LOGITLAB_NATIVE=0`` turns them
+    off, also after import).
 
     Example:
         >>> from logitlab.torch._kernels import native_available
         >>> isinstance(native_available(), bool)
         True
     """
-    global _lib, _tried
-    if os.environ.get("LOGITLAB_NATIVE", "1") in ("0", "false"):
-        return False
-    if not _tried:
-        with _lock:
-            if not _tried:
-                try:
-                    _lib = _build()
-                except (OSError, subprocess.SubprocessError):
-                    _lib = None
-                _tried = True
-    return _lib is not None
+    return _native.lib() is not None
 
 
 def _ptr(t: torch.Tensor | None, row: int = 0) -> int | None:
@@ -148,26 +54,11 @@ def _ptr(t: torch.Tensor | None, row: int = 0) -> int | None:
     return t.data_ptr() + row * (t.stride(0) if t.dim() else 0) * t.element_size()
 
 
-_MODE = os.environ.get("LOGITLAB_KERNEL_THREADS", "python")
-
-
 def _split_rows(n: int, work: int, call: Any) -> None:
-    """Run ``call(r0, r1, nthreads)`` over row ranges covering ``[0, n)``.
-
-    By default the ranges run on the shared Python thread pool of
-    :func:`logitlab._native.split_rows`, each kernel call with one native thread, like the core's
-    row kernels: no second thread team next to torch's. ``LOGITLAB_KERNEL_THREADS=omp`` makes one
-    call with an OpenMP team instead. On the 2-core development VM the two measured the same
-    within noise (in-memory cross-entropy 8192 x 32000 in place: 3.7-4.5x ``F.cross_entropy``
-    either way; see docs/performance.md).
-    """
-    from logitlab._native import split_rows
-
-    if _MODE == "omp":
-        nt = max(1, min(torch.get_num_threads(), n)) if work >= 1 << 16 else 1
-        call(0, n, nt)
-        return
-    split_rows(n, work, torch.get_num_threads(), lambda r0, r1: call(r0, r1, 1))
+    """Run ``call(r0, r1)`` over row ranges covering ``[0, n)`` on the shared thread pool of
+    :func:`logitlab._native.split_rows` (one native thread per kernel call), as many ranges as
+    ``torch.get_num_threads()``."""
+    _native.split_rows(n, work, torch.get_num_threads(), call)
 
 
 def ce_rows(
@@ -192,15 +83,18 @@ def ce_rows(
     (one factor per row) is given, ``z`` is overwritten with
     ``grad_scale[r] * d loss_r / d z_r``; otherwise ``z`` holds ``y`` afterwards.
     """
-    if (
-        z.dtype == torch.float32
+    lib = (
+        _native.lib()
+        if z.dtype == torch.float32
         and z.device.type == "cpu"
         and z.dim() == 2
         and z.stride(1) == 1
         and z.shape[1] > 0
-        and native_available()
-    ):
+        else None
+    )
+    if lib is not None:
         return _ce_rows_native(
+            lib,
             z,
             target,
             ignore_index,
@@ -242,16 +136,18 @@ def ce_grad_rows(
     One pass, from the ``lse`` of ``z/T`` saved by a read-only forward; only without label
     smoothing or softcap.
     Returns False (nothing written) when the native kernel cannot take it."""
-    if not (
-        out.dtype == torch.float32
+    lib = (
+        _native.lib()
+        if out.dtype == torch.float32
         and out.stride(1) == 1
         and out.shape == z.shape
         and z.dtype == torch.float32
         and z.device.type == "cpu"
         and z.dim() == 2
         and z.stride(1) == 1
-        and native_available()
-    ):
+        else None
+    )
+    if lib is None:
         return False
     n, v = z.shape
     t = target.to(torch.int64).contiguous()
@@ -260,8 +156,8 @@ def ce_grad_rows(
     ls = lse.to(torch.float32).contiguous()
     if n and v:
 
-        def call(r0: int, r1: int, nt: int) -> None:
-            _lib.logitlab_ce_grad_rows(
+        def call(r0: int, r1: int) -> None:
+            lib.logitlab_ce_grad_rows(
                 _ptr(out, r0),
                 _ptr(z, r0),
                 r1 - r0,
@@ -274,7 +170,6 @@ def ce_grad_rows(
                 z.stride(0),
                 int(ignore_index),
                 float(inv_temp),
-                nt,
             )
 
         _split_rows(n, n * v, call)
@@ -296,12 +191,13 @@ def ce_cols(
 
     The threads own contiguous class ranges (a split by tokens would give each thread strided
     pieces of every row, which ran 1.4x slower on two threads); their partial online-softmax
-    sums are merged in class order before the gradient pass (see ``_ce_rows.c``).
+    sums are merged in class order before the gradient pass (see ``csrc/ce_cols.c``).
     """
     v, m = zt.shape
     if not (zt.is_contiguous() and zt.dtype == torch.float32 and zt.device.type == "cpu"):
         raise ValueError("ce_cols needs a contiguous float32 CPU buffer")
-    if not native_available():
+    lib = _native.lib()
+    if lib is None:
         raise RuntimeError("ce_cols needs the native kernel")
     target = target.to(torch.int64).contiguous()
     gs = None if grad_scale is None else grad_scale.to(torch.float32).contiguous()
@@ -320,8 +216,6 @@ def ce_cols(
     mv = -(-m // 8) * 8
     cb = min(256, max(16, 65536 // mv))  # rows per block: cb x m floats <= 256 KiB (L2)
     nb = -(-v // cb)
-    from logitlab._native import split_rows
-
     # one part per thread, each a whole number of blocks
     nparts = max(1, min(torch.get_num_threads(), nb)) if v * m >= 1 << 16 else 1
     per = -(-nb // nparts)
@@ -340,11 +234,11 @@ def ce_cols(
         def run(p0: int, p1: int) -> int:
             return sum(call(p, p * per * cb, min(v, (p + 1) * per * cb)) for p in range(p0, p1))
 
-        if any(split_rows(nparts, v * m, nparts, run)):
+        if any(_native.split_rows(nparts, v * m, nparts, run)):
             raise MemoryError("ce_cols: no memory for the kernel's scratch arrays")
 
     def part(p: int, v0: int, v1: int) -> int:
-        return _lib.logitlab_ce_cols_part(
+        return lib.logitlab_ce_cols_part(
             zt.data_ptr(), m, m, v0, v1, cb, _ptr(target),
             _ptr(rb, p * per), _ptr(rc, p), _ptr(s_, p), _ptr(e_, p), _ptr(k_, p),
             _ptr(nan, p), _ptr(ztg, p), int(gs is not None), int(stats),
@@ -354,7 +248,7 @@ def ce_cols(
     a = torch.empty(mv, dtype=torch.float32)
     fac = torch.empty(mv, dtype=torch.float32)
     fix = torch.empty(mv, dtype=torch.float32)
-    _lib.logitlab_ce_cols_merge(
+    lib.logitlab_ce_cols_merge(
         m, nparts, _ptr(rc), _ptr(s_), _ptr(e_), _ptr(k_), _ptr(nan), _ptr(ztg), _ptr(target),
         _ptr(gs), _ptr(loss), _ptr(lse), _ptr(ent), _ptr(amax), int(ignore_index),
         float(z_loss), _ptr(a), _ptr(fac), _ptr(fix),
@@ -362,7 +256,7 @@ def ce_cols(
     if gs is not None:
 
         def grad(p: int, v0: int, v1: int) -> int:
-            return _lib.logitlab_ce_cols_grad(
+            return lib.logitlab_ce_cols_grad(
                 zt.data_ptr(), m, m, v0, v1, cb, _ptr(rb, p * per), _ptr(a), _ptr(fac),
                 _ptr(fix), _ptr(target), _ptr(gs), int(ignore_index),
             )  # fmt: skip
@@ -372,6 +266,7 @@ def ce_cols(
 
 
 def _ce_rows_native(
+    lib: Any,
     z: torch.Tensor,
     target: torch.Tensor,
     ignore_index: int,
@@ -395,8 +290,8 @@ def _ce_rows_native(
     amax = torch.empty(n, dtype=torch.int64) if stats else None
     if n:
 
-        def call(r0: int, r1: int, nt: int) -> None:
-            _lib.logitlab_ce_rows(
+        def call(r0: int, r1: int) -> None:
+            lib.logitlab_ce_rows(
                 _ptr(z, r0),
                 r1 - r0,
                 _ptr(target, r0),
@@ -414,7 +309,6 @@ def _ce_rows_native(
                 float(eps),
                 float(zl),
                 0,
-                nt,
             )
 
         _split_rows(n, n * v, call)

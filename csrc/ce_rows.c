@@ -1,0 +1,307 @@
+/* Fused per-row cross-entropy kernel for logitlab.torch (float32, CPU); its class-major
+ * counterpart (logitlab_ce_cols_*) is in ce_cols.c.
+ *
+ * One call processes `n` rows of a float32 matrix in place. For every row it computes, with at
+ * most three passes over the row (each row of up to ~128k classes stays in L2/L3 between passes):
+ *   pass A  z = softcap/temperature(x) in place; row max a and its first index k
+ *   pass B  s = sum_{i != k} exp(z_i - a), sum_i e_i d_i (entropy), smoothing sums over finite z
+ *   pass C  gradient g_i = gs * (A p_i - q_i w_i) * dz_i/dx_i, written over z (if requested)
+ * with d_i = a - z_i >= 0 and p_i = exp(-d_i) / (1 + s). lse = a + log1p(s) and
+ * -log p_t = d_t + log1p(s): no cancellation, never 0 * inf (classes with z = -inf get exactly 0).
+ *
+ * Accumulations use 8 float32 lanes over blocks of RB entries whose sums are added in double in a
+ * fixed order, so the result is bitwise deterministic and independent of how the caller splits
+ * the rows over threads (one native thread per call).
+ */
+#include "logitlab.h"
+
+/* z = softcap(x) / T, applied on every load so that the buffer stays untouched until the
+ * gradient is written (the in-memory loss keeps the caller's logits intact in its forward). */
+static inline v8f tf(v8f x, float cap, float it, int transform) {
+    if (!transform) return x;
+    if (cap > 0.0f) x = splat(cap) * vtanh(x / splat(cap));
+    return x * splat(it);
+}
+/* scalar form: the same vector code, so that scalar and vector loads agree bit for bit */
+static inline float tfs(float x, float cap, float it, int transform) {
+    if (!transform) return x;
+    return tf(splat(x), cap, it, transform)[0];
+}
+
+/* Load up to 8 entries and transform; lanes past `len` become -inf (after the transform). */
+static inline v8f ldz(const float *p, int64_t len, float cap, float it, int transform) {
+    if (len == VL) return tf(loadu(p), cap, it, transform);
+    v8f z = tf(load_tail(p, len, 0.0f), cap, it, transform);
+    for (int64_t j = len; j < VL; j++) z[j] = -INFINITY;
+    return z;
+}
+
+/* Row sums are taken in float32 lanes over blocks of RB entries and the block sums added in
+ * double: the error then stays at a few ulps for any V (a float32 lane running over all of a
+ * 200k-class row drifted to ~2e-5 relative). */
+#define RB 1024
+
+typedef struct {
+    int64_t V;             /* classes per row */
+    int64_t ld;            /* row stride (elements) */
+    int64_t ignore_index;
+    float inv_temp;        /* 1 / T */
+    float softcap;         /* c > 0, or 0 for none */
+    float eps;             /* label smoothing */
+    float zloss;           /* coefficient of lse^2 */
+    int64_t class_offset;  /* global index of column 0 (vocab-parallel shards) */
+} ce_params;
+
+static inline __attribute__((always_inline)) void one_row(
+    float *x, const ce_params *P, int64_t t, const float *cw, float gs, int want_grad,
+    float *loss, float *lse_out, float *ent_out, int64_t *amax_out) {
+    const int64_t V = P->V;
+    const int64_t nv = V / VL * VL;
+    const float it = P->inv_temp, cap = P->softcap;
+    const int transform = (cap > 0.0f) || (it != 1.0f);
+    /* pass A: transform in place, max and first argmax */
+    v8f vmax = splat(-INFINITY);
+    for (int64_t i = 0; i < nv; i += VL) {
+        v8f z = tf(loadu(x + i), cap, it, transform);
+        v8i gt = (v8i)(z > vmax) | (v8i)(z != z);
+        vmax = (v8f)(((v8i)z & gt) | ((v8i)vmax & ~gt));
+    }
+    for (int64_t i = nv; i < V; i++) {
+        float z = tfs(x[i], cap, it, transform);
+        if (z > vmax[0] || z != z) vmax[0] = z;
+    }
+    float a = -INFINITY;
+    int has_nan = 0;
+    for (int j = 0; j < VL; j++) {
+        if (vmax[j] != vmax[j]) has_nan = 1;
+        else if (vmax[j] > a) a = vmax[j];
+    }
+    /* first index of the maximum: whole vectors are compared until one holds it */
+    int64_t k = -1;
+    const v8f vmx = splat(a);
+    for (int64_t i = 0; i < nv && k < 0; i += VL) {
+        v8i eq = (v8i)(tf(loadu(x + i), cap, it, transform) == vmx);
+        for (int j = 0; j < VL; j++) {
+            if (eq[j]) { k = i + j; break; }
+        }
+    }
+    for (int64_t i = nv; i < V && k < 0; i++) {
+        if (tfs(x[i], cap, it, transform) == a) k = i;
+    }
+    if (k < 0) k = 0;
+    const int ignored = (t == P->ignore_index);
+    if (amax_out) *amax_out = k + P->class_offset;
+    if (has_nan || a == INFINITY || a == -INFINITY) {
+        /* NaN propagates; an all -inf row has lse = -inf, target probability 0 (loss +inf). */
+        float bad = has_nan ? NAN : (a == INFINITY ? NAN : INFINITY);
+        *lse_out = has_nan ? NAN : a;
+        if (ent_out) *ent_out = has_nan ? NAN : 0.0f;
+        *loss = ignored ? 0.0f : bad;
+        if (want_grad) {
+            if (has_nan || a == INFINITY) {
+                for (int64_t i = 0; i < V; i++) x[i] = ignored ? 0.0f : NAN;
+            } else {
+                memset(x, 0, (size_t)V * sizeof(float));
+            }
+        }
+        return;
+    }
+    const int64_t tl = t - P->class_offset; /* local target index; outside [0, V) on other shards */
+    const int local = (tl >= 0 && tl < V);
+    const float zt = local ? tfs(x[tl], cap, it, transform) : 0.0f;
+    /* Without a transform or smoothing, pass B stores w_i = exp(z_i - a) over the row (pass C
+     * then needs one multiply per entry instead of a second exp); the row is in L2 either way. */
+    const int keep_w = want_grad && !ignored && gs != 0.0f && !transform && P->eps <= 0.0f;
+    /* pass B. The first maximal entry is left out of s (it contributes exactly 1, which float32
+     * lanes would otherwise absorb the small terms into) by zeroing its lane. */
+    const v8f va = splat(a);
+    const int smooth = P->eps > 0.0f;
+    const int64_t kb = k / VL * VL;
+    v8i klane = splati(0);
+    klane[k - kb] = -1;
+    v8d S = {0}, E = {0}, Fs = {0}, Cs = {0};
+    for (int64_t ib = 0; ib < V; ib += RB) {
+        const int64_t ie = ib + RB < V ? ib + RB : V;
+        v8f s0 = splat(0), e0 = splat(0), f0 = splat(0), c0 = splat(0);
+        for (int64_t i = ib; i < ie; i += VL) {
+            int64_t len = V - i < VL ? V - i : VL;
+            /* Pass B is bound by the exp, not by memory: fetch the next row (one request per
+             * 64-byte line; prefetches never fault past the end) so that its pass A reads
+             * cache instead of memory. benchmarks/ab_ce_kernel.py, without vs with: read-only
+             * rows 0.942, loss + gradient rows 0.902 (32000 classes) and 0.909 (128256). */
+            if ((i & 15) == 0) __builtin_prefetch(x + P->ld + i);
+            v8f z0 = ldz(x + i, len, cap, it, transform);
+            v8f d0 = va - z0;
+            v8f w0 = vexp_nonan(-d0);
+            if (keep_w) {
+                if (len == VL) storeu(x + i, w0);
+                else for (int64_t q = 0; q < len; q++) x[i + q] = w0[q];
+            }
+            /* d = +inf where z = -inf: select 0 instead of 0 * inf */
+            v8i fin0 = (v8i)(z0 > splat(-INFINITY));
+            if (i == kb) fin0 &= ~klane, w0 = (v8f)((v8i)w0 & ~klane);
+            s0 += w0;
+            e0 += (v8f)((v8i)(w0 * d0) & fin0);
+            if (smooth) {
+                v8f dd0 = (v8f)((v8i)d0 & fin0);
+                v8f one0 = (v8f)((v8i)splat(1.0f) & fin0);
+                if (cw) {
+                    v8f cw0 = len == VL ? loadu(cw + i) : load_tail(cw + i, len, 0.0f);
+                    dd0 *= cw0;
+                    one0 *= cw0;
+                }
+                f0 += dd0;
+                c0 += one0;
+            }
+        }
+        S += __builtin_convertvector(s0, v8d);
+        E += __builtin_convertvector(e0, v8d);
+        Fs += __builtin_convertvector(f0, v8d);
+        Cs += __builtin_convertvector(c0, v8d);
+    }
+    /* the max entry itself: d = 0, contributes 0 to the entropy and smoothing distance sums */
+    const float s = dsum(S);
+    const float l1 = log1pf(s);
+    const float lse = a + l1;
+    *lse_out = lse;
+    if (ent_out) *ent_out = l1 + dsum(E) / (1.0f + s);
+    float wk = cw ? cw[k] : 1.0f;
+    float fsum = dsum(Fs);
+    float wsum = dsum(Cs) + (smooth ? wk : 0.0f); /* sum of w_c over finite classes */
+    float csum = 0.0f;                                 /* number of finite classes */
+    if (smooth) {
+        if (cw) {
+            int64_t cnt = 0;
+            for (int64_t j = 0; j < V; j++) cnt += (tfs(x[j], cap, it, transform) > -INFINITY);
+            csum = (float)cnt;
+        } else {
+            csum = wsum;
+        }
+    }
+    if (ignored) {
+        *loss = 0.0f;
+        if (want_grad) memset(x, 0, (size_t)V * sizeof(float));
+        return;
+    }
+    const float wt = cw && local ? cw[tl] : 1.0f;
+    const float es = smooth ? P->eps / csum : 0.0f;
+    float l = 0.0f;
+    if (local) l += (1.0f - P->eps) * wt * ((a - zt) + l1);
+    if (smooth) l += es * (fsum + wsum * l1);
+    l += P->zloss * lse * lse;
+    *loss = l;
+    if (!want_grad) return;
+    if (gs == 0.0f) {
+        memset(x, 0, (size_t)V * sizeof(float));
+        return;
+    }
+    /* A = sum_c alpha_c + 2 zloss lse; g = gs * (A p - alpha) * dz/dx */
+    float A = (local ? (1.0f - P->eps) * wt : 0.0f) + es * wsum + 2.0f * P->zloss * lse;
+    const float inv1s = 1.0f / (1.0f + s);
+    const v8f vA = splat(gs * A * inv1s), ves = splat(gs * es), vit = splat(it);
+    const v8f icap = splat(cap > 0.0f ? 1.0f / (cap * it) : 0.0f);
+    if (keep_w) {
+        for (int64_t j = 0; j < nv; j += VL) storeu(x + j, vA * loadu(x + j));
+        for (int64_t j = nv; j < V; j++) x[j] = vA[0] * x[j];
+    } else {
+        for (int64_t j = 0; j < V; j += VL) {
+            int64_t len = V - j < VL ? V - j : VL;
+            v8f z = ldz(x + j, len, cap, it, transform);
+            v8f w = vexp_nonan(z - va);
+            v8f g = vA * w;
+            if (smooth) {
+                v8i fin = (v8i)(z > splat(-INFINITY));
+                v8f sm = cw ? ves * (len == VL ? loadu(cw + j) : load_tail(cw + j, len, 0.0f)) : ves;
+                g -= (v8f)((v8i)sm & fin);
+            }
+            if (transform) {
+                v8f dz = vit;
+                if (cap > 0.0f) {
+                    v8f th = z * icap;
+                    dz = vit * (splat(1.0f) - th * th);
+                }
+                /* z = -inf cannot occur after a softcap; without one, g is already exactly 0 there */
+                g = (v8f)((v8i)(g * dz) & (v8i)(z > splat(-INFINITY)));
+            }
+            if (len == VL) storeu(x + j, g);
+            else for (int64_t q = 0; q < len; q++) x[j + q] = g[q];
+        }
+    }
+    if (local) {
+        float dz = it;
+        if (cap > 0.0f) {
+            float th = zt / (cap * it);
+            dz = it * (1.0f - th * th);
+        }
+        x[tl] -= gs * (1.0f - P->eps) * wt * dz;
+    }
+}
+
+/* The common case (no class weights, smoothing, softcap or temperature) runs one_row with
+ * those options and `grad`/`stats` as literal constants, so that each of the four loops below
+ * compiles to its own copy without the unused sums (the general copy accumulates the entropy
+ * and smoothing sums whether asked for or not; with the prefetch below, read-only rows of
+ * 8192 x 32000 went from 0.325 to 0.247 s in benchmarks/ab_ce_kernel.py). */
+#define PLAIN_ROWS(GRAD, STATS)                                                                \
+    do {                                                                                       \
+        for (int64_t r = 0; r < n; r++) {                                                      \
+            const ce_params Q = {V, ld, ignore_index, 1.0f, 0.0f, 0.0f, zloss, class_offset};  \
+            one_row(x + r * ld, &Q, target[r], NULL, (GRAD) ? gs[r] : 0.0f, (GRAD), loss + r, \
+                    lse + r, (STATS) ? ent + r : NULL, (STATS) ? amax + r : NULL);             \
+        }                                                                                      \
+    } while (0)
+
+/* Rows [0, n). Outputs: loss[n], lse[n]; ent/amax may be NULL; gs (per-row gradient scale) NULL
+ * means "no gradient": the buffer is then left holding the transformed logits. */
+void logitlab_ce_rows(float *x, int64_t n, const int64_t *target, const float *cw,
+                      const float *gs, float *loss, float *lse, float *ent, int64_t *amax,
+                      int64_t V, int64_t ld, int64_t ignore_index, float inv_temp, float softcap,
+                      float eps, float zloss, int64_t class_offset) {
+    if (!cw && eps <= 0.0f && softcap <= 0.0f && inv_temp == 1.0f && (!ent) == (!amax)) {
+        if (gs && ent) PLAIN_ROWS(1, 1);
+        else if (gs) PLAIN_ROWS(1, 0);
+        else if (ent) PLAIN_ROWS(0, 1);
+        else PLAIN_ROWS(0, 0);
+        return;
+    }
+    ce_params P = {V, ld, ignore_index, inv_temp, softcap, eps, zloss, class_offset};
+    for (int64_t r = 0; r < n; r++) {
+        one_row(x + r * ld, &P, target[r], cw, gs ? gs[r] : 0.0f, gs != NULL, loss + r, lse + r,
+                ent ? ent + r : NULL, amax ? amax + r : NULL);
+    }
+}
+
+/* Gradient only (dst may be src), from the lse saved by a read-only forward (no smoothing, no softcap):
+ * g_i = gs w_t (exp(z_i - lse) - [i = t]) / T with z = x / T. One pass over each row. */
+void logitlab_ce_grad_rows(float *dst, const float *src, int64_t n, const int64_t *target,
+                           const float *cw, const float *gs, const float *lse, int64_t V,
+                           int64_t ld_dst, int64_t ld_src, int64_t ignore_index,
+                           float inv_temp) {
+    for (int64_t r = 0; r < n; r++) {
+        float *row = dst + r * ld_dst;
+        const float *in = src + r * ld_src;
+        const int64_t t = target[r];
+        const float l = lse[r];
+        const float wt = (t != ignore_index && cw) ? cw[t] : 1.0f;
+        const float scale = gs[r] * wt * inv_temp;
+        if (t == ignore_index || scale == 0.0f || l == -INFINITY) {
+            memset(row, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        if (l != l || l == INFINITY) {
+            /* a NaN or +inf logit (lse NaN / +inf): NaN gradient, as one_row gives it */
+            for (int64_t j = 0; j < V; j++) row[j] = NAN;
+            continue;
+        }
+        const v8f vs = splat(scale), vl = splat(l), vit = splat(inv_temp);
+        for (int64_t j = 0; j < V; j += VL) {
+            int64_t len = V - j < VL ? V - j : VL;
+            v8f z = (len == VL ? loadu(in + j) : load_tail(in + j, len, -INFINITY)) * vit;
+            /* z - lse <= 0 up to rounding; -inf logits give exactly 0; no NaN is left here */
+            v8f g = vs * vexp_nonan(z - vl);
+            if (len == VL) storeu(row + j, g);
+            else for (int64_t q = 0; q < len; q++) row[j + q] = g[q];
+        }
+        row[t] -= scale;
+    }
+}
