@@ -312,12 +312,10 @@ def _serve() -> None:
 def _worker_env(v: Variant) -> dict[str, str]:
     path = [*v.pythonpath]
     root = str(Path(__file__).resolve().parents[2])
-    if root not in {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}:
+    if root not in {str(Path(sysconfig.get_paths()[k]).resolve()) for k in ("purelib", "platlib")}:
         path.append(root)  # a worker imports the parent's logitlab unless told otherwise
-    if os.environ.get("PYTHONPATH"):
-        path.append(os.environ["PYTHONPATH"])
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", **v.env)
-    return {**env, "PYTHONPATH": os.pathsep.join(path)}
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [*path, env.get("PYTHONPATH")]))}
 
 
 def _key(v: Variant) -> tuple[Any, ...]:
@@ -379,8 +377,8 @@ class _Pool:
         self.reuse = reuse
         self.idle: list[_Worker] = []
 
-    def take(self, variants: Sequence[Variant]) -> dict[str, _Worker]:
-        out = {}
+    def take(self, variants: Sequence[Variant], out: dict[str, _Worker]) -> None:
+        """Fill ``out`` with a worker per variant (idle ones first)."""
         for v in variants:
             free = sorted(
                 (w for w in self.idle if w.key == _key(v)), key=lambda w: w.label != v.name
@@ -389,7 +387,6 @@ class _Pool:
                 self.idle.remove(free[0])
             out[v.name] = free[0] if free else _Worker(v)
             out[v.name].label = v.name
-        return out
 
     def give(self, workers: Sequence[_Worker]) -> None:
         for w in workers:
@@ -414,8 +411,9 @@ def _run_one(
 ) -> list[Result]:
     file, function = _locate(case.setup)
     names = [v.name for v in case.variants]
-    workers = pool.take(case.variants)
+    workers: dict[str, _Worker] = {}
     try:
+        pool.take(case.variants, workers)
         for v in case.variants:  # the setups run concurrently
             params = {**case.params, **v.params}
             workers[v.name].send(cmd="setup", file=file, function=function, params=params)
@@ -432,6 +430,7 @@ def _run_one(
                 times[name].append(float(workers[name].reply(timeout_s)["time_s"]))
     except BaseException:
         for w in workers.values():
+            w.proc.kill()  # a failed or interrupted case: no waiting for steps in flight
             w.close()
         raise
     pool.give(list(workers.values()))
