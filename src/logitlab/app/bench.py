@@ -643,7 +643,7 @@ def run_linear_ce(
                 row["vs_compact"] = median_ratio(r.times, ref.times)
             if r.vs_before is not None:
                 row["vs_before"] = r.vs_before
-            pct = 100 * r.extra_mb / naive.extra_mb if naive else math.nan
+            pct = 100 * r.extra_mb / naive.extra_mb if naive and naive.extra_mb else math.nan
             gflops = statistics.median(rates) / 1e9
             rows.append(
                 {**row, "extra_mb": r.extra_mb, "naive_mem_pct": pct, "gemm_gflops": gflops}
