@@ -333,6 +333,8 @@ if typer is not None:
                 raise CLIError(
                     f"bench needs PyTorch: pip install 'logitlab[torch]' ({exc})"
                 ) from exc
+            except RuntimeError as exc:  # a worker failed: its first line names it and why
+                raise CLIError(str(exc)) from exc
         if json_out:
             from logitlab.report import to_json
 

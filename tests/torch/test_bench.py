@@ -67,3 +67,18 @@ def test_cross_entropy_bench_rows():
     assert rows[0]["extra_mb"] > rows[1]["extra_mb"] + 1.0
     assert rows[0]["speedup"] == 1.0 and rows[1]["speedup"] > 0
     assert "speedup" in table
+
+
+def test_cli_bench_worker_failure_is_one_line(monkeypatch):
+    from typer.testing import CliRunner
+
+    from logitlab.cli import app
+
+    def failing(**kwargs):
+        raise RuntimeError("benchmark worker naive failed: ValueError: boom\nTraceback ...")
+
+    monkeypatch.setattr(bench, "run_linear_ce", failing)
+    r = CliRunner().invoke(app, ["bench", "--n", "8", "--d", "4", "--v", "10"])
+    assert r.exit_code == 2
+    assert "logitlab: error: benchmark worker naive failed: ValueError: boom" in r.output
+    assert "Traceback" not in r.output

@@ -358,7 +358,9 @@ class _Worker:
         self.close()
         self.err.seek(0)
         tail = self.err.read()[-3000:].decode(errors="replace")
-        raise RuntimeError(f"benchmark worker {self.label} failed:\n{tail}")
+        last = ([x for x in tail.splitlines() if x.strip()] or ["exited"])[-1].strip()
+        # first line: who failed and why (its last line of stderr); then the stderr tail
+        raise RuntimeError(f"benchmark worker {self.label} failed: {last}\n{tail}")
 
     def close(self) -> None:
         try:
