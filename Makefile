@@ -34,9 +34,16 @@ typecheck: install
 test: install lint typecheck
 	$(BIN)/python -m pytest -n 2 -p no:cacheprovider -o addopts="--doctest-modules"
 
+# Every timing script runs on the harness of logitlab.app.bench. BENCH_ARGS="--before ../old" adds
+# the logitlab variants of another checkout to the same interleaved rounds; "--quick": tiny shapes.
+BENCH_ARGS ?=
 bench: install
 	$(BIN)/python benchmarks/accuracy.py
-	$(BIN)/python benchmarks/speed_core.py
+	$(BIN)/python benchmarks/speed_core.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_linear_ce.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_cross_entropy.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_diagnose.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_evaluator.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-report .pytest_cache .mypy_cache .ruff_cache build dist

@@ -1,127 +1,138 @@
-"""Speed of the exact core against PyTorch and SciPy, side by side in one run.
+"""Speed of the exact core against PyTorch and SciPy: each operation a case of the harness of
+logitlab.app.bench (logitlab and its peer in processes of their own, timed in interleaved rounds).
 
-Prints a table (best of ``--repeat`` runs, seconds, and the ratio logitlab / peer: below 1 means
-logitlab is faster) and, with ``--write``, records it in ``docs/speed.md``.
+Prints a Markdown table (median seconds over ``--repeats`` rounds; ratio = median over rounds of
+logitlab's time over the peer's in the same round, below 1 means logitlab is faster; peak memory
+above the inputs, the output included) and, with ``--write``, records it in ``docs/speed.md``.
+With ``--before PATH`` (a checkout of another commit) the table has a before column and
+``vs before``, the median per-round ratio of the two versions of logitlab.
 
-Run: ``python benchmarks/speed_core.py [--rows 8192 --cols 32000 --repeat 3 --write]``.
+Run: ``python benchmarks/speed_core.py [--rows 8192 --cols 32000 --repeats 3 --before PATH]
+[--write]`` (``--quick``: a (64, 1000) smoke test).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
-import time
-from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import scipy.special as ss
-import scipy.stats as st
-import torch
-import torch.nn.functional as F
-
-import logitlab as ll
-
 ROOT = Path(__file__).resolve().parents[1]
 
+# (operation, array library) -> the peer's name in the table
+PEERS = {
+    ("logsumexp", "torch"): "torch.logsumexp",
+    ("log_softmax", "torch"): "torch.log_softmax",
+    ("entropy", "torch"): "Categorical(logits).entropy()",
+    ("softmax", "torch"): "torch.softmax",
+    ("cross_entropy", "torch"): "F.cross_entropy",
+    ("logsumexp", "numpy"): "scipy.special.logsumexp",
+    ("log_softmax", "numpy"): "scipy.special.log_softmax",
+    ("entropy", "numpy"): "scipy.stats.entropy(softmax)",
+    ("cross_entropy", "numpy"): "-log_softmax[t] (scipy)",
+}
 
-def best_of(fn: Callable[[], Any], repeat: int) -> float:
-    fn()  # warm-up (allocator, page faults of the first output)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+
+def setup(op: str, lib: str, impl: str, rows: int, cols: int) -> Any:
+    """Worker side: ``op`` on a (rows, cols) float32 array of ``lib`` (torch or numpy) by
+    logitlab (``impl="logitlab"``) or by the peer; the NumPy cases never import torch."""
+    import numpy as np
+
+    if lib == "torch":
+        import torch
+
+        gen = torch.Generator().manual_seed(0)
+        x: Any = torch.randn(rows, cols, generator=gen) * 3
+        t: Any = torch.randint(0, cols, (rows,), generator=gen)
+    else:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((rows, cols), dtype=np.float32) * 3
+        t = rng.integers(0, cols, rows)
+    if impl == "logitlab":
+        import logitlab as ll
+
+        ours = {
+            "logsumexp": lambda: ll.logsumexp(x),
+            "log_softmax": lambda: ll.log_softmax(x),
+            "entropy": lambda: ll.entropy(logits=x),
+            "softmax": lambda: ll.softmax(x),
+            "cross_entropy": lambda: ll.cross_entropy(x, t),
+        }
+        return ours[op]
+    if lib == "torch":
+        import torch.nn.functional as F
+
+        theirs = {
+            "logsumexp": lambda: torch.logsumexp(x, -1),
+            "log_softmax": lambda: torch.log_softmax(x, -1),
+            "entropy": lambda: torch.distributions.Categorical(logits=x).entropy(),
+            "softmax": lambda: torch.softmax(x, -1),
+            "cross_entropy": lambda: F.cross_entropy(x, t),
+        }
+        return theirs[op]
+    import scipy.special as ss
+    import scipy.stats as st
+
+    scipy_peers = {
+        "logsumexp": lambda: ss.logsumexp(x, axis=-1),
+        "log_softmax": lambda: ss.log_softmax(x, axis=-1),
+        "entropy": lambda: st.entropy(ss.softmax(x, axis=-1), axis=-1),
+        "cross_entropy": lambda: (
+            -np.take_along_axis(ss.log_softmax(x, axis=-1), t[:, None], 1).mean()
+        ),
+    }
+    return scipy_peers[op]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None) -> None:
+    from logitlab.app.bench import Case, Variant, add_arguments, run_cases, with_before
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=8192)
     ap.add_argument("--cols", type=int, default=32000)
-    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--write", action="store_true", help="write docs/speed.md")
-    a = ap.parse_args()
-    gen = torch.Generator().manual_seed(0)
-    xt = torch.randn(a.rows, a.cols, generator=gen) * 3
-    xn = xt.numpy()
-    tgt = torch.randint(0, a.cols, (a.rows,), generator=gen)
-    tn = tgt.numpy()
-    cases: list[tuple[str, Callable[[], Any], str, Callable[[], Any]]] = [
-        (
-            "logsumexp (torch)",
-            lambda: ll.logsumexp(xt),
-            "torch.logsumexp",
-            lambda: torch.logsumexp(xt, -1),
-        ),
-        (
-            "log_softmax (torch)",
-            lambda: ll.log_softmax(xt),
-            "torch.log_softmax",
-            lambda: torch.log_softmax(xt, -1),
-        ),
-        (
-            "entropy (torch)",
-            lambda: ll.entropy(logits=xt),
-            "Categorical(logits).entropy()",
-            lambda: torch.distributions.Categorical(logits=xt).entropy(),
-        ),
-        ("softmax (torch)", lambda: ll.softmax(xt), "torch.softmax", lambda: torch.softmax(xt, -1)),
-        (
-            "cross_entropy (torch)",
-            lambda: ll.cross_entropy(xt, tgt),
-            "F.cross_entropy",
-            lambda: F.cross_entropy(xt, tgt),
-        ),
-        (
-            "logsumexp (numpy)",
-            lambda: ll.logsumexp(xn),
-            "scipy.special.logsumexp",
-            lambda: ss.logsumexp(xn, axis=-1),
-        ),
-        (
-            "log_softmax (numpy)",
-            lambda: ll.log_softmax(xn),
-            "scipy.special.log_softmax",
-            lambda: ss.log_softmax(xn, axis=-1),
-        ),
-        (
-            "entropy (numpy)",
-            lambda: ll.entropy(logits=xn),
-            "scipy.stats.entropy(softmax)",
-            lambda: st.entropy(ss.softmax(xn, axis=-1), axis=-1),
-        ),
-        (
-            "cross_entropy (numpy)",
-            lambda: ll.cross_entropy(xn, tn),
-            "-log_softmax[t] (scipy)",
-            lambda: -np.take_along_axis(ss.log_softmax(xn, axis=-1), tn[:, None], 1).mean(),
-        ),
-    ]
-    header = (
-        f"({a.rows}, {a.cols}) float32, best of {a.repeat}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), {platform.processor() or platform.machine()}"
-    )
-    lines = ["| logitlab | s | peer | s | ratio |", "|---|---|---|---|---|"]
-    for name, ours, peer_name, peer in cases:
-        t_ours = best_of(ours, a.repeat)
-        t_peer = best_of(peer, a.repeat)
+    add_arguments(ap)
+    a = ap.parse_args(argv)
+    rows, cols = (64, 1000) if a.quick else (a.rows, a.cols)
+    cases = []
+    for (op, lib), peer in PEERS.items():
+        vs = [Variant("logitlab", {"impl": "logitlab"}), Variant(peer, {"impl": "peer"})]
+        if a.before:
+            vs = with_before(vs, a.before, ["logitlab"])
+        params = dict(op=op, lib=lib, rows=rows, cols=cols)
+        cases.append(Case(f"{op} ({lib})", setup, vs, params, baseline=peer))
+    # --quick: one worker per variant serves every case (start-up dominates tiny cases)
+    results = run_cases(cases, a.repeats, pause_s=0 if a.quick else 0.25, reuse_workers=a.quick)
+    before = " before s | vs before |" if a.before else ""
+    lines = [f"| logitlab |{before} s | peer | s | ratio | MB | peer MB |"]
+    lines.append("|" + "---|" * (lines[0].count("|") - 1))
+    for case, res in zip(cases, results, strict=True):
+        r = {x.variant: x for x in res}
+        ours, peer = r["logitlab"], r[case.baseline or ""]
+        old = f" {r['before:logitlab'].time_s:.3f} | {ours.vs_before:.3f} |" if a.before else ""
         lines.append(
-            f"| {name} | {t_ours:.3f} | {peer_name} | {t_peer:.3f} | **{t_ours / t_peer:.2f}x** |"
+            f"| {case.name} |{old} {ours.time_s:.3f} | {peer.variant} | {peer.time_s:.3f} | "
+            f"**{ours.ratio:.2f}x** | {ours.extra_mb:.0f} | {peer.extra_mb:.0f} |"
         )
-        print(lines[-1], flush=True)
+    header = (
+        f"({rows}, {cols}) float32, median of {a.repeats} interleaved rounds, "
+        f"torch {version('torch')}, SciPy {version('scipy')}, {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}"
+    )
     table = "\n".join([header, "", *lines])
-    print()
     print(table)
     if a.write:
-        doc = ROOT / "docs" / "speed.md"
-        doc.write_text(
+        (ROOT / "docs" / "speed.md").write_text(
             "# Speed of the exact core\n\n"
-            "Generated by `python benchmarks/speed_core.py --write` (both sides measured in the "
-            "same process, one after the other; ratio = logitlab time / peer time, below 1 means "
-            "logitlab is faster). The peers are not exact (see accuracy.md): this is the price of "
-            "exactness.\n\n" + table + "\n"
+            "Generated by `python benchmarks/speed_core.py --write`: each operation is a case of "
+            "the benchmark harness (`logitlab.app.bench`), logitlab and its peer each in a worker "
+            "process of its own, timed in interleaved rounds; s = median over rounds, ratio = "
+            "median over rounds of logitlab's time over the peer's in the same round (below 1: "
+            "logitlab is faster), MB = peak memory above the inputs, output included. The peers "
+            "are not exact (see accuracy.md): this is the price of exactness.\n\n" + table + "\n"
         )
 
 

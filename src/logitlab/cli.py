@@ -348,12 +348,15 @@ if typer is not None:
         interleaved rounds)."""
         with cli_errors():
             try:
-                from logitlab.torch.bench import run
+                from logitlab.app.bench import run_linear_ce
+
+                rows, table = run_linear_ce(shapes=((n, d, v),), repeats=repeats)
             except ImportError as exc:
                 raise CLIError(
                     f"bench needs PyTorch: pip install 'logitlab[torch]' ({exc})"
                 ) from exc
-            rows, table = run(shapes=((n, d, v),), repeats=repeats)
+            except RuntimeError as exc:  # a worker failed: its first line names it and why
+                raise CLIError(str(exc)) from exc
         if json_out:
             from logitlab.report import to_json
 

@@ -1,0 +1,6 @@
+"""The application layer, between the command line and the library: code that runs programs
+rather than computes numbers (the benchmark harness, :mod:`logitlab.app.bench`).
+
+Nothing in the library packages (the core, ``metrics``, ``diagnostics``, ``torch``, ``report``)
+imports from here.
+"""

@@ -1,0 +1,660 @@
+"""The benchmark harness: every variant in its own worker process, all timed in interleaved rounds.
+
+A *case* is an operation on a shape: a module-level ``setup(**params)`` builds the inputs and
+returns the step to time. Each *variant* (an implementation, or the same one under another
+environment or source tree) runs the setup in a worker process of its own, and all workers of a
+case stay alive while the parent steps them in rounds. ``logitlab bench`` and ``benchmarks/``
+declare their cases on this module.
+
+Method (docs/performance.md has the reasons)
+------
+* **Workers** load this file and the setup's module by path, import only what the setup imports
+  (no torch for a NumPy case), run the setups concurrently, then one at a time an untimed warm-up
+  step and a step whose memory they measure.
+* **Rounds**: every variant times one step per round (its ``prepare`` hook untimed), in an order
+  reversed every other round, after a pause that lets the previous worker's threads go idle.
+* **Results**: ``time_s`` (median over rounds), ``best_s`` (fastest round), ``ratio`` (median of
+  the per-round ratios to the baseline variant; below 1: faster), ``vs_before`` (the same to the
+  variant's ``before:`` twin).
+* **Memory** (Linux; NaN elsewhere): workers run with ``MALLOC_MMAP_THRESHOLD_=65536`` (freed
+  arrays go back to the OS); before the memory step the peak is reset (``/proc/self/clear_refs``);
+  ``extra_mb = VmHWM - VmRSS(before) - keep_bytes``; ``anon_mb``: the peak ``RssAnon`` (sampled
+  every 5 ms) above its start, less ``keep_bytes``, which leaves out memory-mapped file pages.
+* **Before/after**: a variant may carry its own environment, interpreter and ``PYTHONPATH``;
+  :func:`with_before` adds ``before:`` twins that run another tree's ``src/`` in the same rounds.
+  They run this harness and this setup against the other ``logitlab``, so a setup's module
+  imports ``logitlab`` (and this harness) inside functions only.
+
+Example:
+    >>> print(format_table([dict(case="2x3", variant="x", time_s=1.0, ratio=0.5, extra_mb=2.0)]))
+    case  variant  time_s  ratio  extra_MB
+    2x3   x        1.000   0.500  2.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import importlib.util
+import json
+import math
+import os
+import select
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Variant", "Case", "Result", "run_case", "run_cases", "with_before", "median_ratio"]
+__all__ += ["format_table", "add_arguments", "LINEAR_VARIANTS", "run_linear_ce"]
+
+BEFORE = "before:"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One implementation timed in a case, in its own worker process.
+
+    Args:
+        name: its row label, unique within the case.
+        params: keyword arguments of the setup, over the case's (JSON values).
+        env: environment variables of the worker, over the parent's.
+        pythonpath: directories put first on the worker's ``PYTHONPATH``.
+        python: the worker's interpreter (default: the parent's).
+    """
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    pythonpath: Sequence[str] = ()
+    python: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"Variant name must be a non-empty string, got {self.name!r}")
+        _check_json(self.params, f"params of variant {self.name!r}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
+            raise TypeError(f"env of variant {self.name!r} must map strings to strings")
+
+
+@dataclass(frozen=True)
+class Case:
+    """An operation on a shape: one setup function, timed for each variant.
+
+    In the worker, ``setup(**params, **variant.params)`` returns the step to time: a callable, or
+    a dict with ``step`` and optionally ``prepare`` (untimed, before every step), ``keep_bytes``
+    (subtracted from the peaks) and ``info`` (a dict of JSON values, or a callable returning one
+    after the memory step).
+
+    Args:
+        name: its label in the results (a shape, say).
+        setup: a function defined at the top level of a module that has a file.
+        variants: the implementations, each in its own worker.
+        params: keyword arguments of the setup for all variants (JSON values).
+        baseline: the variant every ``ratio`` is taken against.
+        warmup: one untimed step before the memory step (off for steps too long to repeat).
+    """
+
+    name: str
+    setup: Callable[..., Any]
+    variants: Sequence[Variant]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    baseline: str | None = None
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        _locate(self.setup)
+        names = [v.name for v in self.variants]
+        if not names or not all(isinstance(v, Variant) for v in self.variants):
+            raise TypeError(f"variants of case {self.name!r} must be a non-empty list of Variant")
+        if len(set(names)) != len(names):
+            raise ValueError(f"variants of case {self.name!r} repeat a name: {names}")
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline {self.baseline!r} is not a variant of {self.name!r}")
+        _check_json(self.params, f"params of case {self.name!r}")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One variant of one case: step time of every round, ratios, peak memory."""
+
+    case: str
+    variant: str
+    times: tuple[float, ...]
+    extra_mb: float
+    anon_mb: float
+    ratio: float | None = None
+    vs_before: float | None = None
+    origin: str | None = None  # the directory of the logitlab the worker ran, if any
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def time_s(self) -> float:
+        """Median step time over the rounds."""
+        return statistics.median(self.times)
+
+    @property
+    def best_s(self) -> float:
+        """The fastest round."""
+        return min(self.times)
+
+    def row(self) -> dict[str, Any]:
+        """A flat dict for tables and JSON (``ratio`` and ``vs_before`` only when defined)."""
+        out = dict(case=self.case, variant=self.variant, time_s=self.time_s, best_s=self.best_s)
+        out.update({k: x for k in ("ratio", "vs_before") if (x := getattr(self, k)) is not None})
+        return {**out, "extra_mb": self.extra_mb, "anon_mb": self.anon_mb, **self.info}
+
+
+def _check_json(obj: Any, what: str) -> None:
+    try:
+        json.dumps(dict(obj))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be a mapping of JSON values ({exc})") from None
+
+
+def _locate(fn: Callable[..., Any]) -> tuple[str, str]:
+    """(file, qualified name) by which a worker finds a module-level function."""
+    name = getattr(fn, "__qualname__", None)
+    path = getattr(sys.modules.get(getattr(fn, "__module__", "")), "__file__", None)
+    if not callable(fn) or name is None:
+        raise TypeError(f"setup must be a function, got {type(fn).__name__}")
+    if "<" in name or path is None:
+        raise ValueError(f"setup {name!r} must be defined at the top level of a module file")
+    return os.path.abspath(path), name
+
+
+def with_before(
+    variants: Sequence[Variant], tree: str | os.PathLike[str], names: Sequence[str]
+) -> list[Variant]:
+    """The variants, each of ``names`` preceded by a ``before:`` twin whose ``PYTHONPATH`` starts
+    with ``tree/src`` (``tree``: a checkout of another commit).
+
+    Raises:
+        ValueError: ``tree`` has no ``src/logitlab/__init__.py``, or ``names`` names no variant.
+    """
+    src = Path(tree).expanduser().resolve() / "src"
+    if not (src / "logitlab" / "__init__.py").is_file():
+        raise ValueError(f"before: {tree} has no src/logitlab/__init__.py")
+    if not set(names) & {v.name for v in variants}:
+        raise ValueError(f"before: none of {list(names)} is a variant")
+    out: list[Variant] = []
+    for v in variants:
+        if v.name in names:
+            path = (str(src), *v.pythonpath)
+            out.append(dataclasses.replace(v, name=BEFORE + v.name, pythonpath=path))
+        out.append(v)
+    return out
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _status() -> dict[str, int]:
+    """The kB fields of /proc/self/status (empty where there is none)."""
+    try:
+        with open("/proc/self/status") as f:
+            rows = [line.split() for line in f if line.endswith(" kB\n")]
+        return {r[0].rstrip(":"): int(r[1]) for r in rows}
+    except OSError:
+        return {}
+
+
+def _mib(top_kb: int | None, base_kb: int | None, keep_bytes: int) -> float:
+    """MiB from ``base_kb`` up to the peak ``top_kb``, less ``keep_bytes`` (NaN if unknown)."""
+    if top_kb is None or base_kb is None:
+        return math.nan
+    return max((top_kb - base_kb) * 1024 - keep_bytes, 0) / 2**20
+
+
+@dataclass
+class _Bench:
+    step: Callable[[], Any]
+    prepare: Callable[[], Any] = lambda: None
+    keep_bytes: int = 0
+    info: Any = None
+
+    def measure(self, warmup: bool) -> dict[str, Any]:
+        """Warm up, then the peaks of one step (module docstring, Memory)."""
+        if warmup:
+            self.prepare()
+            self.step()
+        self.prepare()
+        before, anon, done = _status(), [0], threading.Event()
+
+        def sample() -> None:  # RssAnon has no high-water mark
+            while not done.wait(0.005):
+                anon[0] = max(anon[0], _status().get("RssAnon", 0))
+
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # VmHWM := VmRSS
+        except OSError:
+            before.pop("VmRSS", None)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        self.step()
+        done.set()
+        sampler.join()
+        after = _status()
+        extra = _mib(after.get("VmHWM"), before.get("VmRSS"), self.keep_bytes)
+        top_anon = max(anon[0], after.get("RssAnon", 0))
+        peak_anon = _mib(top_anon, before.get("RssAnon"), self.keep_bytes)
+        info = self.info() if callable(self.info) else self.info
+        return dict(extra_mb=extra, anon_mb=peak_anon, info=dict(info or {}))
+
+    def timed(self) -> float:
+        self.prepare()
+        t0 = time.perf_counter()
+        self.step()
+        return time.perf_counter() - t0
+
+
+def _bench_of(out: Any, name: str) -> _Bench:
+    if callable(out):
+        return _Bench(out)
+    if isinstance(out, dict) and callable(out.get("step")):
+        if set(out) <= {"step", "prepare", "keep_bytes", "info"}:
+            return _Bench(**out)
+    raise TypeError(
+        f"setup {name} returned {type(out).__name__}: expected the step (a callable) or a "
+        "dict with 'step' and optionally 'prepare', 'keep_bytes', 'info'"
+    )
+
+
+def _load(path: str, qualname: str, cache: dict[str, Any]) -> Any:
+    if path not in cache:
+        spec = importlib.util.spec_from_file_location(f"_bench_case_{len(cache)}", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        cache[path] = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cache[path])
+    obj = cache[path]
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _serve() -> None:
+    """Worker loop: one JSON command per stdin line, one JSON reply per command."""
+    replies = os.dup(1)
+    os.dup2(2, 1)  # what the case prints goes to stderr; the replies keep their own descriptor
+    modules: dict[str, Any] = {}
+    bench: _Bench | None = None
+    for line in sys.stdin:
+        msg = json.loads(line)
+        if msg["cmd"] == "setup":
+            bench = None
+            gc.collect()  # the previous case's arrays (a reused worker) go before the next setup
+            fn = _load(msg["file"], msg["function"], modules)
+            bench = _bench_of(fn(**msg["params"]), msg["function"])
+            lib = getattr(sys.modules.get("logitlab"), "__file__", None)
+            out: dict[str, Any] = dict(origin=os.path.dirname(lib) if lib else None)
+        elif msg["cmd"] == "measure" and bench is not None:
+            out = bench.measure(bool(msg["warmup"]))
+        elif msg["cmd"] == "step" and bench is not None:
+            out = dict(time_s=bench.timed())
+        else:
+            raise ValueError(f"unexpected command {msg!r}")
+        os.write(replies, (json.dumps(out) + "\n").encode())
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def _worker_env(v: Variant) -> dict[str, str]:
+    path = [*v.pythonpath]
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in {str(Path(sysconfig.get_paths()[k]).resolve()) for k in ("purelib", "platlib")}:
+        path.append(root)  # a worker imports the parent's logitlab unless told otherwise
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", **v.env)
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [*path, env.get("PYTHONPATH")]))}
+
+
+def _key(v: Variant) -> tuple[Any, ...]:
+    return (v.python or sys.executable, tuple(sorted(v.env.items())), tuple(v.pythonpath))
+
+
+class _Worker:
+    """One worker process, driven by JSON lines; ``key``: the variants it can run."""
+
+    def __init__(self, v: Variant) -> None:
+        self.key, self.label, self.buf = _key(v), v.name, b""
+        self.err = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [v.python or sys.executable, "-P", os.path.abspath(__file__), "--serve"],
+            env=_worker_env(v),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.err,
+        )
+
+    def send(self, **msg: Any) -> None:
+        try:
+            self.proc.stdin.write((json.dumps(msg) + "\n").encode())  # type: ignore[union-attr]
+            self.proc.stdin.flush()  # type: ignore[union-attr]
+        except OSError:  # it has exited
+            self.fail()
+
+    def reply(self, timeout: float) -> dict[str, Any]:
+        """The next reply (a JSON line on the worker's own reply descriptor)."""
+        fd = self.proc.stdout.fileno()  # type: ignore[union-attr]
+        while b"\n" not in self.buf:
+            chunk = os.read(fd, 1 << 16) if select.select([fd], [], [], timeout)[0] else b""
+            if not chunk:  # exited, or silent past the timeout
+                self.fail()
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return dict(json.loads(line))
+
+    def fail(self) -> None:
+        self.close()
+        self.err.seek(0)
+        tail = self.err.read()[-3000:].decode(errors="replace")
+        last = ([x for x in tail.splitlines() if x.strip()] or ["exited"])[-1].strip()
+        # first line: who failed and why (its last line of stderr); then the stderr tail
+        raise RuntimeError(f"benchmark worker {self.label} failed: {last}\n{tail}")
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+
+
+class _Pool:
+    """Live workers; with ``reuse``, a worker serves the next case whose variant has the same
+    interpreter, environment and path (preferably the variant of the same name)."""
+
+    def __init__(self, reuse: bool) -> None:
+        self.reuse = reuse
+        self.idle: list[_Worker] = []
+
+    def take(self, variants: Sequence[Variant], out: dict[str, _Worker]) -> None:
+        """Fill ``out`` with a worker per variant (idle ones first)."""
+        for v in variants:
+            free = sorted(
+                (w for w in self.idle if w.key == _key(v)), key=lambda w: w.label != v.name
+            )
+            if free:
+                self.idle.remove(free[0])
+            out[v.name] = free[0] if free else _Worker(v)
+            out[v.name].label = v.name
+
+    def give(self, workers: Sequence[_Worker]) -> None:
+        for w in workers:
+            if self.reuse and w.proc.poll() is None:
+                self.idle.append(w)
+            else:
+                w.close()
+
+
+def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """Median over rounds of ``a[r] / b[r]``.
+
+    Example:
+        >>> median_ratio([1.0, 2.0, 6.0], [2.0, 2.0, 2.0])
+        1.0
+    """
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def _run_one(
+    case: Case, rounds: int, pause_s: float, timeout_s: float, pool: _Pool
+) -> list[Result]:
+    file, function = _locate(case.setup)
+    names = [v.name for v in case.variants]
+    workers: dict[str, _Worker] = {}
+    try:
+        pool.take(case.variants, workers)
+        for v in case.variants:  # the setups run concurrently
+            params = {**case.params, **v.params}
+            workers[v.name].send(cmd="setup", file=file, function=function, params=params)
+        origin = {name: w.reply(timeout_s)["origin"] for name, w in workers.items()}
+        memory = {}
+        for name, w in workers.items():  # warm-ups and memory steps one at a time
+            w.send(cmd="measure", warmup=case.warmup)
+            memory[name] = w.reply(timeout_s)
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                time.sleep(pause_s)
+                workers[name].send(cmd="step")
+                times[name].append(float(workers[name].reply(timeout_s)["time_s"]))
+    except BaseException:
+        for w in workers.values():
+            w.proc.kill()  # a failed or interrupted case: no waiting for steps in flight
+            w.close()
+        raise
+    pool.give(list(workers.values()))
+    base = times.get(case.baseline or "")
+    return [
+        Result(
+            case=case.name,
+            variant=name,
+            times=tuple(times[name]),
+            extra_mb=float(memory[name]["extra_mb"]),
+            anon_mb=float(memory[name]["anon_mb"]),
+            ratio=median_ratio(times[name], base) if base else None,
+            vs_before=median_ratio(times[name], times[BEFORE + name])
+            if BEFORE + name in times
+            else None,
+            origin=origin[name],
+            info=memory[name]["info"],
+        )
+        for name in names
+    ]
+
+
+def run_cases(
+    cases: Sequence[Case],
+    rounds: int = 3,
+    *,
+    pause_s: float = 0.25,
+    timeout_s: float = 900.0,
+    reuse_workers: bool = False,
+) -> list[list[Result]]:
+    """Time every case in interleaved rounds, one case after the other.
+
+    Args:
+        cases: the cases.
+        rounds: timed rounds per case (each variant one step per round).
+        pause_s: pause before every timed step.
+        timeout_s: the longest wait for one reply of a worker.
+        reuse_workers: a worker serves the next case (same interpreter, environment and path)
+            instead of a fresh one per case: quick start-up for many small cases, at the price
+            of the isolation of cases from each other.
+
+    Returns:
+        One list of :class:`Result` per case, in variant order.
+
+    Raises:
+        ValueError: ``rounds`` < 1 or ``pause_s`` < 0.
+        RuntimeError: a worker failed (the message names the variant, then its stderr).
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
+    if not pause_s >= 0:
+        raise ValueError(f"pause_s must be >= 0, got {pause_s!r}")
+    pool = _Pool(reuse_workers)
+    try:
+        return [_run_one(c, rounds, pause_s, timeout_s, pool) for c in cases]
+    finally:
+        pool.reuse = False
+        pool.give(pool.idle)
+
+
+def run_case(case: Case, rounds: int = 3, **kwargs: Any) -> list[Result]:
+    """Time one case (see :func:`run_cases`)."""
+    return run_cases([case], rounds, **kwargs)[0]
+
+
+_FMT = {
+    "time_s": ("time_s", "{:.3f}"),
+    "best_s": ("best_s", "{:.3f}"),
+    "floor_x": ("floor_x", "{:.2f}"),
+    "ratio": ("ratio", "{:.3f}"),
+    "vs_compact": ("vs_compact", "{:.3f}"),
+    "vs_before": ("vs_before", "{:.3f}"),
+    "speedup": ("speedup", "{:.2f}"),
+    "extra_mb": ("extra_MB", "{:.1f}"),
+    "anon_mb": ("anon_MB", "{:.1f}"),
+    "naive_mem_pct": ("%naive_mem", "{:.1f}"),
+}
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key in _FMT:
+        return _FMT[key][1].format(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """Plain-text table of result rows (dicts such as :meth:`Result.row`): the ``columns`` keys
+    in order (default: those of the first row); a missing or None cell prints ``-``."""
+    if not rows:
+        return ""
+    keys = list(columns) if columns is not None else list(rows[0])
+    head = [_FMT[k][0] if k in _FMT else k for k in keys]
+    body = [[_cell(k, r.get(k)) for k in keys] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    return "\n".join(
+        "  ".join(x.ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+        for line in [head, *body]
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser, repeats: int = 3) -> None:
+    """The options every benchmark script shares: ``--repeats``, ``--quick``, ``--before``."""
+    parser.add_argument("--repeats", type=int, default=repeats, help="interleaved timing rounds")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test")
+    parser.add_argument(
+        "--before",
+        metavar="PATH",
+        help="a source tree (checkout of another commit) whose src/ the before: variants run",
+    )
+
+
+# --------------------------------------------------------------------------- `logitlab bench`
+
+LINEAR_VARIANTS = ("naive", "torch_lce_default", "torch_lce_compact", "logitlab")
+_FLOOR = "gemm_2048"
+
+
+def linear_ce_setup(impl: str, n: int, d: int, v: int, chunk_size: int | None = None) -> Any:
+    """Worker side: fwd+bwd of the mean loss ``naive`` = ``F.cross_entropy(F.linear(h, W), t)``,
+    ``torch_lce_default`` / ``torch_lce_compact`` = ``F.linear_cross_entropy`` with default
+    options / ``acc_policy="compact", chunking_method=None``, ``logitlab`` =
+    ``logitlab.torch.linear_cross_entropy`` (with ``chunk_size`` when given); or ``gemm_2048``,
+    three 2048^3 float32 ``torch.mm`` (the GEMM rate of the floor)."""
+    import torch
+    import torch.nn.functional as F
+
+    if impl == _FLOOR:
+        a, b, out = torch.randn(2048, 2048), torch.randn(2048, 2048), torch.empty(2048, 2048)
+        return lambda: [torch.mm(a, b, out=out) for _ in range(3)]
+    torch.manual_seed(0)
+    h = (torch.randn(n, d) * 0.5).requires_grad_()
+    w = (torch.randn(v, d) / d**0.5).requires_grad_()
+    t = torch.randint(0, v, (n,))
+    if impl == "logitlab":
+        from logitlab.torch import linear_cross_entropy
+
+        kw = {} if chunk_size is None else {"chunk_size": chunk_size}
+        loss = lambda: linear_cross_entropy(h, w, t, **kw)  # noqa: E731
+    elif impl == "naive":
+        loss = lambda: F.cross_entropy(F.linear(h, w), t)  # noqa: E731
+    elif impl in ("torch_lce_default", "torch_lce_compact"):
+        compact = dict(acc_policy="compact", chunking_method=None) if "compact" in impl else {}
+        opts = torch.nn.LinearCrossEntropyOptions(**compact)  # type: ignore[arg-type]
+        loss = lambda: F.linear_cross_entropy(h, w, t, options=opts)  # noqa: E731
+    else:
+        raise ValueError(f"unknown linear cross-entropy variant {impl!r}")
+
+    def prepare() -> None:
+        h.grad = w.grad = None
+
+    # the step leaves grad_hidden and grad_weight behind: not overhead
+    return dict(step=lambda: loss().backward(), prepare=prepare, keep_bytes=4 * (n + v) * d)
+
+
+def run_linear_ce(
+    shapes: Sequence[tuple[int, int, int]] = ((2048, 512, 32000),),
+    variants: Sequence[str | Variant] = LINEAR_VARIANTS,
+    repeats: int = 3,
+    *,
+    pause_s: float = 0.25,
+) -> tuple[list[dict[str, Any]], str]:
+    """Fused linear + cross-entropy fwd+bwd, one case per ``(N, d, V)`` shape.
+
+    Rows: ``shape``, ``variant``, ``time_s``, ``best_s``; ``floor_s``, the GEMM floor
+    ``6 N d V / rate`` (the rate of three 2048^3 ``torch.mm``, timed in every round by a worker of
+    its own; median over rounds) and ``floor_x``, the median per-round time / floor;
+    ``vs_compact``, the median per-round ratio to ``torch_lce_compact`` (when it runs);
+    ``vs_before`` (variants with a ``before:`` twin, see :func:`with_before`); ``extra_mb``, the
+    peak memory above the inputs and their gradients, and ``naive_mem_pct``, the same in % of
+    the naive variant's; ``gemm_gflops``.
+
+    Args:
+        shapes: ``(N, d, V)`` triples.
+        variants: names from :data:`LINEAR_VARIANTS`, or :class:`Variant` objects with one in
+            ``params["impl"]`` (default: the name) and their own ``chunk_size``, environment
+            or source tree.
+        repeats: interleaved timing rounds.
+        pause_s: pause before every timed step.
+
+    Returns:
+        (rows, text table).
+
+    Raises:
+        ImportError: PyTorch is not installed.
+        ValueError: an unknown variant.
+    """
+    vs = []
+    for var in variants:
+        var = Variant(var) if isinstance(var, str) else var
+        impl = var.params.get("impl", var.name)
+        if impl not in LINEAR_VARIANTS:
+            raise ValueError(f"variants: unknown {impl!r} (known: {', '.join(LINEAR_VARIANTS)})")
+        vs.append(dataclasses.replace(var, params={**var.params, "impl": impl}))
+    vs.append(Variant(_FLOOR, {"impl": _FLOOR}))
+    if importlib.util.find_spec("torch") is None:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+    cases = [Case(f"{n}x{d}x{v}", linear_ce_setup, vs, dict(n=n, d=d, v=v)) for n, d, v in shapes]
+    rows: list[dict[str, Any]] = []
+    for (n, d, v), res in zip(shapes, run_cases(cases, repeats, pause_s=pause_s), strict=True):
+        by = {r.variant: r for r in res}
+        rates = [3 * 2 * 2048**3 / t for t in by.pop(_FLOOR).times]
+        floors = [6 * n * d * v / rate for rate in rates]
+        naive, ref = by.get("naive"), by.get("torch_lce_compact")
+        for r in by.values():
+            row = dict(shape=r.case, variant=r.variant, time_s=r.time_s, best_s=r.best_s)
+            row.update(floor_s=statistics.median(floors), floor_x=median_ratio(r.times, floors))
+            if ref is not None:
+                row["vs_compact"] = median_ratio(r.times, ref.times)
+            if r.vs_before is not None:
+                row["vs_before"] = r.vs_before
+            pct = 100 * r.extra_mb / naive.extra_mb if naive and naive.extra_mb else math.nan
+            gflops = statistics.median(rates) / 1e9
+            rows.append(
+                {**row, "extra_mb": r.extra_mb, "naive_mem_pct": pct, "gemm_gflops": gflops}
+            )
+    cols = ["shape", "variant", "time_s", "best_s", "floor_x", "vs_compact", "vs_before"]
+    cols = [c for c in [*cols, "extra_mb", "naive_mem_pct"] if any(c in r for r in rows)]
+    return rows, format_table(rows, cols)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--serve"]:
+        _serve()
