@@ -9,7 +9,8 @@ variant, and in how many rounds each variant was the faster of the pair.
 
 Run: ``python benchmarks/studies/ab_linear_ce.py --shape 2048 512 32000 --repeats 8``.
 Variants: ``torch_compact`` (``F.linear_cross_entropy`` with ``acc_policy="compact",
-chunking_method=None``), ``naive``, ``logitlab`` (default chunking), ``logitlab_one_chunk`` (``chunk_size=N``),
+chunking_method=None``), ``naive``, ``logitlab`` (default chunking),
+``logitlab_one_chunk`` (``chunk_size=N``),
 ``logitlab@C`` (``chunk_size=C``), ``logitlab_rows`` / ``logitlab_cols`` (token-major /
 class-major chunks: ``LOGITLAB_CHUNK_LAYOUT=rows`` / ``cols``), ``logitlab_rows@C`` /
 ``logitlab_cols@C``.
