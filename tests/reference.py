@@ -197,11 +197,17 @@ def _mpv(v: float | mpmath.mpf) -> mpmath.mpf:
     return v if isinstance(v, mpmath.mpf) else _m(float(v))
 
 
-def _lsm(vals: list[mpmath.mpf]) -> tuple[mpmath.mpf, list[mpmath.mpf]]:
-    """``(lse, log_softmax)`` of exact values (``-inf`` allowed; at least one finite)."""
+def _lsm(vals: list[mpmath.mpf]) -> tuple[mpmath.mpf, list[mpmath.mpf], list[mpmath.mpf]]:
+    """``(lse, log_softmax, softmax)`` of exact values (``-inf`` allowed; one finite at least),
+    one ``exp`` per entry: ``p_i = e^{v_i - a} / (1 + s)``, ``log p_i = -(a - v_i) - log1p(s)``
+    (``s`` the sum over all but one maximal entry, as in ``_tail``)."""
     a = max(vals)
-    t = _tail(vals)
-    return a + t, [-(a - v) - t if v != -INF else -INF for v in vals]
+    k = vals.index(a)
+    e = [mpmath.exp(v - a) if v != -INF else mpf(0) for v in vals]
+    s = mpmath.fsum(ei for i, ei in enumerate(e) if i != k)
+    t = mpmath.log1p(s)
+    ls = [-(a - v) - t if v != -INF else -INF for v in vals]
+    return a + t, ls, [ei / (1 + s) for ei in e]
 
 
 def linear_logits(
@@ -250,9 +256,9 @@ def ce_row(
         c = _m(softcap)
         th = [mpmath.tanh(v / c) if v != -INF else mpf(-1) for v in xm]
         y = [c * tv * it for tv in th]
-        dy = [(1 - tv * tv) * it for tv in th]
-    lse_v, ls = _lsm(y)
-    p = [mpmath.exp(v) if v != -INF else mpf(0) for v in ls]
+        # sech^2, not 1 - tanh^2: at |x / c| > 70 the latter is 0 even at 60 digits
+        dy = [mpmath.sech(v / c) ** 2 * it if v != -INF else mpf(0) for v in xm]
+    lse_v, ls, p = _lsm(y)
     fin = [i for i, v in enumerate(y) if v != -INF]
     wv = [mpf(1)] * len(y) if weight is None else [_m(v) for v in weight]
     e = _m(eps)
@@ -296,10 +302,8 @@ def kl_row(
     it = 1 / _m(temperature)
     s_vals = [_mpv(v) for v in zs]
     t_vals = [_mpv(v) for v in zt]
-    _, lq = _lsm([v * it for v in s_vals])
-    _, lp = _lsm([v * it for v in t_vals])
-    q = [mpmath.exp(v) if v != -INF else mpf(0) for v in lq]
-    p = [mpmath.exp(v) if v != -INF else mpf(0) for v in lp]
+    _, lq, q = _lsm([v * it for v in s_vals])
+    _, lp, p = _lsm([v * it for v in t_vals])
     if not reverse:
         kl_v = mpmath.fsum(pi * (a - b) for pi, a, b in zip(p, lp, lq, strict=True) if pi != 0)
         grad = [(qi - pi) * it for qi, pi in zip(q, p, strict=True)]
@@ -371,11 +375,12 @@ def one_hot_head(
 def ulps_of(computed: float, exact: mpmath.mpf, scale: mpmath.mpf, dtype: type) -> float:
     """``|computed - exact|`` in ulps of ``scale`` (``eps * |scale|``), with an absolute floor of
     the smallest *normal* number of ``dtype``: a gradient entry that underflows (flushed to 0,
-    or subnormal) costs nothing. Exact infinities must be matched exactly."""
-    if exact in (INF, -INF):
-        return 0.0 if computed == float(exact) else float("inf")
+    or subnormal) costs nothing. Exact infinities, and exact values beyond the largest finite
+    number of ``dtype`` (they round to infinity), must be matched exactly."""
+    fi = np.finfo(dtype)
+    if exact in (INF, -INF) or abs(exact) > float(fi.max):
+        return 0.0 if computed == float(mpmath.sign(exact) * INF) else float("inf")
     if not np.isfinite(computed):
         return float("inf")
-    fi = np.finfo(dtype)
     unit = max(float(abs(scale)) * float(fi.eps), float(fi.smallest_normal))
     return float(abs(mpf(float(computed)) - exact) / mpf(unit))
