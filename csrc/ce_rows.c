@@ -3,11 +3,12 @@
  *
  * One call processes `n` rows of a float32 matrix in place. For every row it computes, with at
  * most three passes over the row (each row of up to ~128k classes stays in L2/L3 between passes):
- *   pass A  z = softcap/temperature(x) in place; row max a and its first index k
- *   pass B  s = sum_{i != k} exp(z_i - a), sum_i e_i d_i (entropy), smoothing sums over finite z
- *   pass C  gradient g_i = gs * (A p_i - q_i w_i) * dz_i/dx_i, written over z (if requested)
- * with d_i = a - z_i >= 0 and p_i = exp(-d_i) / (1 + s). lse = a + log1p(s) and
- * -log p_t = d_t + log1p(s): no cancellation, never 0 * inf (classes with z = -inf get exactly 0).
+ *   pass A  z = softcap(x) (formed on every load); row max a and its first index k
+ *   pass B  s = sum_{i != k} exp(-d_i), sum_i e_i d_i (entropy), smoothing sums over finite z
+ *   pass C  gradient g_i = gs * (A p_i - q_i w_i) * dy_i/dx_i, written over x (if requested)
+ * with d_i = (a - z_i) / T >= 0 (the temperature on the difference) and p_i = exp(-d_i) / (1 + s).
+ * lse = a / T + log1p(s) and -log p_t = d_t + log1p(s): no cancellation, never 0 * inf (classes
+ * with z = -inf get exactly 0).
  *
  * Accumulations use 8 float32 lanes over blocks of RB entries whose sums are added in double in a
  * fixed order, so the result is bitwise deterministic and independent of how the caller splits
@@ -15,23 +16,29 @@
  */
 #include "logitlab.h"
 
-/* z = softcap(x) / T, applied on every load so that the buffer stays untouched until the
- * gradient is written (the in-memory loss keeps the caller's logits intact in its forward). */
-static inline v8f tf(v8f x, float cap, float it, int transform) {
+/* z = softcap(x), applied on every load so that the buffer stays untouched until the gradient
+ * is written (the in-memory loss keeps the caller's logits intact in its forward). The
+ * temperature is applied to differences, d = (a - z) / T: scaling z first would round every
+ * z / T and carry eps |z / T| into d (1757 ulps on the loss of [-1e4, -1e4 - 2] at T = 0.7). */
+static inline v8f tf(v8f x, float cap, int transform) {
     if (!transform) return x;
-    if (cap > 0.0f) x = splat(cap) * vtanh(x / splat(cap));
-    return x * splat(it);
+    return splat(cap) * vtanh(x / splat(cap));
 }
 /* scalar form: the same vector code, so that scalar and vector loads agree bit for bit */
-static inline float tfs(float x, float cap, float it, int transform) {
+static inline float tfs(float x, float cap, int transform) {
     if (!transform) return x;
-    return tf(splat(x), cap, it, transform)[0];
+    return tf(splat(x), cap, transform)[0];
+}
+/* d softcap(x) / dx = sech^2(x / c) = 4 e / (1 + e)^2 with e = exp(-2 |x / c|) */
+static inline float dcaps(float x, float cap) {
+    const float e = expf(-2.0f * fabsf(x / cap));
+    return 4.0f * e / ((1.0f + e) * (1.0f + e));
 }
 
 /* Load up to 8 entries and transform; lanes past `len` become -inf (after the transform). */
-static inline v8f ldz(const float *p, int64_t len, float cap, float it, int transform) {
-    if (len == VL) return tf(loadu(p), cap, it, transform);
-    v8f z = tf(load_tail(p, len, 0.0f), cap, it, transform);
+static inline v8f ldz(const float *p, int64_t len, float cap, int transform) {
+    if (len == VL) return tf(loadu(p), cap, transform);
+    v8f z = tf(load_tail(p, len, 0.0f), cap, transform);
     for (int64_t j = len; j < VL; j++) z[j] = -INFINITY;
     return z;
 }
@@ -58,16 +65,16 @@ static inline __attribute__((always_inline)) void one_row(
     const int64_t V = P->V;
     const int64_t nv = V / VL * VL;
     const float it = P->inv_temp, cap = P->softcap;
-    const int transform = (cap > 0.0f) || (it != 1.0f);
-    /* pass A: transform in place, max and first argmax */
+    const int transform = cap > 0.0f;
+    /* pass A: max and first argmax of z = softcap(x) */
     v8f vmax = splat(-INFINITY);
     for (int64_t i = 0; i < nv; i += VL) {
-        v8f z = tf(loadu(x + i), cap, it, transform);
+        v8f z = tf(loadu(x + i), cap, transform);
         v8i gt = (v8i)(z > vmax) | (v8i)(z != z);
         vmax = (v8f)(((v8i)z & gt) | ((v8i)vmax & ~gt));
     }
     for (int64_t i = nv; i < V; i++) {
-        float z = tfs(x[i], cap, it, transform);
+        float z = tfs(x[i], cap, transform);
         if (z > vmax[0] || z != z) vmax[0] = z;
     }
     float a = -INFINITY;
@@ -80,13 +87,13 @@ static inline __attribute__((always_inline)) void one_row(
     int64_t k = -1;
     const v8f vmx = splat(a);
     for (int64_t i = 0; i < nv && k < 0; i += VL) {
-        v8i eq = (v8i)(tf(loadu(x + i), cap, it, transform) == vmx);
+        v8i eq = (v8i)(tf(loadu(x + i), cap, transform) == vmx);
         for (int j = 0; j < VL; j++) {
             if (eq[j]) { k = i + j; break; }
         }
     }
     for (int64_t i = nv; i < V && k < 0; i++) {
-        if (tfs(x[i], cap, it, transform) == a) k = i;
+        if (tfs(x[i], cap, transform) == a) k = i;
     }
     if (k < 0) k = 0;
     const int ignored = (t == P->ignore_index);
@@ -108,13 +115,16 @@ static inline __attribute__((always_inline)) void one_row(
     }
     const int64_t tl = t - P->class_offset; /* local target index; outside [0, V) on other shards */
     const int local = (tl >= 0 && tl < V);
-    const float zt = local ? tfs(x[tl], cap, it, transform) : 0.0f;
-    /* Without a transform or smoothing, pass B stores w_i = exp(z_i - a) over the row (pass C
-     * then needs one multiply per entry instead of a second exp); the row is in L2 either way. */
-    const int keep_w = want_grad && !ignored && gs != 0.0f && !transform && P->eps <= 0.0f;
+    const float xt = local ? x[tl] : 0.0f; /* pass C overwrites it */
+    const float zt = local ? tfs(xt, cap, transform) : 0.0f;
+    /* Without a transform, temperature or smoothing, pass B stores w_i = exp(z_i - a) over the
+     * row (pass C then needs one multiply per entry instead of a second exp); the row is in L2
+     * either way. */
+    const int keep_w =
+        want_grad && !ignored && gs != 0.0f && !transform && it == 1.0f && P->eps <= 0.0f;
     /* pass B. The first maximal entry is left out of s (it contributes exactly 1, which float32
      * lanes would otherwise absorb the small terms into) by zeroing its lane. */
-    const v8f va = splat(a);
+    const v8f va = splat(a), vit = splat(it);
     const int smooth = P->eps > 0.0f;
     const int64_t kb = k / VL * VL;
     v8i klane = splati(0);
@@ -130,8 +140,8 @@ static inline __attribute__((always_inline)) void one_row(
              * cache instead of memory. benchmarks/ab_ce_kernel.py, without vs with: read-only
              * rows 0.942, loss + gradient rows 0.902 (32000 classes) and 0.909 (128256). */
             if ((i & 15) == 0) __builtin_prefetch(x + P->ld + i);
-            v8f z0 = ldz(x + i, len, cap, it, transform);
-            v8f d0 = va - z0;
+            v8f z0 = ldz(x + i, len, cap, transform);
+            v8f d0 = (va - z0) * vit;
             v8f w0 = vexp_nonan(-d0);
             if (keep_w) {
                 if (len == VL) storeu(x + i, w0);
@@ -162,7 +172,7 @@ static inline __attribute__((always_inline)) void one_row(
     /* the max entry itself: d = 0, contributes 0 to the entropy and smoothing distance sums */
     const float s = dsum(S);
     const float l1 = log1pf(s);
-    const float lse = a + l1;
+    const float lse = a * it + l1;
     *lse_out = lse;
     if (ent_out) *ent_out = l1 + dsum(E) / (1.0f + s);
     float wk = cw ? cw[k] : 1.0f;
@@ -172,7 +182,7 @@ static inline __attribute__((always_inline)) void one_row(
     if (smooth) {
         if (cw) {
             int64_t cnt = 0;
-            for (int64_t j = 0; j < V; j++) cnt += (tfs(x[j], cap, it, transform) > -INFINITY);
+            for (int64_t j = 0; j < V; j++) cnt += (tfs(x[j], cap, transform) > -INFINITY);
             csum = (float)cnt;
         } else {
             csum = wsum;
@@ -186,7 +196,7 @@ static inline __attribute__((always_inline)) void one_row(
     const float wt = cw && local ? cw[tl] : 1.0f;
     const float es = smooth ? P->eps / csum : 0.0f;
     float l = 0.0f;
-    if (local) l += (1.0f - P->eps) * wt * ((a - zt) + l1);
+    if (local) l += (1.0f - P->eps) * wt * ((a - zt) * it + l1);
     if (smooth) l += es * (fsum + wsum * l1);
     l += P->zloss * lse * lse;
     *loss = l;
@@ -198,28 +208,33 @@ static inline __attribute__((always_inline)) void one_row(
     /* A = sum_c alpha_c + 2 zloss lse; g = gs * (A p - alpha) * dz/dx */
     float A = (local ? (1.0f - P->eps) * wt : 0.0f) + es * wsum + 2.0f * P->zloss * lse;
     const float inv1s = 1.0f / (1.0f + s);
-    const v8f vA = splat(gs * A * inv1s), ves = splat(gs * es), vit = splat(it);
-    const v8f icap = splat(cap > 0.0f ? 1.0f / (cap * it) : 0.0f);
+    const v8f vA = splat(gs * A * inv1s), ves = splat(gs * es);
     if (keep_w) {
         for (int64_t j = 0; j < nv; j += VL) storeu(x + j, vA * loadu(x + j));
         for (int64_t j = nv; j < V; j++) x[j] = vA[0] * x[j];
     } else {
         for (int64_t j = 0; j < V; j += VL) {
             int64_t len = V - j < VL ? V - j : VL;
-            v8f z = ldz(x + j, len, cap, it, transform);
-            v8f w = vexp_nonan(z - va);
+            v8f z, dz = vit;
+            if (transform) {
+                /* the same z as ldz, and e for dz/dx = sech^2(x / c) / T = 4 e / (1 + e)^2 / T */
+                v8f e;
+                z = splat(cap) * vtanh_e((len == VL ? loadu(x + j) : load_tail(x + j, len, 0.0f)) /
+                                         splat(cap), &e);
+                for (int64_t q = len; q < VL; q++) z[q] = -INFINITY;
+                const v8f ope = splat(1.0f) + e;
+                dz = vit * (splat(4.0f) * e / (ope * ope));
+            } else {
+                z = ldz(x + j, len, cap, transform);
+            }
+            v8f w = vexp_nonan((z - va) * vit);
             v8f g = vA * w;
             if (smooth) {
                 v8i fin = (v8i)(z > splat(-INFINITY));
                 v8f sm = cw ? ves * (len == VL ? loadu(cw + j) : load_tail(cw + j, len, 0.0f)) : ves;
                 g -= (v8f)((v8i)sm & fin);
             }
-            if (transform) {
-                v8f dz = vit;
-                if (cap > 0.0f) {
-                    v8f th = z * icap;
-                    dz = vit * (splat(1.0f) - th * th);
-                }
+            if (transform || it != 1.0f) {
                 /* z = -inf cannot occur after a softcap; without one, g is already exactly 0 there */
                 g = (v8f)((v8i)(g * dz) & (v8i)(z > splat(-INFINITY)));
             }
@@ -228,11 +243,7 @@ static inline __attribute__((always_inline)) void one_row(
         }
     }
     if (local) {
-        float dz = it;
-        if (cap > 0.0f) {
-            float th = zt / (cap * it);
-            dz = it * (1.0f - th * th);
-        }
+        const float dz = cap > 0.0f ? it * dcaps(xt, cap) : it;
         x[tl] -= gs * (1.0f - P->eps) * wt * dz;
     }
 }
@@ -252,7 +263,7 @@ static inline __attribute__((always_inline)) void one_row(
     } while (0)
 
 /* Rows [0, n). Outputs: loss[n], lse[n]; ent/amax may be NULL; gs (per-row gradient scale) NULL
- * means "no gradient": the buffer is then left holding the transformed logits. */
+ * means "no gradient": the buffer is then left untouched. */
 void logitlab_ce_rows(float *x, int64_t n, const int64_t *target, const float *cw,
                       const float *gs, float *loss, float *lse, float *ent, int64_t *amax,
                       int64_t V, int64_t ld, int64_t ignore_index, float inv_temp, float softcap,

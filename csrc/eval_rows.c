@@ -9,7 +9,8 @@
  *      sum e_i^2; the number of classes with z_i > z_t
  * then per row, in double (log1p of s: no "1 +" to round the tiny NLL of a confident row away):
  *   nll = log1p(s) - d_t,  conf = max p = 1 / (1 + s),  H = log1p(s) - sum e d / (1 + s),
- *   Brier = (1 + sum e^2) / (1 + s)^2 - 2 p_t + 1,
+ *   Brier = (s^2 + sum e^2) / (1 + s)^2 for t = k, else ((1 + s - e_t)^2 + 1 + sum e^2 - e_t^2)
+ *   / (1 + s)^2 (non-negative terms: no cancellation for a confident row),
  * and the confidence goes into the fine histogram with the bin rule of Evaluator._add_hist.
  * conf is rounded to float32 first: the same value a float32 softmax gives, so the equal-width
  * bins agree with the batch metrics computed in the input dtype.
@@ -82,10 +83,16 @@ int64_t logitlab_eval_rows(const float *x, const int64_t *y, int64_t n, int64_t 
             const double l1p = log1p(s[j]);
             const double inv = 1.0 / (1.0 + s[j]);
             const int correct = kk[j] == t[j];
-            const double pt = (correct ? 1.0 : (double)et[j]) * inv;
             a_nll += l1p - (double)dt[j];
             a_ent += l1p - sed[j] * inv;
-            a_brier += (1.0 + see[j]) * inv * inv - 2.0 * pt + 1.0;
+            /* sum_i (p_i - y_i)^2 as a sum of non-negative terms: 1 - 2 p_t + sum p^2 cancels
+             * to 0 for a confident correct row (exact: ~s^2, 1e-25 for [0, -30, -30, -30]).
+             * Correct: ((1 - p_k)^2 + sum_{i != k} p_i^2) = (s^2 + see) / (1 + s)^2; else
+             * ((1 + s - e_t)^2 + 1 + see - e_t^2) / (1 + s)^2 (see holds e_t^2, not e_k^2). */
+            const double et_d = correct ? 0.0 : (double)et[j];
+            const double gap = correct ? s[j] : 1.0 + s[j] - et_d;
+            const double rest = correct ? see[j] : 1.0 + see[j] - et_d * et_d;
+            a_brier += (gap * gap + rest) * inv * inv;
             a_top1 += higher[j] < 1;
             a_top5 += higher[j] < 5;
             const double conf = (double)(float)inv;

@@ -185,3 +185,202 @@ def ulp_error(computed: float, exact: mpmath.mpf, dtype: type) -> float:
     tiny = float(np.finfo(dtype).smallest_subnormal)
     ulp = max(ulp, tiny)
     return float(abs(mpf(float(computed)) - exact) / mpf(ulp))
+
+
+# --------------------------------------------------------------------------- fused losses
+# Loss AND gradient references for logitlab.torch's fused paths (linear and in-memory
+# cross-entropy, linear KL). Logits given as mpf values are used as they are (for the linear
+# losses, z = h W^T + b computed exactly by `linear_logits`); floats are taken exactly.
+
+
+def _mpv(v: float | mpmath.mpf) -> mpmath.mpf:
+    return v if isinstance(v, mpmath.mpf) else _m(float(v))
+
+
+def _lsm(vals: list[mpmath.mpf]) -> tuple[mpmath.mpf, list[mpmath.mpf], list[mpmath.mpf]]:
+    """``(lse, log_softmax, softmax)`` of exact values (``-inf`` allowed; one finite at least),
+    one ``exp`` per entry: ``p_i = e^{v_i - a} / (1 + s)``, ``log p_i = -(a - v_i) - log1p(s)``
+    (``s`` the sum over all but one maximal entry, as in ``_tail``)."""
+    a = max(vals)
+    k = vals.index(a)
+    e = [mpmath.exp(v - a) if v != -INF else mpf(0) for v in vals]
+    s = mpmath.fsum(ei for i, ei in enumerate(e) if i != k)
+    t = mpmath.log1p(s)
+    ls = [-(a - v) - t if v != -INF else -INF for v in vals]
+    return a + t, ls, [ei / (1 + s) for ei in e]
+
+
+def linear_logits(
+    h: Sequence[Sequence[float]], w: Sequence[Sequence[float]], b: Sequence[float] | None = None
+) -> list[list[mpmath.mpf]]:
+    """``z = h W^T + b`` of the rounded inputs, exactly (products of two doubles have 106 bits,
+    far inside 60 digits)."""
+    wm = [[_m(v) for v in row] for row in w]
+    bm = [mpf(0)] * len(wm) if b is None else [_m(v) for v in b]
+    out = []
+    for hr in h:
+        hm = [_m(v) for v in hr]
+        out.append([mpmath.fdot(hm, wr) + bc for wr, bc in zip(wm, bm, strict=True)])
+    return out
+
+
+def ce_row(
+    x: Sequence[float | mpmath.mpf],
+    t: int,
+    *,
+    eps: float = 0.0,
+    weight: Sequence[float] | None = None,
+    zloss: float = 0.0,
+    softcap: float | None = None,
+    temperature: float = 1.0,
+) -> dict[str, object]:
+    """Everything the fused cross-entropy computes for one row, exactly.
+
+    ``y = softcap(x) / T`` (``softcap(x) = c tanh(x / c)``), ``F`` the classes with finite ``y``,
+    ``alpha_c = (1 - eps) w_t [c = t] + eps / |F| w_c [c in F]``, ``A = sum alpha + 2 zloss lse``:
+
+    * ``loss = (1 - eps) w_t (lse - y_t) + eps / |F| sum_F w_c (lse - y_c) + zloss lse^2``
+    * ``grad_i = d loss / d x_i = (A p_i - alpha_i) dy_i/dx_i`` (0 on masked classes)
+    * ``scale_i = (A p_i + alpha_i) |dy_i/dx_i|``: the size of the two terms of that difference,
+      against which a computed gradient entry's error is measured (a confident target entry,
+      ``p_t - 1 ~ -1e-13``, is the difference of two numbers near 1 in every fused path).
+
+    Returns a dict with ``loss``, ``lse``, ``entropy`` (of softmax(y)), ``grad``, ``scale``.
+    """
+    xm = [_mpv(v) for v in x]
+    it = 1 / _m(temperature)
+    if softcap is None:
+        y = [v * it for v in xm]
+        dy = [it] * len(xm)
+    else:
+        c = _m(softcap)
+        th = [mpmath.tanh(v / c) if v != -INF else mpf(-1) for v in xm]
+        y = [c * tv * it for tv in th]
+        # sech^2, not 1 - tanh^2: at |x / c| > 70 the latter is 0 even at 60 digits
+        dy = [mpmath.sech(v / c) ** 2 * it if v != -INF else mpf(0) for v in xm]
+    lse_v, ls, p = _lsm(y)
+    fin = [i for i, v in enumerate(y) if v != -INF]
+    wv = [mpf(1)] * len(y) if weight is None else [_m(v) for v in weight]
+    e = _m(eps)
+    alpha = [mpf(0)] * len(y)
+    alpha[t] += (1 - e) * wv[t]
+    if eps:
+        for i in fin:
+            alpha[i] += e / len(fin) * wv[i]
+    loss = (1 - e) * wv[t] * -ls[t]
+    if eps:
+        loss += e / len(fin) * mpmath.fsum(-wv[i] * ls[i] for i in fin)
+    loss += _m(zloss) * lse_v * lse_v
+    a_sum = mpmath.fsum(alpha) + 2 * _m(zloss) * lse_v
+    fin_set = set(fin)
+    grad = [(a_sum * p[i] - alpha[i]) * dy[i] if i in fin_set else mpf(0) for i in range(len(y))]
+    scale = [(abs(a_sum) * p[i] + alpha[i]) * abs(dy[i]) for i in range(len(y))]
+    ent = -mpmath.fsum(pi * li for pi, li in zip(p, ls, strict=True) if pi != 0)
+    return {"loss": loss, "lse": lse_v, "entropy": ent, "grad": grad, "scale": scale}
+
+
+def kl_row(
+    zs: Sequence[float | mpmath.mpf],
+    zt: Sequence[float | mpmath.mpf],
+    *,
+    temperature: float = 1.0,
+    reverse: bool = False,
+) -> dict[str, object]:
+    """KL of student ``q = softmax(zs / T)`` and teacher ``p = softmax(zt / T)`` and its gradient
+    with respect to ``zs``: forward ``KL(p || q)``, gradient ``(q - p) / T``; reverse
+    ``KL(q || p)``, gradient ``q (log q - log p - KL) / T``. Terms of zero weight are 0;
+    ``KL = inf`` where the weighted distribution has mass on a class the other lacks.
+
+    ``scale_i = |g_i| + q_i m_i / T`` (``+ q_i KL / T`` reverse) measures a gradient entry's
+    error: ``m_i`` is what a computed ``u_i = log(p_i / q_i)`` may be off by in ulps. For a pair
+    with the same support and ``|delta| <= 1`` (``delta = (zt - zs) / T``, the p ~ q regime)
+    that is ``|delta_i| + sum_j q_j |delta_j|`` (``u = delta - log1p(sum q expm1(delta))``, no
+    ``log p`` in it); otherwise ``u = log p - log q`` and ``m_i = |log p_i| + |log q_i|``.
+
+    Returns a dict with ``kl``, ``grad`` and ``scale``.
+    """
+    it = 1 / _m(temperature)
+    s_vals = [_mpv(v) for v in zs]
+    t_vals = [_mpv(v) for v in zt]
+    _, lq, q = _lsm([v * it for v in s_vals])
+    _, lp, p = _lsm([v * it for v in t_vals])
+    if not reverse:
+        kl_v = mpmath.fsum(pi * (a - b) for pi, a, b in zip(p, lp, lq, strict=True) if pi != 0)
+        grad = [(qi - pi) * it for qi, pi in zip(q, p, strict=True)]
+    else:
+        kl_v = mpmath.fsum(qi * (a - b) for qi, a, b in zip(q, lq, lp, strict=True) if qi != 0)
+        grad = [
+            qi * (a - b - kl_v) * it if qi != 0 else mpf(0)
+            for qi, a, b in zip(q, lq, lp, strict=True)
+        ]
+    both = [a != -INF and b != -INF for a, b in zip(s_vals, t_vals, strict=True)]
+    delta = [
+        abs(b - a) * it if ok else mpf(0) for a, b, ok in zip(s_vals, t_vals, both, strict=True)
+    ]
+    same = all(ok or (a == b == -INF) for a, b, ok in zip(s_vals, t_vals, both, strict=True))
+    if same and max(delta) <= 1:
+        mean = mpmath.fsum(qi * di for qi, di in zip(q, delta, strict=True))
+        m = [di + mean for di in delta]
+    else:
+        m = [
+            (abs(a) if a != -INF else 0) + (abs(b) if b != -INF else 0)
+            for a, b in zip(lp, lq, strict=True)
+        ]
+    extra = kl_v if reverse and kl_v != INF else mpf(0)
+    scale = [
+        abs(g) + qi * (mi + extra) * it if g not in (INF, -INF) else mpf(0)
+        for g, qi, mi in zip(grad, q, m, strict=True)
+    ]
+    return {"kl": kl_v, "grad": grad, "scale": scale}
+
+
+def matmul(a: Sequence[Sequence[object]], b: Sequence[Sequence[object]]) -> list[list[mpmath.mpf]]:
+    """``a @ b`` exactly (entries floats or mpf)."""
+    am = [[_mpv(v) for v in row] for row in a]  # type: ignore[arg-type]
+    bt = [[_mpv(b[i][j]) for i in range(len(b))] for j in range(len(b[0]))]  # type: ignore[arg-type]
+    return [[mpmath.fdot(r, c) for c in bt] for r in am]
+
+
+def rel_error(computed: float, exact: mpmath.mpf) -> float:
+    """``|computed - exact| / |exact|`` (0 when both are 0; inf for a wrong zero, NaN or inf)."""
+    if exact in (INF, -INF):
+        return 0.0 if computed == float(exact) else float("inf")
+    if not np.isfinite(computed):
+        return float("inf")
+    err = abs(mpf(float(computed)) - exact)
+    if exact == 0:
+        return 0.0 if err == 0 else float("inf")
+    return float(err / abs(exact))
+
+
+def one_hot_head(
+    rows: Sequence[Sequence[float]], dtype: type
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(h, W, b)`` with ``h W^T + b`` equal to ``rows`` *exactly* in any summation order: ``h``
+    is the ``N x N`` identity and ``W[c, n] = rows[n][c]`` (every dot product is one product by 1
+    plus zeros). The gradient ``G`` with respect to the logits then comes back exactly as
+    ``grad_W = G^T``, so a fused linear loss can be checked entry by entry against ``ce_row`` /
+    ``kl_row`` on adversarial rows that no rounded GEMM would reproduce. A ``-inf`` logit (a
+    masked class, the same columns in every row) comes from ``b = -inf`` with ``W = 0`` there
+    (``0 * -inf`` in the GEMM would be NaN); ``b`` is None when nothing is masked."""
+    z = np.asarray(rows, dtype=dtype)
+    masked = np.isneginf(z)
+    if not (masked == masked[:1]).all():
+        raise ValueError("one_hot_head: -inf must be in the same columns of every row")
+    w = np.ascontiguousarray(np.where(masked, 0, z).T)
+    b = np.where(masked[0], -np.inf, 0).astype(dtype) if masked.any() else None
+    return np.eye(z.shape[0], dtype=dtype), w, b
+
+
+def ulps_of(computed: float, exact: mpmath.mpf, scale: mpmath.mpf, dtype: type) -> float:
+    """``|computed - exact|`` in ulps of ``scale`` (``eps * |scale|``), with an absolute floor of
+    the smallest *normal* number of ``dtype``: a gradient entry that underflows (flushed to 0,
+    or subnormal) costs nothing. Exact infinities, and exact values beyond the largest finite
+    number of ``dtype`` (they round to infinity), must be matched exactly."""
+    fi = np.finfo(dtype)
+    if exact in (INF, -INF) or abs(exact) > float(fi.max):
+        return 0.0 if computed == float(mpmath.sign(exact) * INF) else float("inf")
+    if not np.isfinite(computed):
+        return float("inf")
+    unit = max(float(abs(scale)) * float(fi.eps), float(fi.smallest_normal))
+    return float(abs(mpf(float(computed)) - exact) / mpf(unit))

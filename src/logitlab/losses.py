@@ -759,7 +759,10 @@ def _log_ratio(
     xa: Array | None,
     xb: Array | None,
     ax: int,
+    temperature: float = 1.0,
 ) -> Array:
+    """``u = log(p / q)`` elementwise; ``xa``/``xb`` are the logits of ``p``/``q`` (or None) at
+    ``temperature`` (``lp``/``lq`` are then the log-softmax of ``xa / T``/``xb / T``)."""
     if lp is None and lq is None:
         return _log_ratio_probs(xp, pp, qq)
     # log-softmax stays finite where a probability underflows, so u stays finite and right there
@@ -773,8 +776,12 @@ def _log_ratio(
     # which swamps u when p ~ q. With delta = x_p - x_q (exact when close, Sterbenz),
     #   u = delta - (lse_p - lse_q),   lse_p - lse_q = log1p(sum_j q_j expm1(delta_j)),
     # every piece keeps its relative accuracy. Used on rows with max |delta| <= 1 (no overflow).
+    # With a temperature, delta = (x_p - x_q) / T: the difference first, then one rounding
+    # (x_p / T - x_q / T would carry eps * |x / T| into a delta that may be 1e-7 of it).
     both = xp.isfinite(xa) & xp.isfinite(xb)
     delta = xp.where(both, xa - xb, xp.zeros_like(xa))
+    if temperature != 1.0:
+        delta = delta / temperature
     near = xp.all(xp.abs(delta) <= 1, axis=ax, keepdims=True) & xp.all(
         both | ((xa == -math.inf) & (xb == -math.inf)), axis=ax, keepdims=True
     )

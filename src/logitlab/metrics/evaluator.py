@@ -32,8 +32,16 @@ of :math:`e^{d_i}` over all but one maximal entry):
 
     -\log p_t = \operatorname{log1p}(s) - d_t,\quad
     \max_i p_i = \frac{1}{1 + s},\quad
-    H = \operatorname{log1p}(s) - \frac{\sum_i e^{d_i} d_i}{1 + s},\quad
-    \sum_i p_i^2 = \frac{1 + \sum_{i \ne k} e^{2 d_i}}{(1 + s)^2}.
+    H = \operatorname{log1p}(s) - \frac{\sum_i e^{d_i} d_i}{1 + s},
+
+and the Brier score :math:`\sum_i (p_i - y_i)^2` as non-negative terms (``1 - 2 p_t + sum p^2``
+cancels to 0 for a confident correct row, whose score is about :math:`s^2`), with
+:math:`S_2 = \sum_{i \ne k} e^{2 d_i}`:
+
+.. math::
+
+    \frac{s^2 + S_2}{(1 + s)^2} \ (t = k), \qquad
+    \frac{(1 + s - e^{d_t})^2 + 1 + S_2 - e^{2 d_t}}{(1 + s)^2} \ (t \ne k).
 
 ``merge`` adds two states; ``all_reduce`` sums the state over a ``torch.distributed`` group, so
 evaluating shards on several processes gives the single-process result.
@@ -115,12 +123,16 @@ def _block_stats_torch(torch: Any, x: Any, y: Any) -> tuple[Any, ...]:
     inv = 1.0 / (1.0 + s)
     nll = l1p - dt
     ent = l1p - ((e * d) @ ones) * inv
-    sumsq = (1.0 + (e * e) @ ones) * inv * inv
+    see = (e * e) @ ones
     kk = k[:, 0]
     correct = kk == y
-    et = e.gather(1, y[:, None])[:, 0]
-    pt = torch.where(correct, torch.ones_like(et), et) * inv
-    brier = sumsq - 2.0 * pt + 1.0
+    et = e.gather(1, y[:, None])[:, 0]  # 0 for a correct row (e_k was zeroed)
+    # Brier as non-negative terms: 1 - 2 p_t + sum p^2 cancels to exactly 0 for a confident
+    # correct row, whose score is ~s^2 (1e-25 for [0, -30, -30, -30]). Correct rows:
+    # (s^2 + see) / (1 + s)^2; others ((1 + s - e_t)^2 + 1 + see - e_t^2) / (1 + s)^2.
+    gap = torch.where(correct, s, 1.0 + s - et)
+    rest = torch.where(correct, see, 1.0 + see - et * et)
+    brier = (gap * gap + rest) * inv * inv
     # rows with a larger logit than the target's (ties count in the target's favour)
     higher = (x > xt).to(x.dtype) @ ones
     return nll, higher, brier, ent, inv, correct
@@ -141,10 +153,11 @@ def _block_stats_numpy(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
     inv = 1.0 / (1.0 + s)
     nll = l1p - dt
     ent = l1p - np.einsum("ij,ij->i", e, d) * inv
-    sumsq = (1.0 + np.einsum("ij,ij->i", e, e)) * inv * inv
+    see = np.einsum("ij,ij->i", e, e)
     correct = k == y
-    pt = np.where(correct, 1.0, e[rows, y]) * inv
-    brier = sumsq - 2.0 * pt + 1.0
+    et = e[rows, y]  # 0 for a correct row (e_k was zeroed); Brier as in _block_stats_torch
+    gap = np.where(correct, s, 1.0 + s - et)
+    brier = (gap * gap + np.where(correct, see, 1.0 + see - et * et)) * inv * inv
     higher = (x > xt[:, None]).sum(axis=1)
     return nll, higher, brier, ent, inv, correct
 
