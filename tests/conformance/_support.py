@@ -129,12 +129,3 @@ def close_normwise(actual: Any, expected: Any, rtol: float = 1e-13) -> None:
 def rel(dtype: Any, ulps: float = 4.0) -> float:
     """A relative tolerance of a few units in the last place of ``dtype``."""
     return ulps * eps(dtype)
-
-
-# A finding reached from two modules keeps one wording, so the summary counts it once.
-TEMPERATURE_INPLACE = (
-    "logitlab.torch.cross_entropy(temperature=T) divides the caller's float64 logits by T in place "
-    "on its read-only path (no grad, or reduction='none'; float32 too under LOGITLAB_NATIVE=0 or "
-    "wherever the torch fallback runs); ll.cross_entropy routes 2-D tensors that require grad "
-    "there, and the 'none' gradient is then evaluated at x / T"
-)
