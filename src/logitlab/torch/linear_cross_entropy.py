@@ -30,6 +30,7 @@ from logitlab.torch._common import (
     check_target,
     empty_scratch,
 )
+from logitlab.torch._graph_grads import linear_ce_graph_grads
 from logitlab.torch._kernels import _ce_rows_torch, ce_cols, ce_rows, native_available
 
 __all__ = ["LinearCEStats", "linear_cross_entropy", "default_chunk_size"]
@@ -294,9 +295,16 @@ class _LinearCE(torch.autograd.Function):
         return (out,)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g_out: torch.Tensor, *_: Any) -> tuple[Any, ...]:
         need = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled() and any(need):
+            # create_graph=True: the chunk gradients are constants to autograd; recompute them
+            # as a differentiable expression of h, W, b and g_out (see _graph_grads)
+            ctx.grads = None
+            h, w, b, t = ctx.saved_tensors
+            chunk = ctx.cfg["chunk_size"] or default_chunk_size(h.shape[0], w.shape[0])
+            gh, gw, gb = linear_ce_graph_grads(h, w, b, t, ctx.cfg, g_out, need, chunk)
+            return gh, gw, gb, None, None
         if ctx.grads is not None:
             grads, ctx.grads = ctx.grads, None
             g = g_out.to(torch.float64 if ctx.dtypes[0] == torch.float64 else torch.float32)
