@@ -281,3 +281,121 @@ def test_gradcheck_and_gradgradcheck(
     name: str, fn: Callable[..., Any], make: Callable[[], tuple[Any, ...]]
 ) -> None:
     _check(fn, make())
+
+
+# --------------------------------------------------------------------------- issue 13 repros
+
+X13 = [[0.3, -1.2, 0.8, 0.1], [1.5, 0.2, -0.4, 0.9], [-0.7, 0.4, 1.1, -0.2]]
+T13 = torch.tensor([0, 3, 1])
+
+
+def _penalty(loss_fn: Callable[[Any], Any]) -> Any:
+    """The issue's gradient penalty: d/dx (loss + |d loss / dx|^2)."""
+    x = torch.tensor(X13, dtype=D, requires_grad=True)
+    loss = loss_fn(x)
+    (gx,) = torch.autograd.grad(loss, x, create_graph=True)
+    (loss + (gx**2).sum()).backward()
+    return x.grad
+
+
+@pytest.mark.parametrize(
+    "route",
+    ["ll-fused-2d", "ll-core-3d", "logitlab.torch"],
+)
+def test_issue13_gradient_penalty_matches_torch(route: str) -> None:
+    fns = {
+        "ll-fused-2d": lambda x: ll.cross_entropy(x, T13),
+        "ll-core-3d": lambda x: ll.cross_entropy(x.T[None], T13[None], axis=1),
+        "logitlab.torch": lambda x: __import__("logitlab.torch").torch.cross_entropy(x, T13),
+    }
+    ref = _penalty(lambda x: F.cross_entropy(x, T13))
+    # the issue's numbers (F.cross_entropy): x.grad[0] = [-0.290217, 0.020228, 0.187812, 0.082178]
+    assert ref[0].tolist() == pytest.approx([-0.290217, 0.020228, 0.187812, 0.082178], abs=1e-6)
+    torch.testing.assert_close(_penalty(fns[route]), ref, rtol=1e-12, atol=1e-15)
+
+
+def test_issue13_fully_masked_softmax_row_gets_zero_gradient() -> None:
+    rows = [[NEG, NEG, NEG], [0.5, NEG, 1.0]]
+    up = torch.tensor([[1.0, 2.0, 4.0], [1.0, 2.0, 4.0]])
+    x = torch.tensor(rows, requires_grad=True)
+    ll.softmax(x, axis=1).backward(up)
+    assert x.grad[0].tolist() == [0.0, 0.0, 0.0]  # was [-0.444, -0.111, 0.556]
+    xr = torch.tensor(rows[1:], requires_grad=True)  # torch is right on a partly masked row
+    torch.softmax(xr, 1).backward(up[1:])
+    torch.testing.assert_close(x.grad[1:], xr.grad, rtol=1e-6, atol=0)
+    x = torch.tensor(rows, requires_grad=True)
+    ll.logsumexp(x, axis=1).sum().backward()
+    assert x.grad[0].tolist() == [0.0, 0.0, 0.0]  # was 1/3 each
+    torch.testing.assert_close(x.grad[1:], torch.softmax(xr.detach(), 1))
+
+
+# --------------------------------------------------------------------------- edges, both orders
+
+Q3 = torch.tensor([[0.2, -0.4, 1.0]] * 3, dtype=D)
+C3 = torch.tensor([1.0, -2.0, 0.5], dtype=D)
+T_EDGE = torch.tensor([2, 0, 2])
+
+EDGE_FNS: dict[str, Callable[[Any], Any]] = {
+    "logsumexp": lambda x: ll.logsumexp(x),
+    "softmax": lambda x: ll.softmax(x) * C3,
+    "log_softmax": lambda x: torch.where(torch.isinf(y := ll.log_softmax(x)), 0.0, y) * C3,
+    "entropy": lambda x: ll.entropy(logits=x),
+    "cross_entropy-fused": lambda x: ll.cross_entropy(x, T_EDGE, reduction="none"),
+    "cross_entropy-core": lambda x: ll.cross_entropy(
+        x[None].transpose(1, 2), T_EDGE[None], axis=1, reduction="none", label_smoothing=0.1
+    ),
+    "cross_entropy-soft": lambda x: ll.cross_entropy(
+        x, torch.tensor([[0.0, 0.3, 0.7]] * 3, dtype=D), reduction="none"
+    ),
+    "kl-p": lambda x: ll.kl_divergence(p_logits=x, q_logits=Q3),
+    "kl-q": lambda x: ll.kl_divergence(p_logits=Q3, q_logits=x),
+    "js-p": lambda x: ll.js_divergence(p_logits=x, q_logits=Q3),
+    "js-q": lambda x: ll.js_divergence(p_logits=Q3, q_logits=x),
+}
+
+
+def _two_orders(fn: Callable[[Any], Any], rows: list[list[float]]) -> tuple[Any, Any, Any]:
+    """(value, gradient of sum(value), Hessian-vector product with a fixed v)."""
+    x = torch.tensor(rows, dtype=D, requires_grad=True)
+    y = fn(x)
+    (g1,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    v = torch.tensor([[0.7, -1.3, 0.4]] * len(rows), dtype=D)
+    (g2,) = torch.autograd.grad((g1 * v).sum(), x, allow_unused=True)
+    return y.detach(), g1.detach(), torch.zeros_like(x) if g2 is None else g2
+
+
+@pytest.mark.parametrize("name", list(EDGE_FNS))
+def test_masked_entries_and_rows_zero_at_both_orders(name: str) -> None:
+    # row 0 fully masked, row 1 one masked class, row 2 none (the target of CE is unmasked)
+    rows = [[NEG, NEG, NEG], [0.5, NEG, 1.0], [0.3, -0.2, 0.9]]
+    _, g1, g2 = _two_orders(EDGE_FNS[name], rows)
+    for g_ in (g1, g2):
+        assert g_[0].tolist() == [0.0, 0.0, 0.0], name
+        assert g_[1, 1].item() == 0.0, name
+        assert torch.isfinite(g_[1:]).all(), name
+    assert g1[2].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", list(EDGE_FNS))
+def test_nan_row_gives_nan_gradient_at_both_orders(name: str) -> None:
+    rows = [[float("nan"), 0.2, 1.0], [0.5, NEG, 1.0], [0.3, -0.2, 0.9]]
+    y, g1, g2 = _two_orders(EDGE_FNS[name], rows)
+    assert torch.isnan(y.reshape(3, -1)[0]).all()
+    assert torch.isnan(g1[0]).all() and torch.isnan(g2[0]).all(), name
+    assert torch.isfinite(g1[1:]).all() and torch.isfinite(g2[1:]).all(), name
+
+
+def test_plus_inf_rows_take_the_forward_limit() -> None:
+    # lse of [inf, 0, -inf] is inf with d/dx -> [1, 0, 0] (the limit of softmax([M, 0, -inf]));
+    # [inf, inf, 1] shares the mass, as the forward does. No NaN at either order.
+    rows = [[float("inf"), 0.0, NEG], [float("inf"), float("inf"), 1.0]]
+    _, g1, g2 = _two_orders(EDGE_FNS["logsumexp"], rows)
+    limit = torch.softmax(torch.tensor([[1e3, 0.0, NEG], [1e3, 1e3, 1.0]], dtype=D), 1)
+    assert torch.equal(g1, limit)
+    assert torch.isfinite(g2).all() and g2[0].tolist() == [0.0, 0.0, 0.0]
+    # the fused cross-entropy returns NaN for such rows (as torch does): so are its gradients
+    x = torch.tensor(rows, dtype=D, requires_grad=True)
+    loss = ll.cross_entropy(x, torch.tensor([0, 1]), reduction="none")
+    assert torch.isnan(loss).all()
+    (gx,) = torch.autograd.grad(loss.sum(), x, create_graph=True)
+    assert torch.isnan(gx).all()

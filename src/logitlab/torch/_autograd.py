@@ -59,11 +59,13 @@ __all__ = [
     "js_grad",
     "kl_grad",
     "log_softmax_fn",
+    "log_softmax_vjp",
     "logsumexp_fn",
     "logsumexp_grad",
     "sigmoid_fn",
     "softmax_fn",
     "softmax_grad",
+    "softmax_vjp",
     "softplus_fn",
 ]
 
@@ -94,6 +96,38 @@ def _as_tensor(v: Any, like: torch.Tensor) -> Any:
 # --------------------------------------------------------------------------- softmax / lse
 
 
+def _top(p: torch.Tensor, ax: int) -> torch.Tensor:
+    """Mask of one maximal entry of ``p`` along ``ax`` (the first, as ``argmax``)."""
+    k = p.detach().argmax(dim=ax, keepdim=True)
+    return torch.zeros(p.shape, dtype=torch.bool, device=p.device).scatter_(ax, k, True)
+
+
+def softmax_vjp(y: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
+    """``y * (g - sum(g y))``, the vector-Jacobian product of a softmax ``y``, without
+    cancellation at a dominant entry.
+
+    With ``y_k`` rounded to 1 (``[0, -40]``) the textbook form gives ``y_k (g_k - g_k - ...)``,
+    i.e. 0 or noise instead of ``y_k sum_{j != k} y_j (g_k - g_j)``. The product does not change
+    when ``g`` is shifted by a constant (``sum y = 1``), so ``g`` is shifted by its value at the
+    largest ``y``: that entry becomes ``-y_k sum_{j != k} y_j (g_j - g_k)``, a sum of small terms.
+    """
+    gk = torch.where(_top(y, ax), g, 0.0).sum(dim=ax, keepdim=True)
+    gs = g - gk
+    return y * (gs - (gs * y).sum(dim=ax, keepdim=True))
+
+
+def log_softmax_vjp(p: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
+    """``g - p sum(g)``, the vector-Jacobian product of a log-softmax (``p`` the softmax), with
+    the largest entry's ``g_k (1 - p_k) - p_k sum_{j != k} g_j`` formed from
+    ``1 - p_k = sum_{j != k} p_j``: exact where ``p_k`` rounds to 1 (the cross-entropy gradient
+    ``p_t - 1`` of a confident, correct prediction)."""
+    top = _top(p, ax)
+    rest = torch.where(top, 0.0, g).sum(dim=ax, keepdim=True)
+    q_rest = torch.where(top, 0.0, p).sum(dim=ax, keepdim=True)
+    r = g - p * (rest + torch.where(top, g, 0.0).sum(dim=ax, keepdim=True))
+    return torch.where(top, g * q_rest - p * rest, r)
+
+
 class _Softmax(torch.autograd.Function):
     """softmax (``log=False``) or log-softmax (``log=True``) of ``x / T`` along ``axis``."""
 
@@ -117,14 +151,13 @@ class _Softmax(torch.autograd.Function):
         if log:
             zero = (y == _NEG) | dead
             gm = torch.where(zero, 0.0, g)
-            p = _Softmax.apply(x, ax, t, False)
-            grad = gm - p * gm.sum(dim=ax, keepdim=True)
+            grad = log_softmax_vjp(_Softmax.apply(x, ax, t, False), gm, ax)
         else:
             # y is this Function's own output: under create_graph its derivative is this same
             # backward again, so every order is the closed form.
             zero = (y == 0) | dead
             gm = torch.where(zero, 0.0, g)
-            grad = y * (gm - (gm * y).sum(dim=ax, keepdim=True))
+            grad = softmax_vjp(y, gm, ax)
         grad = torch.where(zero, 0.0, grad)
         return (grad / t if t != 1.0 else grad), None, None, None
 
@@ -356,7 +389,7 @@ def ce_grads(
     if need[0]:
         p = softmax_fn(x, -1, temperature)
         zero = (lp == _NEG) | _dead(x, -1)
-        gx = torch.where(zero, 0.0, (p * alpha.sum(-1, keepdim=True) - alpha) * scale)
+        gx = torch.where(zero, 0.0, log_softmax_vjp(p, -alpha, -1) * scale)
         if temperature != 1.0:
             gx = gx / temperature
     if need[1] and soft:

@@ -18,7 +18,13 @@ from typing import Any
 import torch
 
 # isort: split
-from logitlab.torch._autograd import ce_alpha, log_softmax_fn, logsumexp_fn, softmax_fn
+from logitlab.torch._autograd import (
+    ce_alpha,
+    log_softmax_fn,
+    log_softmax_vjp,
+    logsumexp_fn,
+    softmax_fn,
+)
 
 __all__ = ["linear_ce_graph_grads", "linear_kl_graph_grads"]
 
@@ -112,10 +118,11 @@ def linear_ce_graph_grads(
             x = z
         lp = log_softmax_fn(x, -1, temp)
         alpha, _, _ = ce_alpha(lp, t[i:j], None, soft=False, ignore_index=ii, label_smoothing=eps)
-        coef = alpha.sum(-1, keepdim=True)
+        p = softmax_fn(x, -1, temp)
+        gx = log_softmax_vjp(p, -alpha, -1)
         if zl:
-            coef = coef + 2 * zl * logsumexp_fn(x / temp if temp != 1.0 else x, -1, True)
-        gx = (softmax_fn(x, -1, temp) * coef - alpha) * s[i:j].unsqueeze(1)
+            gx = gx + 2 * zl * logsumexp_fn(x / temp if temp != 1.0 else x, -1, True) * p
+        gx = gx * s[i:j].unsqueeze(1)
         gx = torch.where(lp == _NEG, 0.0, gx)
         if temp != 1.0:
             gx = gx / temp

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -203,7 +204,11 @@ class _CE(torch.autograd.Function):
             need=need,
         )
         if gx is not None:
-            gx = gx.movedim(-1, axis).to(ctx.dtype_out)
+            # rows the forward gives NaN (a +inf or NaN maximum, not ignored): NaN gradient, as
+            # the kernels' first-order one
+            top = x.detach().amax(-1, keepdim=True)
+            bad = ~(top < math.inf) & (t.reshape(x.shape[:-1]) != kw["ignore_index"]).unsqueeze(-1)
+            gx = torch.where(bad, math.nan, gx).movedim(-1, axis).to(ctx.dtype_out)
         if gw is not None:
             gw = gw.to(w.dtype)
         return gx, gw
