@@ -12,16 +12,16 @@ order of derivative is closed-form, exact and NaN-free on masked entries (torch'
 
 * ``d lse / dx = softmax(x)``
 * softmax ``y``: ``y (g - sum(g y)) / T`` (its own output); log-softmax: ``(g - p sum(g)) / T``
-* ``d H / dx = -p (log p + H)`` (logits, ``H`` the Function's output), ``-(log p + 1)``
-  (probabilities)
+* ``d H / dx = -p (log p + H) = -p ((x - c) - sum(p (x - c)))`` (logits, ``c`` the row
+  maximum: no cancellation between ``log p`` and ``H``), ``-(log p + 1)`` (probabilities)
 * ``d CE / dx = (p * sum(alpha) - alpha) / T`` (``alpha``: target weights, see losses.py);
   probability targets ``(1 - eps) w (-log p)``; class weights (see :func:`ce_grads`)
 * ``d BCE / dx = w ((1 - y) sigmoid(x) - w+ y sigmoid(-x))``,
   ``d BCE / dy = w (w+ softplus(-x) - softplus(x))``; sigmoid and softplus are Functions too,
   whose derivatives ``sigmoid(x) sigmoid(-x)`` and ``sigmoid(x)`` are exact in both tails
-* ``d KL / dx_p = p (u - KL)``, ``d KL / dx_q = q - p`` (``u = log p - log q``, computed as
-  accurately as the forward does where ``p ~ q``); for probability arguments ``d KL / dp = u``
-  and ``d KL / dq = 1 - p / q``; ``d JS / dp = log(p / m) / 2``.
+* ``d KL / dx_p = p (u - KL)``, ``d KL / dx_q = q - p = -q expm1(u)`` (``u = log p - log q``,
+  computed as accurately as the forward does where ``p ~ q``); for probability arguments
+  ``d KL / dp = u`` and ``d KL / dq = 1 - p / q``; ``d JS / dp = log(p / m) / 2``.
 
 Conventions at the edges, the same at every order:
 
@@ -102,18 +102,53 @@ def _top(p: torch.Tensor, ax: int) -> torch.Tensor:
     return torch.zeros(p.shape, dtype=torch.bool, device=p.device).scatter_(ax, k, True)
 
 
-def softmax_vjp(y: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
+def _shift(v: torch.Tensor, top: torch.Tensor, ax: int) -> torch.Tensor:
+    """``v`` minus its value at the ``top`` entry of each row."""
+    return v - torch.where(top, v, 0.0).sum(dim=ax, keepdim=True)
+
+
+class _SoftmaxVJP(torch.autograd.Function):
     """``y * (g - sum(g y))``, the vector-Jacobian product of a softmax ``y``, without
-    cancellation at a dominant entry.
+    cancellation at a dominant entry, at every order.
 
     With ``y_k`` rounded to 1 (``[0, -40]``) the textbook form gives ``y_k (g_k - g_k - ...)``,
-    i.e. 0 or noise instead of ``y_k sum_{j != k} y_j (g_k - g_j)``. The product does not change
+    i.e. 0 or noise instead of ``-y_k sum_{j != k} y_j (g_j - g_k)``. The product does not change
     when ``g`` is shifted by a constant (``sum y = 1``), so ``g`` is shifted by its value at the
-    largest ``y``: that entry becomes ``-y_k sum_{j != k} y_j (g_j - g_k)``, a sum of small terms.
+    largest ``y``. Autograd through that expression would cancel the same way one order up
+    (``-y_k w_k + y_k (y . w)``), hence a Function whose backward passes are shifted forms too:
+    w.r.t. ``g`` the same product (the Jacobian is symmetric); w.r.t. ``y``
+    ``w (g - sum(g y)) - g sum(w y)`` with ``g`` and ``w`` both shifted, which differs from the
+    unshifted one by a constant per row, which the softmax's own backward (``y`` is always a
+    softmax here) maps to 0.
     """
-    gk = torch.where(_top(y, ax), g, 0.0).sum(dim=ax, keepdim=True)
-    gs = g - gk
-    return y * (gs - (gs * y).sum(dim=ax, keepdim=True))
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
+        top = _top(y, ax)
+        gs = _shift(g, top, ax)
+        ctx.save_for_backward(y, g, top)
+        ctx.ax = ax
+        return y * (gs - (gs * y).sum(dim=ax, keepdim=True))
+
+    @staticmethod
+    def backward(ctx: Any, w: torch.Tensor) -> tuple[Any, ...]:
+        y, g, top = ctx.saved_tensors
+        ax = ctx.ax
+        gy = gg = None
+        if ctx.needs_input_grad[0]:
+            gs, ws = _shift(g, top, ax), _shift(w, top, ax)
+            gbar = (gs * y).sum(dim=ax, keepdim=True)
+            wbar = (ws * y).sum(dim=ax, keepdim=True)
+            gy = ws * (gs - gbar) - gs * wbar
+        if ctx.needs_input_grad[1]:
+            gg = softmax_vjp(y, w, ax)
+        return gy, gg, None
+
+
+def softmax_vjp(y: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
+    """``y * (g - sum(g y))`` for a softmax ``y`` (see :class:`_SoftmaxVJP`), differentiable."""
+    out: torch.Tensor = _SoftmaxVJP.apply(y, g, ax)
+    return out
 
 
 def log_softmax_vjp(p: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
@@ -271,20 +306,26 @@ class _Entropy(torch.autograd.Function):
         ax = normalize_axis(axis, src.ndim)
         s = src.detach()
         out: torch.Tensor = entropy(logits=s, axis=ax) if from_logits else entropy(probs=s, axis=ax)
-        ctx.save_for_backward(src, out)
+        ctx.save_for_backward(src)
         ctx.args = (ax, from_logits)
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        src, h = ctx.saved_tensors
+        (src,) = ctx.saved_tensors
         ax, from_logits = ctx.args
         gg = g.unsqueeze(ax)
         if from_logits:
+            # -p (log p + H), with log p_i + H = sum_j p_j (x_i - x_j) since log p_i - log p_j
+            # = x_i - x_j: = (x_i - c) - sum_j p_j (x_j - c) for the row maximum c. The textbook
+            # log p + H cancels where log p_i ~ -H ([0, 3e-3]: both ~0.69, the sum 1.5e-3);
+            # here the sum has terms of one sign and only the gradient's own cancellation is left.
             p = softmax_fn(src, ax)
             zero = (p == 0) | _dead(src, ax)
-            lp = torch.where(zero, 0.0, log_softmax_fn(src, ax))
-            grad = -gg * p * (lp + h.unsqueeze(ax))
+            c = src.detach().amax(dim=ax, keepdim=True)
+            fin = torch.isfinite(c)  # a +inf row: its entries with p > 0 all equal c
+            xc = torch.where(zero | ~fin, 0.0, src - torch.where(fin, c, 0.0))
+            grad = -gg * softmax_vjp(p, xc, ax)
         else:
             zero = src == 0
             grad = -gg * (torch.log(torch.where(zero, 1.0, src)) + 1)
@@ -684,7 +725,14 @@ class _Divergence(torch.autograd.Function):
             # sum(p log(p/q)) by a constant vector: the same on the simplex.
             ga = p * (u - kl) if a_logits else u
             if b_logits:
+                # q - p of two rounded probabilities keeps only the digits in which they differ
+                # (p ~ q: 1e7 ulps in float64); -q expm1(u) with the accurate u is exact. It is
+                # added as a correction with no derivative (it is 0 in exact arithmetic), so that
+                # the derivatives stay those of q - p, each factor's own exact one.
                 gb = q - p
+                with torch.no_grad():
+                    fix = torch.where(zp, q, -q * torch.expm1(torch.where(zq, 0.0, u))) - gb
+                gb = gb + fix
             else:
                 qs = torch.where(zq, 1.0, q)
                 gb = 1 - torch.where(zp, 0.0, p / qs)
