@@ -81,6 +81,19 @@ CORE: list[Case] = [
     ("lse-masked", lambda x: ll.logsumexp(x), lambda: (_masked(4, 5),)),
     ("lse-ties", lambda x: ll.logsumexp(x), lambda: (_ties(3, 4),)),
     ("lse-1d", lambda x: ll.logsumexp(x), lambda: (_x(5),)),
+    ("lse-b", lambda x, b: ll.logsumexp(x, b=b), lambda: (_x(3, 4), _w(4))),
+    (
+        "lse-b-signed-zero-entries",
+        lambda x, b: ll.logsumexp(x, b=b, return_sign=True)[0],
+        lambda: (_x(3, 4), torch.tensor([[0.0, -0.5, 0.3, -0.2]] * 3, dtype=D).requires_grad_()),
+    ),
+    (
+        "lse-b-all-keepdims",
+        lambda x, b: ll.logsumexp(x, None, True, b=b),
+        lambda: (_x(3, 4), _w(4)),
+    ),
+    ("lse-return-sign", lambda x: ll.logsumexp(x, 0, return_sign=True)[0], lambda: (_x(3, 4),)),
+    ("lse-b-masked", lambda x: ll.logsumexp(x, b=W5), lambda: (_masked(4, 5),)),
     # softmax / log-softmax
     ("softmax", lambda x: ll.softmax(x), lambda: (_x(3, 4),)),
     ("softmax-T2-axis0", lambda x: ll.softmax(x, 0, 2.0), lambda: (_x(3, 4),)),
@@ -399,3 +412,21 @@ def test_plus_inf_rows_take_the_forward_limit() -> None:
     assert torch.isnan(loss).all()
     (gx,) = torch.autograd.grad(loss.sum(), x, create_graph=True)
     assert torch.isnan(gx).all()
+
+
+def test_logsumexp_b_ties_and_masked_rows() -> None:
+    # autograd through the weighted forward's argmax split ties unevenly ([0.234, 0.703, ...])
+    # and gave a row of only -inf 1/3 each
+    x = torch.tensor([[1.0, 1.0, -1.0], [NEG, NEG, NEG]], dtype=D, requires_grad=True)
+    b = torch.ones(2, 3, dtype=D)
+    (gx,) = torch.autograd.grad(ll.logsumexp(x, b=b).sum(), x)
+    torch.testing.assert_close(gx[0], torch.softmax(x.detach()[0], 0), rtol=1e-15, atol=0)
+    assert gx[1].tolist() == [0.0, 0.0, 0.0]
+    # a dropped entry (b = 0) still has d/db = e^x / S; a negative sum without return_sign is NaN
+    x = torch.tensor([[0.0, -800.0], [0.5, 0.2]], dtype=D, requires_grad=True)
+    b = torch.tensor([[0.0, 1.0], [1.0, -2.0]], dtype=D, requires_grad=True)
+    out = ll.logsumexp(x, b=b)
+    gx, gb = torch.autograd.grad(out.sum(), (x, b))
+    assert out[0].item() == -800.0 and gx[0].tolist() == [0.0, 1.0] and gb[0, 1].item() == 1.0
+    assert gb[0, 0].item() == float("inf")  # e^800 / e^-800 overflows, as it should
+    assert torch.isnan(out[1]) and torch.isnan(gx[1]).all() and torch.isnan(gb[1]).all()

@@ -233,6 +233,10 @@ def logsumexp(
         from logitlab.torch._autograd import logsumexp_grad
 
         return logsumexp_grad(x, axis, keepdims)
+    if _wants_grad(x) or _wants_grad(b):
+        from logitlab.torch._autograd import logsumexp_b_grad
+
+        return logsumexp_b_grad(x, axis, keepdims, b, return_sign)
     xp, (xa, ba) = as_arrays(x, b, names=["x", "b"])
     out_dtype = result_dtype(xp, xa)
     xa = to_float(xp, xa, "x")

@@ -60,6 +60,7 @@ __all__ = [
     "kl_grad",
     "log_softmax_fn",
     "log_softmax_vjp",
+    "logsumexp_b_grad",
     "logsumexp_fn",
     "logsumexp_grad",
     "sigmoid_fn",
@@ -247,6 +248,75 @@ def logsumexp_fn(x: torch.Tensor, axis: int | None, keepdims: bool = False) -> t
 
 def logsumexp_grad(x: torch.Tensor, axis: int | None, keepdims: bool) -> torch.Tensor:
     return _down(logsumexp_fn(_up(x), axis, keepdims), x)
+
+
+class _LogSumExpB(torch.autograd.Function):
+    """``(log |sum b e^x|, sign)``: ``d/dx_i = b_i e^{x_i} / S``, ``d/db_i = e^{x_i} / S``.
+
+    As ``b_i q_i / (b . q)`` and ``q_i / (b . q)`` with ``q = e^{x - lse_K}`` over the kept
+    entries ``K`` (``b != 0``; the forward drops the others): the softmax Function on ``K``,
+    ``e^{x_i - lse_K}`` on a dropped entry. NaN where the forward gives NaN (a negative sum
+    without ``return_sign``), 0 on rows with nothing kept (``lse = -inf``).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, b: torch.Tensor, axis: int | None, keepdims: bool, sign: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from logitlab.special import logsumexp
+
+        out, sgn = logsumexp(x.detach(), axis, keepdims, b=b.detach(), return_sign=True)
+        if not sign:
+            out = torch.where(sgn < 0, math.nan, out)
+        ctx.save_for_backward(x, b, out, sgn)
+        ctx.args = (axis, keepdims, sign)
+        ctx.mark_non_differentiable(sgn)
+        return out, sgn
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor, _: Any) -> tuple[Any, ...]:
+        x, b, out, sgn = ctx.saved_tensors
+        axis, keepdims, sign = ctx.args
+        shape = x.shape
+        if axis is None:
+            x, b, ax = x.reshape(-1), b.reshape(-1), 0
+            g, out, sgn = g.reshape(1), out.reshape(1), sgn.reshape(1)
+        else:
+            ax = normalize_axis(axis, x.ndim)
+            if not keepdims:
+                g, out, sgn = g.unsqueeze(ax), out.unsqueeze(ax), sgn.unsqueeze(ax)
+        drop = b == 0
+        xa = torch.where(drop, _NEG, x)
+        empty = (sgn == 0) | (out == _NEG)  # no entry left (or a zero sum)
+        # q = e^{x - lse_active}: the softmax Function on the kept entries; on the dropped ones
+        # (b = 0 there, so b q = 0 in value) q carries the derivative w.r.t. their b
+        lse_a = logsumexp_fn(xa, ax, True)
+        qd = torch.exp(torch.where(drop & ~empty, x - lse_a, _NEG))
+        q = torch.where(drop, torch.where(torch.isfinite(qd), qd, 0.0), softmax_fn(xa, ax))
+        den = torch.where(empty, 1.0, (b * q).sum(dim=ax, keepdim=True))
+        gx = torch.where(empty, 0.0, g * b * q / den)
+        gb = torch.where(empty, 0.0, g * torch.where(drop, qd, q) / den)
+        if not sign:
+            bad = sgn < 0
+            gx, gb = torch.where(bad, math.nan, gx), torch.where(bad, math.nan, gb)
+        return gx.reshape(shape), gb.reshape(shape), None, None, None
+
+
+def logsumexp_b_grad(
+    x: Any, axis: int | None, keepdims: bool, b: Any, return_sign: bool
+) -> Any:
+    """logsumexp with ``b`` and/or ``return_sign`` for tensors that require grad."""
+    ref = x if isinstance(x, torch.Tensor) else b
+    x = _as_tensor(x, ref)
+    b = torch.ones_like(x) if b is None else _as_tensor(b, ref)
+    dt = torch.promote_types(_up(x).dtype, _up(b).dtype)
+    if not dt.is_floating_point:
+        dt = torch.get_default_dtype()
+    xx, bb = torch.broadcast_tensors(x.to(dt), b.to(dt))
+    out, sgn = _LogSumExpB.apply(xx, bb, axis, keepdims, return_sign)
+    like = x if x.is_floating_point() else out
+    out, sgn = _down(out, like), _down(sgn, like)
+    return (out, sgn) if return_sign else out
 
 
 # --------------------------------------------------------------------------- sigmoid / softplus
