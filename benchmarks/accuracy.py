@@ -310,7 +310,13 @@ def main() -> None:
         "",
     ]
     out = ROOT / "docs" / "accuracy.md"
-    out.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    # the gradient section is written by benchmarks/grad_accuracy.py: keep it
+    marker = "<!-- grad-accuracy:start -->"
+    old = out.read_text() if out.exists() else ""
+    if marker in old:
+        text = text.rstrip("\n") + "\n\n" + old[old.index(marker) :]
+    out.write_text(text)
     print("\n".join(lines))
 
 

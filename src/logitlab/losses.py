@@ -13,7 +13,9 @@ terms so that no subtraction can cancel:
   :math:`|u| < 1` (relative accuracy when ``p`` is close to ``q``).
 
 torch tensors that require grad go through :mod:`logitlab.torch._autograd`, whose backward passes
-use the closed-form gradients (``softmax - target``, ...) with zeros wherever a logit is ``-inf``.
+use the closed-form gradients (``softmax - target``, ...) with zeros wherever a logit is ``-inf``,
+written with differentiable pieces so that ``create_graph=True`` gives exact derivatives of every
+order (gradient penalties, Hessian-vector products).
 
 References:
     Blanchard, Higham & Higham, "Accurately computing the log-sum-exp and softmax functions",

@@ -4,7 +4,8 @@ One implementation over the Python array API: NumPy arrays, torch tensors (CPU a
 array-API array, and Python lists/scalars all go through the same code, and the result has the
 input's namespace, device and (floating) dtype. torch tensors that require grad are routed through
 :mod:`logitlab.torch._autograd`, whose backward passes use the closed-form gradients below (never
-``0 * inf``).
+``0 * inf``), written with differentiable pieces: ``create_graph=True`` gives exact derivatives of
+every order.
 
 The shared decomposition
 ------------------------

@@ -38,6 +38,15 @@ Conventions at the edges, the same at every order:
 
 Half-precision inputs are cast to float32 (a differentiable cast) before the Function and its
 result rounded once, so derivatives of every order are computed in float32 and rounded once.
+
+Example:
+    >>> import torch
+    >>> import logitlab as ll
+    >>> x = torch.tensor([[0.0, -40.0]], dtype=torch.float64, requires_grad=True)
+    >>> (g,) = torch.autograd.grad(ll.logsumexp(x).sum(), x, create_graph=True)
+    >>> (h,) = torch.autograd.grad(g[0, 0], x)  # row 0 of the Hessian: [p0 p1, -p0 p1]
+    >>> h.tolist()
+    [[4.248354255291589e-18, -4.248354255291589e-18]]
 """
 
 from __future__ import annotations
@@ -302,9 +311,7 @@ class _LogSumExpB(torch.autograd.Function):
         return gx.reshape(shape), gb.reshape(shape), None, None, None
 
 
-def logsumexp_b_grad(
-    x: Any, axis: int | None, keepdims: bool, b: Any, return_sign: bool
-) -> Any:
+def logsumexp_b_grad(x: Any, axis: int | None, keepdims: bool, b: Any, return_sign: bool) -> Any:
     """logsumexp with ``b`` and/or ``return_sign`` for tensors that require grad."""
     ref = x if isinstance(x, torch.Tensor) else b
     x = _as_tensor(x, ref)

@@ -280,6 +280,15 @@ def cross_entropy(
     saved ``logits`` and runs after this one raises a ``RuntimeError`` rather than using the
     overwritten values (use ``inplace_backward=False`` when the logits feed a second loss).
 
+    **Higher-order derivatives.** With ``create_graph=True`` (double backward, gradient
+    penalties, Hessian-vector products) the backward does not use the kernels, whose gradient is
+    a constant to autograd: it recomputes the gradient with the core's differentiable closed
+    form (:func:`logitlab.cross_entropy`'s, from the exact softmax Functions), so derivatives of
+    every order are exact; this materialises the softmax like an unfused loss. With
+    ``inplace_backward=True`` that is impossible (the logits are overwritten) and a
+    ``RuntimeError`` says so. ``weight`` may require grad: its gradient is computed by the same
+    closed form.
+
     Args:
         logits: scores, class axis ``axis`` (float16/bfloat16/float32/float64).
         target: integer class indices, the shape of ``logits`` without ``axis``.
@@ -298,6 +307,8 @@ def cross_entropy(
         TypeError: non-floating ``logits``/``weight`` or non-integer ``target``.
         ValueError: shapes that do not fit, devices that differ, class index out of range, bad
             option values.
+        RuntimeError: (in the backward) ``create_graph=True`` with ``inplace_backward=True``, or a
+            second backward with ``inplace_backward=True``.
 
     Example:
         >>> import torch

@@ -172,7 +172,10 @@ def linear_kl_divergence(
     Terms with zero weight (:math:`p_c = 0` forward, :math:`q_c = 0` reverse) are 0, never
     ``0 * inf``. The teacher receives no gradient. No :math:`T^2` factor is applied (multiply
     the result yourself for Hinton-style distillation). The student gradient is formed in the
-    forward, chunk by chunk, as in :func:`~logitlab.torch.linear_cross_entropy`.
+    forward, chunk by chunk, as in :func:`~logitlab.torch.linear_cross_entropy`. With
+    ``create_graph=True`` the backward recomputes it as a differentiable expression of
+    ``hidden``, ``weight`` and ``bias`` from the core's exact softmax Functions, so higher-order
+    derivatives are exact (the graph then holds each chunk's logits).
 
     Args:
         hidden: ``(..., d)`` student activations.

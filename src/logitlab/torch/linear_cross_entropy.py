@@ -371,6 +371,13 @@ def linear_cross_entropy(
     batch gives 0 and zero gradients. ``reduction="none"`` recomputes the chunks in the backward
     (the per-token upstream gradient is needed before accumulating ``grad_weight``).
 
+    **Higher-order derivatives.** With ``create_graph=True`` the backward recomputes the
+    gradients chunk by chunk as a differentiable expression of ``hidden``, ``weight`` and ``bias``
+    (the same closed form, from the core's exact softmax and log-sum-exp Functions), so double
+    backward, gradient penalties and Hessian-vector products are exact; the graph then holds
+    each chunk's logits, like an unfused loss. With ``process_group`` this is not supported (the
+    statistics are all-reduced outside autograd) and raises a ``RuntimeError``.
+
     Args:
         hidden: ``(..., d)`` activations (float16/bfloat16/float32/float64).
         weight: ``(V, d)`` projection (``V`` = this rank's shard with ``process_group``), same
@@ -402,6 +409,7 @@ def linear_cross_entropy(
         ValueError: shapes that do not fit (``hidden``'s last dim vs ``weight``'s second,
             ``target`` vs ``hidden``), devices that differ, a ``target`` outside ``[0, V)`` that is
             not ``ignore_index``, or bad option values.
+        RuntimeError: (in the backward) ``create_graph=True`` with ``process_group``.
 
     Example:
         >>> import torch
