@@ -272,6 +272,11 @@ CORE: list[Case] = [
         lambda: (_p(3, 4), _x(3, 4)),
     ),
     (
+        "js-p-logits-q-probs",
+        lambda a, b: ll.js_divergence(p_logits=a, q=b, reduction="sum"),
+        lambda: (_x(3, 4), _p(3, 4)),
+    ),
+    (
         "js-masked",
         lambda a, b: ll.js_divergence(p_logits=a, q_logits=b),
         lambda: (_masked(4, 5), _x(4, 5)),
@@ -430,3 +435,26 @@ def test_logsumexp_b_ties_and_masked_rows() -> None:
     assert out[0].item() == -800.0 and gx[0].tolist() == [0.0, 1.0] and gb[0, 1].item() == 1.0
     assert gb[0, 0].item() == float("inf")  # e^800 / e^-800 overflows, as it should
     assert torch.isnan(out[1]) and torch.isnan(gx[1]).all() and torch.isnan(gb[1]).all()
+
+
+def test_fast_path_declines_tensors_in_a_graph() -> None:
+    # issue 13 item 2: the backward ran the out= kernels of _fast.py under grad mode ("sub():
+    # functions with out=... arguments don't support automatic differentiation")
+    from logitlab import _fast
+    from logitlab.special import softmax_impl
+
+    x = torch.randn(3, 5, dtype=D, requires_grad=True)
+    assert not _fast.usable(x, 1)
+    with torch.no_grad():
+        assert _fast.usable(x, 1)
+    xp = __import__("array_api_compat").array_namespace(x)
+    torch.testing.assert_close(softmax_impl(xp, x, 1), torch.softmax(x, 1))
+    for fn in (
+        ll.softmax,
+        ll.log_softmax,
+        ll.logsumexp,
+        lambda v: ll.entropy(logits=v),
+        lambda v: ll.kl_divergence(p_logits=v, q_logits=v.detach().flip(1)),
+    ):
+        (gx,) = torch.autograd.grad(fn(x).sum(), x, create_graph=True)
+        assert gx.requires_grad
