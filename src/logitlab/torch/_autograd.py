@@ -769,13 +769,13 @@ class _Divergence(torch.autograd.Function):
             q_logits=b0 if b_logits else None,
             axis=axis,
         )
-        ctx.save_for_backward(a, b, out)
+        ctx.save_for_backward(a, b)
         ctx.args = (a_logits, b_logits, normalize_axis(axis, a.ndim), js)
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        a, b, out = ctx.saved_tensors
+        a, b = ctx.saved_tensors
         a_logits, b_logits, ax, js = ctx.args
         need = ctx.needs_input_grad
         p, lp, zp = _dist(a, a_logits, ax)
@@ -785,8 +785,8 @@ class _Divergence(torch.autograd.Function):
             m = (p + q) / 2
             vp = 0.5 * _log_ratio(p, m)
             vq = 0.5 * _log_ratio(q, m)
-            ga = p * (vp - (p * vp).sum(ax, keepdim=True)) if a_logits else vp
-            gb = q * (vq - (q * vq).sum(ax, keepdim=True)) if b_logits else vq
+            ga = softmax_vjp(p, vp, ax) if a_logits else vp
+            gb = softmax_vjp(q, vq, ax) if b_logits else vq
         else:
             if not a_logits and not b_logits:
                 u = _log_ratio(p, q)
@@ -796,11 +796,10 @@ class _Divergence(torch.autograd.Function):
                 u = lp - lq
             # q = 0 < p: u = +inf (KL is infinite); p = 0: outside the support, masked below
             u = torch.where(zq & ~zp, math.inf, u)
-            kl = out.unsqueeze(ax)
-            # For probability arguments the forward is the generalised KL
-            # sum(p log(p/q) - p + q), whose gradient (u, 1 - p/q) differs from that of
-            # sum(p log(p/q)) by a constant vector: the same on the simplex.
-            ga = p * (u - kl) if a_logits else u
+            # p (u - KL) is the softmax VJP of u. For probability arguments the forward is the
+            # generalised KL sum(p log(p/q) - p + q), whose gradient (u, 1 - p/q) differs from
+            # that of sum(p log(p/q)) by a constant vector: the same on the simplex.
+            ga = softmax_vjp(p, torch.where(zp, 0.0, u), ax) if a_logits else u
             if b_logits:
                 # q - p of two rounded probabilities keeps only the digits in which they differ
                 # (p ~ q: 1e7 ulps in float64); -q expm1(u) with the accurate u is exact. It is
