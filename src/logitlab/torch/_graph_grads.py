@@ -24,6 +24,7 @@ from logitlab.torch._autograd import (
     log_softmax_vjp,
     logsumexp_fn,
     softmax_fn,
+    softmax_vjp,
 )
 
 __all__ = ["linear_ce_graph_grads", "linear_kl_graph_grads"]
@@ -176,8 +177,7 @@ def linear_kl_graph_grads(
                 lt = log_softmax_fn(zt, -1, temp)
             zq = q == 0
             u = torch.where(zq, 0.0, log_softmax_fn(zs, -1, temp) - lt)
-            kl = (q * u).sum(-1, keepdim=True)
-            gx = torch.where(zq, 0.0, q * (u - kl))
+            gx = torch.where(zq, 0.0, softmax_vjp(q, u, -1))  # q (u - KL)
         gx = gx * (s[i:j].unsqueeze(1) / temp)
         _head_grads(gx, hc, w, need, acc, b is not None)
     return _finish(acc, h, w, b, need)
