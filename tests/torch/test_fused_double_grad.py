@@ -267,3 +267,31 @@ def test_core_cross_entropy_routes_to_fused_and_supports_create_graph() -> None:
     t = torch.tensor([1, 2, 3, -100])
     (gx,) = torch.autograd.grad(ll.cross_entropy(x, t), x, create_graph=True)
     assert gx.requires_grad
+
+
+@pytest.mark.parametrize("native", ["1", "0"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_temperature_leaves_the_logits_alone(
+    native: str, dtype: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The torch row kernel leaves x / T in its buffer; the forward's read-only visit (no grad,
+    # reduction="none", inplace_backward) handed it the caller's logits, which came back divided
+    # by T: a second call gave another loss, and the gradient (and create_graph's) used x / T.
+    monkeypatch.setenv("LOGITLAB_NATIVE", native)
+    x0 = torch.randn(5, 6, generator=g).to(dtype)
+    t = torch.tensor([0, 3, -100, 2, 4])
+    x = x0.clone()
+    with torch.no_grad():
+        first = cross_entropy(x, t, temperature=1.7)
+    assert torch.equal(x, x0)
+    torch.testing.assert_close(first, F.cross_entropy(x0 / 1.7, t))
+    for kw in ({"reduction": "none"}, {"inplace_backward": True}):
+        xa = x0.clone().requires_grad_()
+        xr = x0.clone().requires_grad_()
+        loss = cross_entropy(xa * 1.0, t, temperature=1.7, **kw)
+        ref = F.cross_entropy(xr / 1.7, t, reduction=kw.get("reduction", "mean"))
+        up = torch.rand(loss.shape, generator=g, dtype=dtype) + 0.5
+        loss.backward(up)
+        ref.backward(up)
+        tol = dict(rtol=1e-12, atol=1e-15) if dtype == D else dict(rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(xa.grad, xr.grad, **tol)

@@ -107,9 +107,12 @@ def _as_tensor(v: Any, like: torch.Tensor) -> Any:
 
 
 def _top(p: torch.Tensor, ax: int) -> torch.Tensor:
-    """Mask of one maximal entry of ``p`` along ``ax`` (the first, as ``argmax``)."""
-    k = p.detach().argmax(dim=ax, keepdim=True)
-    return torch.zeros(p.shape, dtype=torch.bool, device=p.device).scatter_(ax, k, True)
+    """Mask of one maximal entry of ``p`` along ``ax`` (the first, as ``argmax``); none along an
+    empty axis."""
+    mask = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
+    if p.shape[ax] == 0:
+        return mask
+    return mask.scatter_(ax, p.detach().argmax(dim=ax, keepdim=True), True)
 
 
 def _shift(v: torch.Tensor, top: torch.Tensor, ax: int) -> torch.Tensor:
@@ -399,7 +402,7 @@ class _Entropy(torch.autograd.Function):
             # here the sum has terms of one sign and only the gradient's own cancellation is left.
             p = softmax_fn(src, ax)
             zero = (p == 0) | _dead(src, ax)
-            c = src.detach().amax(dim=ax, keepdim=True)
+            c = src.detach().amax(dim=ax, keepdim=True) if src.shape[ax] else src.sum(ax, True)
             fin = torch.isfinite(c)  # a +inf row: its entries with p > 0 all equal c
             xc = torch.where(zero | ~fin, 0.0, src - torch.where(fin, c, 0.0))
             grad = -gg * softmax_vjp(p, xc, ax)

@@ -83,8 +83,13 @@ class _CE(torch.autograd.Function):
             ctx.grad = buf
             ctx.prebuilt = True
         else:
-            # read-only visit: the kernel leaves x untouched when no gradient is requested
-            r = ce_rows(x if x.dtype == cdt else x.to(cdt), t, **kw)
+            # read-only visit: the native kernel leaves x untouched when no gradient is requested;
+            # the torch one leaves x / T in its buffer, which must then not be the caller's logits
+            xin = x if x.dtype == cdt else x.to(cdt)
+            native = x.dtype == torch.float32 and x.device.type == "cpu" and native_available()
+            if xin is x and cfg["temperature"] != 1.0 and not native:
+                xin = x.clone()
+            r = ce_rows(xin, t, **kw)
             ctx.grad = None
             ctx.prebuilt = False
         ctx.red = red
