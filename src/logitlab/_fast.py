@@ -37,10 +37,15 @@ def usable(x: Any, axis: int) -> bool:
     if type(x).__module__.startswith("torch"):
         import torch
 
+        # The chunk loop writes through out= and in-place kernels, which autograd cannot record
+        # (and refuses under grad mode). A tensor that is part of a graph takes the general,
+        # out-of-place implementation; the public functions never pass one here, they route
+        # such tensors through logitlab.torch._autograd, whose Functions see detached inputs.
         return bool(
             x.device.type == "cpu"
             and x.dtype in (torch.float32, torch.float64)
             and x.is_contiguous()
+            and not (x.requires_grad and torch.is_grad_enabled())
         )
     return False
 

@@ -13,7 +13,9 @@ terms so that no subtraction can cancel:
   :math:`|u| < 1` (relative accuracy when ``p`` is close to ``q``).
 
 torch tensors that require grad go through :mod:`logitlab.torch._autograd`, whose backward passes
-use the closed-form gradients (``softmax - target``, ...) with zeros wherever a logit is ``-inf``.
+use the closed-form gradients (``softmax - target``, ...) with zeros wherever a logit is ``-inf``,
+written with differentiable pieces so that ``create_graph=True`` gives exact derivatives of every
+order (gradient penalties, Hessian-vector products).
 
 References:
     Blanchard, Higham & Higham, "Accurately computing the log-sum-exp and softmax functions",
@@ -413,7 +415,7 @@ def cross_entropy(
 
             w = torch.as_tensor(w, dtype=logits.dtype, device=logits.device)
         return fused(logits, target, axis, ignore_index, label_smoothing, w, reduction, temperature)
-    if _wants_grad(logits) or _wants_grad(target):
+    if _wants_grad(logits) or _wants_grad(target) or _wants_grad(weight):
         from logitlab.torch._autograd import cross_entropy_grad
 
         return cross_entropy_grad(
@@ -584,7 +586,7 @@ def binary_cross_entropy(
         Goodfellow, Bengio & Courville, *Deep Learning*, section 6.2.2, 2016.
     """
     check_reduction(reduction)
-    if _wants_grad(probs) or _wants_grad(target):
+    if _wants_grad(probs) or _wants_grad(target) or _wants_grad(weight):
         from logitlab.torch._autograd import bce_grad
 
         return bce_grad(probs, target, weight, None, reduction, from_logits=False)
@@ -647,7 +649,7 @@ def binary_cross_entropy_with_logits(
         M. Mächler, "Accurately computing log(1 - exp(-|a|))", Rmpfr vignette, 2012.
     """
     check_reduction(reduction)
-    if _wants_grad(logits) or _wants_grad(target):
+    if any(_wants_grad(v) for v in (logits, target, weight, pos_weight)):
         from logitlab.torch._autograd import bce_grad
 
         return bce_grad(logits, target, weight, pos_weight, reduction, from_logits=True)

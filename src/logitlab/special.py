@@ -4,7 +4,8 @@ One implementation over the Python array API: NumPy arrays, torch tensors (CPU a
 array-API array, and Python lists/scalars all go through the same code, and the result has the
 input's namespace, device and (floating) dtype. torch tensors that require grad are routed through
 :mod:`logitlab.torch._autograd`, whose backward passes use the closed-form gradients below (never
-``0 * inf``).
+``0 * inf``), written with differentiable pieces: ``create_graph=True`` gives exact derivatives of
+every order.
 
 The shared decomposition
 ------------------------
@@ -310,6 +311,17 @@ def logsumexp(
 
         m = merge_axes(xp, xa, axis)
         return m.reduced(xp, logsumexp_grad(m.x, m.axis, False), keepdims)
+    if _wants_grad(xa) or _wants_grad(ba):
+        from logitlab.torch._autograd import logsumexp_b_grad
+
+        if ba is not None:
+            xa, ba = xp.broadcast_arrays(xa, ba)
+        m = merge_axes(xp, xa, axis)
+        mb = None if ba is None else merge_axes(xp, ba, axis).x
+        res = logsumexp_b_grad(m.x, m.axis, False, mb, return_sign)
+        if return_sign:
+            return m.reduced(xp, res[0], keepdims), m.reduced(xp, res[1], keepdims)
+        return m.reduced(xp, res, keepdims)
     out_dtype = result_dtype(xp, xa)
     xa = to_float(xp, xa, "x")
     if ba is not None:

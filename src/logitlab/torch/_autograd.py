@@ -1,25 +1,52 @@
-"""torch.autograd Functions for the exact core: exact forward, closed-form stable backward.
+"""torch.autograd Functions for the exact core: exact forward, closed-form backward of every order.
 
 Autograd through the array-API forward would differentiate ``max``, ``where`` and the excluded
 maximal entry; that gives wrong gradients at ties and ``0 * inf = NaN`` at masked classes. Each
 Function here computes its forward with the public (exact) function on detached inputs, and its
-backward from the closed forms
+backward from the closed forms below, **written with differentiable pieces**: the probabilities and
+log-probabilities a backward needs come from the softmax Function itself (its own saved output,
+or the Function applied to the saved input), never from a detached formula. Under
+``create_graph=True`` autograd differentiates a backward through those same Functions, so every
+order of derivative is closed-form, exact and NaN-free on masked entries (torch's
+``gradgradcheck`` passes in float64):
 
 * ``d lse / dx = softmax(x)``
-* ``d softmax / dx``: ``y * (g - sum(g y))``; ``d log_softmax / dx``: ``g - p * sum(g)``
-* ``d H / dx = -p (log p + H)`` (logits), ``-(log p + 1)`` (probabilities)
-* ``d CE / dx = (p * sum(alpha) - alpha) / T``  (``alpha``: target weights, see losses.py)
-* ``d BCE / dx = (1 - y) sigmoid(x) - w y sigmoid(-x)``
-* ``d KL / dx_p = p (u - KL)``, ``d KL / dx_q = q - p``  (``u = log p - log q``); for
-  probability arguments ``d KL / dp = u`` and ``d KL / dq = 1 - p / q``
+* softmax ``y``: ``y (g - sum(g y)) / T`` (its own output); log-softmax: ``(g - p sum(g)) / T``
+* ``d H / dx = -p (log p + H) = -p ((x - c) - sum(p (x - c)))`` (logits, ``c`` the row
+  maximum: no cancellation between ``log p`` and ``H``), ``-(log p + 1)`` (probabilities)
+* ``d CE / dx = (p * sum(alpha) - alpha) / T`` (``alpha``: target weights, see losses.py);
+  probability targets ``(1 - eps) w (-log p)``; class weights (see :func:`ce_grads`)
+* ``d BCE / dx = w ((1 - y) sigmoid(x) - w+ y sigmoid(-x))``,
+  ``d BCE / dy = w (w+ softplus(-x) - softplus(x))``; sigmoid and softplus are Functions too,
+  whose derivatives ``sigmoid(x) sigmoid(-x)`` and ``sigmoid(x)`` are exact in both tails
+* ``d KL / dx_p = p (u - KL)``, ``d KL / dx_q = q - p = -q expm1(u)`` (``u = log p - log q``,
+  computed as accurately as the forward does where ``p ~ q``); for probability arguments
+  ``d KL / dp = u`` and ``d KL / dq = 1 - p / q``; ``d JS / dp = log(p / m) / 2``.
 
-written so that a masked entry (``-inf`` logit, zero probability) gets gradient 0, never NaN.
-Conventions where the one-sided derivative is infinite (a probability exactly 0 in
-``entropy(probs=...)``, ``kl_divergence(p, ...)`` or ``js_divergence``): the gradient there is
-0, i.e. zero-probability classes are treated as outside the support, like masked logits.
+Conventions at the edges, the same at every order:
 
-Half-precision inputs get their gradient computed in float32 and rounded once. Double backward is
-not supported (these Functions are first-order only).
+* **Masked entries are constants.** A ``-inf`` logit, and every entry of a row of only ``-inf``
+  (fully masked), gets gradient exactly 0, and an output that is exactly 0 (probability) or
+  ``-inf`` (log-probability) passes no gradient back, so an infinite or NaN upstream gradient there
+  cannot turn the row into NaN. This is also what finite differences see (``-inf + h = -inf``).
+* A row with ``+inf`` logits behaves as the forward's limit: its ``+inf`` entries tie (they share
+  the mass), the other entries have probability 0 and gradient 0.
+* NaN anywhere in a row makes the row's value and its gradient NaN.
+* Where the one-sided derivative is infinite at a probability exactly 0 (``entropy(probs=...)``,
+  the first argument of ``kl_divergence`` and both of ``js_divergence``), the gradient is 0:
+  zero-probability classes are outside the support, like masked logits.
+
+Half-precision inputs are cast to float32 (a differentiable cast) before the Function and its
+result rounded once, so derivatives of every order are computed in float32 and rounded once.
+
+Example:
+    >>> import torch
+    >>> import logitlab as ll
+    >>> x = torch.tensor([[0.0, -40.0]], dtype=torch.float64, requires_grad=True)
+    >>> (g,) = torch.autograd.grad(ll.logsumexp(x).sum(), x, create_graph=True)
+    >>> (h,) = torch.autograd.grad(g[0, 0], x)  # row 0 of the Hessian: [p0 p1, -p0 p1]
+    >>> h.tolist()
+    [[4.248354255291589e-18, -4.248354255291589e-18]]
 """
 
 from __future__ import annotations
@@ -30,42 +57,44 @@ from typing import Any
 import array_api_compat.torch as xp
 import torch
 
-from logitlab._array import normalize_axis, validation
-from logitlab.losses import (
-    _log_ratio_probs,
-    binary_cross_entropy,
-    binary_cross_entropy_with_logits,
-    ce_coefficients,
-    cross_entropy,
-    entropy,
-    js_divergence,
-    kl_divergence,
-    prepare_ce,
-)
-from logitlab.special import log_softmax_impl, logsumexp, softmax, softmax_impl
+from logitlab._array import normalize_axis
 
 __all__ = [
-    "logsumexp_grad",
-    "softmax_grad",
-    "entropy_grad",
-    "cross_entropy_grad",
     "bce_grad",
-    "kl_grad",
+    "ce_alpha",
+    "ce_grads",
+    "cross_entropy_grad",
+    "entropy_grad",
     "js_grad",
+    "kl_grad",
+    "log_softmax_fn",
+    "log_softmax_vjp",
+    "logsumexp_b_grad",
+    "logsumexp_fn",
+    "logsumexp_grad",
+    "sigmoid_fn",
+    "softmax_fn",
+    "softmax_grad",
+    "softmax_vjp",
+    "softplus_fn",
 ]
+
+_NEG = -math.inf
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
-    """The dtype gradients are computed in (float32 for half inputs)."""
-    if x.dtype in (torch.float16, torch.bfloat16):
-        return x.float()
-    if not x.is_floating_point():
-        return x.to(torch.get_default_dtype())
-    return x
+    """float32 for half inputs (a differentiable cast), the tensor itself otherwise."""
+    return x.float() if x.dtype in _HALF else x
 
 
-def _zero_where(mask: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    return torch.where(mask, torch.zeros_like(v), v)
+def _down(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return y if y.dtype == like.dtype or like.dtype not in _HALF else y.to(like.dtype)
+
+
+def _dead(x: torch.Tensor, ax: int) -> torch.Tensor:
+    """Rows (keepdim along ``ax``) whose entries are all ``-inf``: fully masked."""
+    return (x == _NEG).all(dim=ax, keepdim=True)
 
 
 def _as_tensor(v: Any, like: torch.Tensor) -> Any:
@@ -74,65 +103,276 @@ def _as_tensor(v: Any, like: torch.Tensor) -> Any:
     return torch.as_tensor(v, device=like.device)
 
 
-# --------------------------------------------------------------------------- lse / softmax
+# --------------------------------------------------------------------------- softmax / lse
+
+
+def _top(p: torch.Tensor, ax: int) -> torch.Tensor:
+    """Mask of one maximal entry of ``p`` along ``ax`` (the first, as ``argmax``); none along an
+    empty axis."""
+    mask = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
+    if p.shape[ax] == 0:
+        return mask
+    return mask.scatter_(ax, p.detach().argmax(dim=ax, keepdim=True), True)
+
+
+def _shift(v: torch.Tensor, top: torch.Tensor, ax: int) -> torch.Tensor:
+    """``v`` minus its value at the ``top`` entry of each row."""
+    return v - torch.where(top, v, 0.0).sum(dim=ax, keepdim=True)
+
+
+class _SoftmaxVJP(torch.autograd.Function):
+    """``y * (g - sum(g y))``, the vector-Jacobian product of a softmax ``y``, without
+    cancellation at a dominant entry, at every order.
+
+    With ``y_k`` rounded to 1 (``[0, -40]``) the textbook form gives ``y_k (g_k - g_k - ...)``,
+    i.e. 0 or noise instead of ``-y_k sum_{j != k} y_j (g_j - g_k)``. The product does not change
+    when ``g`` is shifted by a constant (``sum y = 1``), so ``g`` is shifted by its value at the
+    largest ``y``. Autograd through that expression would cancel the same way one order up
+    (``-y_k w_k + y_k (y . w)``), hence a Function whose backward passes are shifted forms too:
+    w.r.t. ``g`` the same product (the Jacobian is symmetric); w.r.t. ``y``
+    ``w (g - sum(g y)) - g sum(w y)`` with ``g`` and ``w`` both shifted, which differs from the
+    unshifted one by a constant per row, which the softmax's own backward (``y`` is always a
+    softmax here) maps to 0.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
+        top = _top(y, ax)
+        gs = _shift(g, top, ax)
+        ctx.save_for_backward(y, g, top)
+        ctx.ax = ax
+        return y * (gs - (gs * y).sum(dim=ax, keepdim=True))
+
+    @staticmethod
+    def backward(ctx: Any, w: torch.Tensor) -> tuple[Any, ...]:
+        y, g, top = ctx.saved_tensors
+        ax = ctx.ax
+        gy = gg = None
+        if ctx.needs_input_grad[0]:
+            gs, ws = _shift(g, top, ax), _shift(w, top, ax)
+            gbar = (gs * y).sum(dim=ax, keepdim=True)
+            wbar = (ws * y).sum(dim=ax, keepdim=True)
+            gy = ws * (gs - gbar) - gs * wbar
+        if ctx.needs_input_grad[1]:
+            gg = softmax_vjp(y, w, ax)
+        return gy, gg, None
+
+
+def softmax_vjp(y: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
+    """``y * (g - sum(g y))`` for a softmax ``y`` (see :class:`_SoftmaxVJP`), differentiable."""
+    out: torch.Tensor = _SoftmaxVJP.apply(y, g, ax)
+    return out
+
+
+def log_softmax_vjp(p: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
+    """``g - p sum(g)``, the vector-Jacobian product of a log-softmax (``p`` the softmax), with
+    the largest entry's ``g_k (1 - p_k) - p_k sum_{j != k} g_j`` formed from
+    ``1 - p_k = sum_{j != k} p_j``: exact where ``p_k`` rounds to 1 (the cross-entropy gradient
+    ``p_t - 1`` of a confident, correct prediction)."""
+    top = _top(p, ax)
+    rest = torch.where(top, 0.0, g).sum(dim=ax, keepdim=True)
+    q_rest = torch.where(top, 0.0, p).sum(dim=ax, keepdim=True)
+    r = g - p * (rest + torch.where(top, g, 0.0).sum(dim=ax, keepdim=True))
+    return torch.where(top, g * q_rest - p * rest, r)
+
+
+class _Softmax(torch.autograd.Function):
+    """softmax (``log=False``) or log-softmax (``log=True``) of ``x / T`` along ``axis``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, axis: int, t: float, log: bool) -> torch.Tensor:
+        from logitlab.special import log_softmax, softmax
+
+        ax = normalize_axis(axis, x.ndim)
+        y = (log_softmax if log else softmax)(x.detach(), ax, t)
+        ctx.save_for_backward(x if log else None, y, _dead(x, ax))
+        ctx.args = (ax, t, log)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        x, y, dead = ctx.saved_tensors
+        ax, t, log = ctx.args
+        if t == 0.0 or t == math.inf:
+            # the limits are piecewise constant in x: derivative 0 (NaN on NaN rows)
+            return torch.zeros_like(y).masked_fill(torch.isnan(y), math.nan), None, None, None
+        if log:
+            zero = (y == _NEG) | dead
+            gm = torch.where(zero, 0.0, g)
+            grad = log_softmax_vjp(_Softmax.apply(x, ax, t, False), gm, ax)
+        else:
+            # y is this Function's own output: under create_graph its derivative is this same
+            # backward again, so every order is the closed form.
+            zero = (y == 0) | dead
+            gm = torch.where(zero, 0.0, g)
+            grad = softmax_vjp(y, gm, ax)
+        grad = torch.where(zero, 0.0, grad)
+        return (grad / t if t != 1.0 else grad), None, None, None
+
+
+def softmax_fn(x: torch.Tensor, axis: int, t: float = 1.0) -> torch.Tensor:
+    """The differentiable exact softmax of ``x / T`` (float32/float64 ``x``)."""
+    out: torch.Tensor = _Softmax.apply(x, axis, t, False)
+    return out
+
+
+def log_softmax_fn(x: torch.Tensor, axis: int, t: float = 1.0) -> torch.Tensor:
+    """The differentiable exact log-softmax of ``x / T`` (float32/float64 ``x``)."""
+    out: torch.Tensor = _Softmax.apply(x, axis, t, True)
+    return out
+
+
+def softmax_grad(x: torch.Tensor, axis: int, t: float, *, log: bool) -> torch.Tensor:
+    return _down(_Softmax.apply(_up(x), axis, t, log), x)
 
 
 class _LogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, axis: int | None, keepdims: bool) -> torch.Tensor:
+        from logitlab.special import logsumexp
+
         ctx.save_for_backward(x)
-        ctx.axis, ctx.keepdims = axis, keepdims
-        return logsumexp(x.detach(), axis, keepdims)
+        ctx.args = (axis, keepdims)
+        out: torch.Tensor = logsumexp(x.detach(), axis, keepdims)
+        return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
         (x,) = ctx.saved_tensors
-        xc = _up(x)
-        if ctx.axis is None:
-            p = softmax_impl(xp, xc.reshape(-1), 0).reshape(x.shape)
-            grad = _up(g).reshape((1,) * x.ndim) * p if x.ndim else _up(g) * p
+        axis, keepdims = ctx.args
+        if axis is None:
+            xf = x.reshape(-1)
+            p = softmax_fn(xf, 0)
+            grad = torch.where((p == 0) | _dead(xf, 0), 0.0, g.reshape(1) * p).reshape(x.shape)
         else:
-            ax = normalize_axis(ctx.axis, x.ndim)
-            p = softmax_impl(xp, xc, ax)
-            gg = _up(g) if ctx.keepdims else _up(g).unsqueeze(ax)
-            grad = gg * p
-        return grad.to(x.dtype), None, None
+            ax = normalize_axis(axis, x.ndim)
+            p = softmax_fn(x, ax)
+            gg = g if keepdims else g.unsqueeze(ax)
+            grad = torch.where((p == 0) | _dead(x, ax), 0.0, gg * p)
+        return grad, None, None
+
+
+def logsumexp_fn(x: torch.Tensor, axis: int | None, keepdims: bool = False) -> torch.Tensor:
+    """The differentiable exact log-sum-exp (float32/float64 ``x``)."""
+    out: torch.Tensor = _LogSumExp.apply(x, axis, keepdims)
+    return out
 
 
 def logsumexp_grad(x: torch.Tensor, axis: int | None, keepdims: bool) -> torch.Tensor:
-    return _LogSumExp.apply(x, axis, keepdims)
+    return _down(logsumexp_fn(_up(x), axis, keepdims), x)
 
 
-class _Softmax(torch.autograd.Function):
+class _LogSumExpB(torch.autograd.Function):
+    """``(log |sum b e^x|, sign)``: ``d/dx_i = b_i e^{x_i} / S``, ``d/db_i = e^{x_i} / S``.
+
+    As ``b_i q_i / (b . q)`` and ``q_i / (b . q)`` with ``q = e^{x - lse_K}`` over the kept
+    entries ``K`` (``b != 0``; the forward drops the others): the softmax Function on ``K``,
+    ``e^{x_i - lse_K}`` on a dropped entry. NaN where the forward gives NaN (a negative sum
+    without ``return_sign``), 0 on rows with nothing kept (``lse = -inf``).
+    """
+
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, axis: int, t: float, log: bool) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.axis, ctx.t, ctx.log = axis, t, log
-        from logitlab.special import log_softmax
+    def forward(
+        ctx: Any, x: torch.Tensor, b: torch.Tensor, axis: int | None, keepdims: bool, sign: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from logitlab.special import logsumexp
 
-        fn = log_softmax if log else softmax
-        return fn(x.detach(), axis, t)
+        out, sgn = logsumexp(x.detach(), axis, keepdims, b=b.detach(), return_sign=True)
+        if not sign:
+            out = torch.where(sgn < 0, math.nan, out)
+        ctx.save_for_backward(x, b, out, sgn)
+        ctx.args = (axis, keepdims, sign)
+        ctx.mark_non_differentiable(sgn)
+        return out, sgn
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        (x,) = ctx.saved_tensors
-        t = ctx.t
-        if t == 0.0 or t == math.inf:  # the limits are piecewise constant in x
-            return torch.zeros_like(x), None, None, None
-        ax = normalize_axis(ctx.axis, x.ndim)
-        xc, gc = _up(x), _up(g)
-        p = softmax_impl(xp, xc, ax, t)
-        if ctx.log:
-            # entries where the output is -inf have g possibly inf/NaN-free; p = 0 there
-            grad = gc - p * gc.sum(dim=ax, keepdim=True)
+    def backward(ctx: Any, g: torch.Tensor, _: Any) -> tuple[Any, ...]:
+        x, b, out, sgn = ctx.saved_tensors
+        axis, keepdims, sign = ctx.args
+        shape = x.shape
+        if axis is None:
+            x, b, ax = x.reshape(-1), b.reshape(-1), 0
+            g, out, sgn = g.reshape(1), out.reshape(1), sgn.reshape(1)
         else:
-            gc = _zero_where(p == 0, gc)
-            grad = p * (gc - (gc * p).sum(dim=ax, keepdim=True))
-        return (grad / t).to(x.dtype), None, None, None
+            ax = normalize_axis(axis, x.ndim)
+            if not keepdims:
+                g, out, sgn = g.unsqueeze(ax), out.unsqueeze(ax), sgn.unsqueeze(ax)
+        drop = b == 0
+        xa = torch.where(drop, _NEG, x)
+        empty = (sgn == 0) | (out == _NEG)  # no entry left (or a zero sum)
+        # q = e^{x - lse_active}: the softmax Function on the kept entries; on the dropped ones
+        # (b = 0 there, so b q = 0 in value) q carries the derivative w.r.t. their b
+        lse_a = logsumexp_fn(xa, ax, True)
+        qd = torch.exp(torch.where(drop & ~empty, x - lse_a, _NEG))
+        q = torch.where(drop, torch.where(torch.isfinite(qd), qd, 0.0), softmax_fn(xa, ax))
+        den = torch.where(empty, 1.0, (b * q).sum(dim=ax, keepdim=True))
+        gx = torch.where(empty, 0.0, g * b * q / den)
+        gb = torch.where(empty, 0.0, g * torch.where(drop, qd, q) / den)
+        if not sign:
+            bad = sgn < 0
+            gx, gb = torch.where(bad, math.nan, gx), torch.where(bad, math.nan, gb)
+        return gx.reshape(shape), gb.reshape(shape), None, None, None
 
 
-def softmax_grad(x: torch.Tensor, axis: int, t: float, *, log: bool) -> torch.Tensor:
-    return _Softmax.apply(x, axis, t, log)
+def logsumexp_b_grad(x: Any, axis: int | None, keepdims: bool, b: Any, return_sign: bool) -> Any:
+    """logsumexp with ``b`` and/or ``return_sign`` for tensors that require grad."""
+    ref = x if isinstance(x, torch.Tensor) else b
+    x = _as_tensor(x, ref)
+    b = torch.ones_like(x) if b is None else _as_tensor(b, ref)
+    dt = torch.promote_types(_up(x).dtype, _up(b).dtype)
+    if not dt.is_floating_point:
+        dt = torch.get_default_dtype()
+    xx, bb = torch.broadcast_tensors(x.to(dt), b.to(dt))
+    out, sgn = _LogSumExpB.apply(xx, bb, axis, keepdims, return_sign)
+    like = x if x.is_floating_point() else out
+    out, sgn = _down(out, like), _down(sgn, like)
+    return (out, sgn) if return_sign else out
+
+
+# --------------------------------------------------------------------------- sigmoid / softplus
+
+
+class _Sigmoid(torch.autograd.Function):
+    """``sigmoid(x)`` with derivative ``sigmoid(x) sigmoid(-x)``: exact in both tails, where
+    torch's ``y (1 - y)`` loses the small factor once ``y`` rounds to 1 (``x > 37`` in float64)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return torch.sigmoid(x.detach())
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return g * sigmoid_fn(x) * sigmoid_fn(-x)
+
+
+def sigmoid_fn(x: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = _Sigmoid.apply(x)
+    return out
+
+
+class _Softplus(torch.autograd.Function):
+    """``log(1 + e^x)`` exact for every ``x`` (``max(x, 0) + log1p(e^-|x|)``), derivative
+    ``sigmoid(x)``; autograd through ``max``/``abs`` would give 0 instead of 1/2 at ``x = 0``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        from logitlab.special import log1pexp_impl
+
+        ctx.save_for_backward(x)
+        out: torch.Tensor = log1pexp_impl(xp, x.detach())
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return g * sigmoid_fn(x)
+
+
+def softplus_fn(x: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = _Softplus.apply(x)
+    return out
 
 
 # --------------------------------------------------------------------------- entropy
@@ -141,35 +381,149 @@ def softmax_grad(x: torch.Tensor, axis: int, t: float, *, log: bool) -> torch.Te
 class _Entropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, src: torch.Tensor, axis: int, from_logits: bool) -> torch.Tensor:
-        if from_logits:
-            out = entropy(logits=src.detach(), axis=axis)
-        else:
-            out = entropy(probs=src.detach(), axis=axis)
-        ctx.save_for_backward(src, out)
-        ctx.axis, ctx.from_logits = axis, from_logits
+        from logitlab.losses import entropy
+
+        ax = normalize_axis(axis, src.ndim)
+        s = src.detach()
+        out: torch.Tensor = entropy(logits=s, axis=ax) if from_logits else entropy(probs=s, axis=ax)
+        ctx.save_for_backward(src)
+        ctx.args = (ax, from_logits)
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        src, h = ctx.saved_tensors
-        ax = normalize_axis(ctx.axis, src.ndim)
-        sc, hc = _up(src), _up(h).unsqueeze(ax)
-        gc = _up(g).unsqueeze(ax)
-        if ctx.from_logits:
-            p = softmax_impl(xp, sc, ax)
-            logp = log_softmax_impl(xp, sc, ax)
-            grad = _zero_where(p == 0, -p * (_zero_where(p == 0, logp) + hc))
+        (src,) = ctx.saved_tensors
+        ax, from_logits = ctx.args
+        gg = g.unsqueeze(ax)
+        if from_logits:
+            # -p (log p + H), with log p_i + H = sum_j p_j (x_i - x_j) since log p_i - log p_j
+            # = x_i - x_j: = (x_i - c) - sum_j p_j (x_j - c) for the row maximum c. The textbook
+            # log p + H cancels where log p_i ~ -H ([0, 3e-3]: both ~0.69, the sum 1.5e-3);
+            # here the sum has terms of one sign and only the gradient's own cancellation is left.
+            p = softmax_fn(src, ax)
+            zero = (p == 0) | _dead(src, ax)
+            c = src.detach().amax(dim=ax, keepdim=True) if src.shape[ax] else src.sum(ax, True)
+            fin = torch.isfinite(c)  # a +inf row: its entries with p > 0 all equal c
+            xc = torch.where(zero | ~fin, 0.0, src - torch.where(fin, c, 0.0))
+            grad = -gg * softmax_vjp(p, xc, ax)
         else:
-            safe = torch.where(sc > 0, sc, torch.ones_like(sc))
-            grad = _zero_where(sc == 0, -(torch.log(safe) + 1))
-        return (gc * grad).to(src.dtype), None, None
+            zero = src == 0
+            grad = -gg * (torch.log(torch.where(zero, 1.0, src)) + 1)
+        return torch.where(zero, 0.0, grad), None, None
 
 
 def entropy_grad(src: torch.Tensor, axis: int, *, from_logits: bool) -> torch.Tensor:
-    return _Entropy.apply(src, axis, from_logits)
+    return _down(_Entropy.apply(_up(src), axis, from_logits), src)
 
 
 # --------------------------------------------------------------------------- cross-entropy
+
+
+def ce_alpha(
+    lp: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    *,
+    soft: bool,
+    ignore_index: int,
+    label_smoothing: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(alpha, beta, base)`` of cross-entropy, class axis last, differentiable in the target
+    and the weights: ``loss_row = sum_c alpha_c (-log p_c)`` with ``alpha = w * beta``,
+    ``beta = (1 - eps) base + eps 1_F / |F|`` on non-ignored rows (0 on ignored ones), ``base``
+    the one-hot of the class target (0 on ignored rows) or the probability target, and ``F`` the
+    classes with non-zero probability (``lp > -inf``), as in
+    :func:`logitlab.losses.ce_coefficients`.
+    """
+    n_cls = lp.shape[-1]
+    if soft:
+        base = target.to(lp.dtype)
+        valid = None
+    else:
+        valid = (target != ignore_index).unsqueeze(-1)
+        idx = torch.where(valid.squeeze(-1), target, 0).long()
+        base = torch.nn.functional.one_hot(idx, n_cls).to(lp.dtype) * valid
+    eps = float(label_smoothing)
+    beta = (1 - eps) * base if eps else base
+    if eps:
+        fin = (lp > _NEG).to(lp.dtype)
+        n_fin = fin.sum(-1, keepdim=True)
+        smooth = eps * fin / torch.where(n_fin == 0, 1.0, n_fin)
+        beta = beta + (smooth * valid if valid is not None else smooth)
+    alpha = beta * weight if weight is not None else beta
+    return alpha, beta, base
+
+
+def ce_grads(
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    g: torch.Tensor,
+    out: torch.Tensor,
+    *,
+    ignore_index: int,
+    label_smoothing: float,
+    reduction: str,
+    temperature: float,
+    need: tuple[bool, bool, bool],
+) -> tuple[Any, Any, Any]:
+    r"""Derivatives of :func:`logitlab.cross_entropy` w.r.t. (logits, target, weight), written
+    with differentiable operations (class axis last; ``x`` float32/float64).
+
+    With :math:`\ell = \operatorname{red}(\sum_c \alpha_c (-\log p_c))`, ``s`` the reduction's
+    scale (``g``, or ``g / D`` for ``"mean"`` with :math:`D = \sum_n w_{t_n}` over non-ignored
+    rows, or the number of rows for probability targets):
+
+    * logits: :math:`s\,(p \sum_c \alpha_c - \alpha) / T`, 0 on masked classes;
+    * probability target: :math:`s\,(1 - \varepsilon) w_c (-\log p_c)`;
+    * weights: :math:`\sum_n s_n \beta_{nc} (-\log p_{nc})`, minus :math:`s\,\ell \sum_n
+      \mathrm{base}_{nc}` for ``"mean"`` over class targets (the weights are in :math:`D` too).
+
+    ``out`` is the forward value (differentiable: under ``create_graph`` its derivative is the
+    Function's own backward again). Returns None for what ``need`` does not ask for.
+    """
+    soft = target.is_floating_point()
+    lp = log_softmax_fn(x, -1, temperature)
+    w = None if weight is None else _up(weight).to(x.dtype)
+    alpha, beta, base = ce_alpha(
+        lp,
+        target,
+        w,
+        soft=soft,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+    )
+    gg = g.to(x.dtype)
+    if reduction == "none":
+        scale = gg.unsqueeze(-1)
+    elif reduction == "sum":
+        scale = gg
+    else:
+        if soft:
+            total = torch.tensor(float(math.prod(x.shape[:-1])), dtype=x.dtype, device=x.device)
+        elif w is not None:
+            total = (base * w).sum()
+        else:
+            total = base.sum()
+        scale = torch.where(total == 0, 0.0, gg / torch.where(total == 0, 1.0, total))
+    gx = gt = gw = None
+    if need[0]:
+        p = softmax_fn(x, -1, temperature)
+        zero = (lp == _NEG) | _dead(x, -1)
+        gx = torch.where(zero, 0.0, log_softmax_vjp(p, -alpha, -1) * scale)
+        if temperature != 1.0:
+            gx = gx / temperature
+    if need[1] and soft:
+        c = (1 - label_smoothing) * (w if w is not None else torch.ones_like(lp[..., :1]))
+        c = c.expand(lp.shape)
+        gt = torch.where(c == 0, 0.0, c * -lp) * scale
+    if need[2] and w is not None:
+        n_cls = x.shape[-1]
+        nll = torch.where(beta == 0, 0.0, beta * -lp)
+        gw = (nll * scale).reshape(-1, n_cls).sum(0)
+        if reduction == "mean" and not soft:
+            gw = gw - scale * out.to(x.dtype) * base.reshape(-1, n_cls).sum(0)
+    return gx, gt, gw
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -185,70 +539,41 @@ class _CrossEntropy(torch.autograd.Function):
         reduction: str,
         t: float,
     ) -> torch.Tensor:
-        out = cross_entropy(
-            logits.detach(),
-            target.detach(),
-            axis,
-            ignore_index,
-            ls,
-            None if weight is None else weight.detach(),
-            reduction,
-            t,
+        from logitlab.losses import cross_entropy
+
+        d = lambda v: None if v is None else v.detach()  # noqa: E731
+        out: torch.Tensor = cross_entropy(
+            d(logits), d(target), axis, ignore_index, ls, d(weight), reduction, t
         )
-        ctx.save_for_backward(logits, target, weight)
-        ctx.args = (axis, ignore_index, ls, reduction, t)
+        ctx.save_for_backward(logits, target, weight, out)
+        ctx.args = (normalize_axis(axis, logits.ndim), ignore_index, ls, reduction, t)
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        logits, target, weight = ctx.saved_tensors
-        axis, ignore_index, ls, reduction, t = ctx.args
-        with validation(False):
-            _, x, tt, w, soft, _ = prepare_ce(
-                logits.detach(),
-                target.detach(),
-                axis,
-                None if weight is None else weight.detach(),
-                ls,
-                t,
-                ignore_index,
-            )
-            x = _up(x)
-            tt = tt.to(x.dtype) if soft else tt
-            w = None if w is None else w.to(x.dtype)
-            _, alpha, _, denom = ce_coefficients(
-                xp,
-                x,
-                tt,
-                soft=soft,
-                ignore_index=ignore_index,
-                label_smoothing=ls,
-                weight=w,
-                temperature=t,
-            )
-        gc = _up(g)
-        if reduction == "none":
-            scale = gc.unsqueeze(-1)
-        elif reduction == "sum":
-            scale = gc
-        else:
-            total = denom.sum()
-            scale = torch.where(
-                total == 0,
-                torch.zeros_like(gc),
-                gc / torch.where(total == 0, torch.ones_like(total), total),
-            )
-        p = softmax_impl(xp, x, x.ndim - 1, t)
-        grad = (p * alpha.sum(dim=-1, keepdim=True) - alpha) / t * scale
-        ax = normalize_axis(axis, logits.ndim)
-        grad_x = grad.movedim(-1, ax).to(logits.dtype) if ctx.needs_input_grad[0] else None
-        grad_t = None
-        if soft and ctx.needs_input_grad[1]:
-            nll = -log_softmax_impl(xp, x, x.ndim - 1, t)
-            coef = (1 - ls) * (w if w is not None else torch.ones_like(nll))
-            gt = coef * torch.where(coef == 0, torch.zeros_like(nll), nll) * scale
-            grad_t = gt.movedim(-1, ax).to(target.dtype)
-        return grad_x, grad_t, None, None, None, None, None, None
+        logits, target, weight, out = ctx.saved_tensors
+        ax, ignore_index, ls, reduction, t = ctx.args
+        soft = target.is_floating_point()
+        need = ctx.needs_input_grad
+        gx, gt, gw = ce_grads(
+            logits.movedim(ax, -1),
+            target.movedim(ax, -1) if soft else target,
+            weight,
+            g,
+            out,
+            ignore_index=ignore_index,
+            label_smoothing=ls,
+            reduction=reduction,
+            temperature=t,
+            need=(need[0], need[1] and soft, need[2] and weight is not None),
+        )
+        if gx is not None:
+            gx = gx.movedim(-1, ax).to(logits.dtype)
+        if gt is not None:
+            gt = gt.movedim(-1, ax).to(target.dtype)
+        if gw is not None:
+            gw = gw.to(weight.dtype)
+        return gx, gt, gw, None, None, None, None, None
 
 
 def cross_entropy_grad(
@@ -264,10 +589,43 @@ def cross_entropy_grad(
     logits = _as_tensor(logits, target) if not isinstance(logits, torch.Tensor) else logits
     target = _as_tensor(target, logits)
     weight = _as_tensor(weight, logits)
-    return _CrossEntropy.apply(logits, target, weight, axis, ignore_index, ls, reduction, t)
+    lg = _up(logits) if logits.is_floating_point() else logits
+    tg = _up(target) if target.is_floating_point() else target
+    wg = None if weight is None else (_up(weight) if weight.is_floating_point() else weight)
+    out = _CrossEntropy.apply(lg, tg, wg, axis, ignore_index, ls, reduction, t)
+    return _down(out, logits) if logits.is_floating_point() else out
 
 
 # --------------------------------------------------------------------------- binary CE
+
+
+def _bce_terms(
+    x: torch.Tensor, y: torch.Tensor, pw: torch.Tensor | None, from_logits: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Elementwise (loss, d/dpred, d/dtarget, d/dpos_weight), differentiable, unweighted.
+
+    Every ``0 * inf`` of the forward's convention is a ``where`` with a safe operand, so that no
+    unused branch turns a derivative into NaN.
+    """
+    if from_logits:
+        a, b = softplus_fn(-x), softplus_fn(x)  # softplus(-x) = -log sigmoid(x), exact
+        pos = y if pw is None else pw * y
+        a0 = torch.where(pos == 0, 0.0, a)
+        b0 = torch.where(y == 1, 0.0, b)
+        loss = pos * a0 + (1 - y) * b0
+        gx = (1 - y) * sigmoid_fn(x) - pos * sigmoid_fn(-x)
+        gy = (a if pw is None else pw * a) - b
+        gpw = None if pw is None else y * torch.where(y == 0, 0.0, a)
+        return loss, gx, gy, gpw
+    # -y log p - (1 - y) log1p(-p); d/dp = -y / p + (1 - y) / (1 - p); d/dy = log1p(-p) - log p
+    l1 = torch.where(y == 0, 0.0, -y * torch.log(torch.where(y == 0, 1.0, x)))
+    l2 = torch.where(y == 1, 0.0, -(1 - y) * torch.log1p(-torch.where(y == 1, 0.0, x)))
+    t1 = torch.where(y == 0, 0.0, -y / torch.where((x > 0) & (y != 0), x, 1.0))
+    t1 = torch.where((y > 0) & (x == 0), _NEG, t1)
+    t2 = torch.where(y == 1, 0.0, (1 - y) / torch.where((x < 1) & (y != 1), 1 - x, 1.0))
+    t2 = torch.where((y < 1) & (x == 1), math.inf, t2)
+    gy = torch.log1p(-x) - torch.log(x)
+    return l1 + l2, t1 + t2, gy, None
 
 
 class _BCE(torch.autograd.Function):
@@ -281,6 +639,8 @@ class _BCE(torch.autograd.Function):
         reduction: str,
         from_logits: bool,
     ) -> torch.Tensor:
+        from logitlab.losses import binary_cross_entropy, binary_cross_entropy_with_logits
+
         d = lambda v: None if v is None else v.detach()  # noqa: E731
         if from_logits:
             out = binary_cross_entropy_with_logits(
@@ -289,69 +649,106 @@ class _BCE(torch.autograd.Function):
         else:
             out = binary_cross_entropy(d(pred), d(target), d(weight), reduction)
         ctx.save_for_backward(pred, target, weight, pos_weight)
-        ctx.reduction, ctx.from_logits = reduction, from_logits
-        return out
+        ctx.args = (reduction, from_logits)
+        return out  # type: ignore[no-any-return]
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
         pred, target, weight, pos_weight = ctx.saved_tensors
-        x, y = _up(pred), _up(target).to(_up(pred).dtype)
-        if ctx.from_logits:
-            pw = torch.ones_like(x) if pos_weight is None else _up(pos_weight).to(x.dtype)
-            # sigmoid(+-x) from torch.sigmoid is exact in both tails; 0 * anything = 0 here.
-            gx = (1 - y) * torch.sigmoid(x) - pw * y * torch.sigmoid(-x)
-            sp_neg = torch.nn.functional.softplus(-x, threshold=1e30)
-            sp_pos = torch.nn.functional.softplus(x, threshold=1e30)
-            gy = pw * sp_neg - sp_pos
-        else:
-            safe_p = torch.where(x > 0, x, torch.ones_like(x))
-            safe_q = torch.where(x < 1, 1 - x, torch.ones_like(x))
-            gx = _zero_where(y == 0, -y / safe_p) + _zero_where(y == 1, (1 - y) / safe_q)
-            gx = torch.where((y > 0) & (x == 0), torch.full_like(gx, -math.inf), gx)
-            gx = torch.where((y < 1) & (x == 1), torch.full_like(gx, math.inf), gx)
-            gy = -(torch.log(safe_p) - torch.log1p(-torch.where(x < 1, x, torch.zeros_like(x))))
-        if weight is not None:
-            w = _up(weight).to(x.dtype)
-            gx, gy = gx * w, gy * w
-        gc = _up(g)
-        if ctx.reduction == "mean":
-            gc = gc / max(1, x.numel())
-        gx, gy = gx * gc, gy * gc
-        return (
-            gx.to(pred.dtype) if ctx.needs_input_grad[0] else None,
-            gy.to(target.dtype) if ctx.needs_input_grad[1] else None,
-            None,
-            None,
-            None,
-            None,
-        )
+        reduction, from_logits = ctx.args
+        need = ctx.needs_input_grad
+        x = pred
+        y = target.to(x.dtype)
+        pw = None if pos_weight is None else pos_weight.to(x.dtype)
+        loss, gx, gy, gpw = _bce_terms(x, y, pw, from_logits)
+        gc = g / max(1, x.numel()) if reduction == "mean" else g
+        w = None if weight is None else weight.to(x.dtype)
+        s = gc if w is None else gc * w
+
+        def fit(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+            # the weights broadcast against the prediction: sum the gradient back to their shape
+            return v.expand(torch.broadcast_shapes(v.shape, x.shape)).sum_to_size(like.shape)
+
+        out: list[Any] = [None, None, None, None]
+        if need[0]:
+            out[0] = fit(gx * s, pred).to(pred.dtype)
+        if need[1]:
+            out[1] = fit(gy * s, target).to(target.dtype)
+        if need[2] and weight is not None:
+            out[2] = fit(loss * gc, weight).to(weight.dtype)
+        if need[3] and pos_weight is not None and gpw is not None:
+            out[3] = fit(gpw * s, pos_weight).to(pos_weight.dtype)
+        return out[0], out[1], out[2], out[3], None, None
 
 
 def bce_grad(
     pred: Any, target: Any, weight: Any, pos_weight: Any, reduction: str, *, from_logits: bool
 ) -> torch.Tensor:
-    ref = pred if isinstance(pred, torch.Tensor) else target
+    ref = next(v for v in (pred, target, weight, pos_weight) if isinstance(v, torch.Tensor))
     pred, target = _as_tensor(pred, ref), _as_tensor(target, ref)
-    if not target.is_floating_point():
-        target = target.to(_up(pred).dtype)
-    return _BCE.apply(
-        pred, target, _as_tensor(weight, ref), _as_tensor(pos_weight, ref), reduction, from_logits
-    )
+    weight, pos_weight = _as_tensor(weight, ref), _as_tensor(pos_weight, ref)
+    if not pred.is_floating_point():
+        fdt = target.dtype if target.is_floating_point() else torch.get_default_dtype()
+        pred = pred.to(fdt)
+    dt = _up(pred).dtype
+
+    def fl(v: Any) -> Any:
+        return None if v is None else _up(v) if v.is_floating_point() else v.to(dt)
+
+    out = _BCE.apply(_up(pred), fl(target), fl(weight), fl(pos_weight), reduction, from_logits)
+    return _down(out, pred)
 
 
 # --------------------------------------------------------------------------- KL / JS
 
 
-def _dist(v: torch.Tensor, is_logits: bool, ax: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities, log-probabilities with 0 where the probability is 0), in float32+."""
-    vc = _up(v)
+def _dist(v: torch.Tensor, is_logits: bool, ax: int) -> tuple[Any, Any, Any]:
+    """(probabilities, log-probabilities, outside-the-support mask), all differentiable.
+
+    Outside the support: a masked logit (``-inf`` log-probability) or an entry of a fully masked
+    row, or a probability exactly 0. The log-probability is 0 there (a safe operand)."""
     if is_logits:
-        p = softmax_impl(xp, vc, ax)
-        lp = log_softmax_impl(xp, vc, ax)
+        p = softmax_fn(v, ax)
+        lp = log_softmax_fn(v, ax)
+        z = (lp == _NEG) | _dead(v, ax)
     else:
-        p = vc
-        lp = torch.log(torch.where(vc > 0, vc, torch.ones_like(vc)))
-    return p, _zero_where(p == 0, lp)
+        p = v
+        z = v == 0
+        lp = torch.log(torch.where(z, 1.0, v))
+    return p, torch.where(z, 0.0, lp), z
+
+
+def _log_ratio(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``log(p / q)`` for ``p, q > 0`` as in :func:`logitlab.losses._log_ratio_probs` (full
+    relative accuracy near ``p ~ q``), every branch fed safe operands so that the unused ones
+    have finite derivatives. Entries with ``p = 0`` or ``q = 0`` give 0: the callers mask them."""
+    pos = (p > 0) & (q > 0)
+    ps, qs = torch.where(pos, p, 1.0), torch.where(pos, q, 1.0)
+    near = pos & ((ps - qs).abs() <= qs / 2)
+    u_near = torch.log1p(torch.where(near, (ps - qs) / qs, 0.0))
+    with torch.no_grad():
+        r = ps / qs
+        ok = torch.isfinite(r) & (r > 0) & ~near
+    u_ratio = torch.log(torch.where(ok, ps, 1.0) / torch.where(ok, qs, 1.0))
+    u_far = torch.where(ok, u_ratio, torch.log(ps) - torch.log(qs))
+    return torch.where(pos, torch.where(near, u_near, u_far), 0.0)
+
+
+def _log_ratio_logits(
+    a: torch.Tensor, b: torch.Tensor, q: torch.Tensor, lp: torch.Tensor, lq: torch.Tensor, ax: int
+) -> torch.Tensor:
+    """``u = log p - log q`` for two logit arguments, as the forward computes it: on rows where
+    every ``|delta| <= 1`` (``delta = a - b``), ``delta - log1p(sum q expm1(delta))`` (relative
+    accuracy as ``p -> q``), elsewhere the difference of log-softmaxes."""
+    both = torch.isfinite(a) & torch.isfinite(b)
+    delta = torch.where(both, a - b, 0.0)
+    with torch.no_grad():
+        near = (delta.abs() <= 1).all(ax, keepdim=True) & (both | ((a == _NEG) & (b == _NEG))).all(
+            ax, keepdim=True
+        )
+    ds = torch.where(near, delta, 0.0)
+    c = torch.log1p((q * torch.expm1(ds)).sum(ax, keepdim=True))
+    return torch.where(near & both, ds - c, lp - lq)
 
 
 class _Divergence(torch.autograd.Function):
@@ -365,46 +762,66 @@ class _Divergence(torch.autograd.Function):
         axis: int,
         js: bool,
     ) -> torch.Tensor:
+        from logitlab.losses import js_divergence, kl_divergence
+
         a0, b0 = a.detach(), b.detach()
-        out = (js_divergence if js else kl_divergence)(
+        out: torch.Tensor = (js_divergence if js else kl_divergence)(
             None if a_logits else a0,
             None if b_logits else b0,
             p_logits=a0 if a_logits else None,
             q_logits=b0 if b_logits else None,
             axis=axis,
         )
-        ctx.save_for_backward(a, b, out)
-        ctx.flags = (a_logits, b_logits, axis, js)
+        ctx.save_for_backward(a, b)
+        ctx.args = (a_logits, b_logits, normalize_axis(axis, a.ndim), js)
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        a, b, out = ctx.saved_tensors
-        a_logits, b_logits, axis, js = ctx.flags
-        ax = normalize_axis(axis, a.ndim)
-        p, lp = _dist(a, a_logits, ax)
-        q, lq = _dist(b, b_logits, ax)
-        gc = _up(g).unsqueeze(ax)
+        a, b = ctx.saved_tensors
+        a_logits, b_logits, ax, js = ctx.args
+        need = ctx.needs_input_grad
+        p, lp, zp = _dist(a, a_logits, ax)
+        q, lq, zq = _dist(b, b_logits, ax)
+        gg = g.unsqueeze(ax)
         if js:
             m = (p + q) / 2
-            msafe = torch.where(m > 0, m, torch.ones_like(m))
-            vp = _zero_where(p == 0, 0.5 * _log_ratio_probs(xp, p, msafe))
-            vq = _zero_where(q == 0, 0.5 * _log_ratio_probs(xp, q, msafe))
-            ga = p * (vp - (p * vp).sum(ax, keepdim=True)) if a_logits else vp
-            gb = q * (vq - (q * vq).sum(ax, keepdim=True)) if b_logits else vq
+            vp = 0.5 * _log_ratio(p, m)
+            vq = 0.5 * _log_ratio(q, m)
+            ga = softmax_vjp(p, vp, ax) if a_logits else vp
+            gb = softmax_vjp(q, vq, ax) if b_logits else vq
         else:
-            u = _zero_where((p == 0) | (q == 0), lp - lq)
-            kl = _up(out).unsqueeze(ax)
-            # For probability arguments the forward is the generalised KL
-            # sum(p log(p/q) - p + q), whose gradient (u, 1 - p/q) differs from that of
-            # sum(p log(p/q)) by a constant vector: the same on the simplex.
-            ga = p * (u - kl) if a_logits else _zero_where(p == 0, u)
-            qs = torch.where(q > 0, q, torch.ones_like(q))
-            gb = (q - p) if b_logits else 1 - _zero_where(p == 0, p / qs)
-            gb = torch.where((q == 0) & (p > 0), torch.full_like(gb, -math.inf), gb)
+            if not a_logits and not b_logits:
+                u = _log_ratio(p, q)
+            elif a_logits and b_logits:
+                u = _log_ratio_logits(a, b, q, lp, lq, ax)
+            else:
+                u = lp - lq
+            # q = 0 < p: u = +inf (KL is infinite); p = 0: outside the support, masked below
+            u = torch.where(zq & ~zp, math.inf, u)
+            # p (u - KL) is the softmax VJP of u. For probability arguments the forward is the
+            # generalised KL sum(p log(p/q) - p + q), whose gradient (u, 1 - p/q) differs from
+            # that of sum(p log(p/q)) by a constant vector: the same on the simplex.
+            ga = softmax_vjp(p, torch.where(zp, 0.0, u), ax) if a_logits else u
+            if b_logits:
+                # q - p of two rounded probabilities keeps only the digits in which they differ
+                # (p ~ q: 1e7 ulps in float64); -q expm1(u) with the accurate u is exact. It is
+                # added as a correction with no derivative (it is 0 in exact arithmetic), so that
+                # the derivatives stay those of q - p, each factor's own exact one.
+                gb = q - p
+                with torch.no_grad():
+                    fix = torch.where(zp, q, -q * torch.expm1(torch.where(zq, 0.0, u))) - gb
+                gb = gb + fix
+            else:
+                qs = torch.where(zq, 1.0, q)
+                gb = 1 - torch.where(zp, 0.0, p / qs)
+                gb = torch.where(zq & ~zp, _NEG, gb)
+        ga = torch.where(zp, 0.0, gg * ga)
+        # a probability q = 0 in KL keeps its gradient (1, or -inf where p > 0: see above)
+        gb = gg * gb if not (b_logits or js) else torch.where(zq, 0.0, gg * gb)
         return (
-            (gc * ga).to(a.dtype) if ctx.needs_input_grad[0] else None,
-            (gc * gb).to(b.dtype) if ctx.needs_input_grad[1] else None,
+            ga.to(a.dtype) if need[0] else None,
+            gb.to(b.dtype) if need[1] else None,
             None,
             None,
             None,
@@ -417,14 +834,21 @@ def _pair(p: Any, q: Any, p_logits: Any, q_logits: Any) -> tuple[Any, Any, bool,
         raise ValueError("give exactly one of p / p_logits and exactly one of q / q_logits")
     a, b = (p_logits if p is None else p), (q_logits if q is None else q)
     ref = a if isinstance(a, torch.Tensor) else b
-    return _as_tensor(a, ref), _as_tensor(b, ref), p is None, q is None
+    a, b = _as_tensor(a, ref), _as_tensor(b, ref)
+    return a, b, p is None, q is None
+
+
+def _div(js: bool, p: Any, q: Any, p_logits: Any, q_logits: Any, axis: int) -> torch.Tensor:
+    a, b, al, bl = _pair(p, q, p_logits, q_logits)
+    fa = a if a.is_floating_point() else a.to(torch.get_default_dtype())
+    fb = b if b.is_floating_point() else b.to(torch.get_default_dtype())
+    out = _Divergence.apply(_up(fa), _up(fb), al, bl, axis, js)
+    return _down(out, fa)
 
 
 def kl_grad(p: Any, q: Any, p_logits: Any, q_logits: Any, axis: int) -> torch.Tensor:
-    a, b, al, bl = _pair(p, q, p_logits, q_logits)
-    return _Divergence.apply(a, b, al, bl, axis, False)
+    return _div(False, p, q, p_logits, q_logits, axis)
 
 
 def js_grad(p: Any, q: Any, p_logits: Any, q_logits: Any, axis: int) -> torch.Tensor:
-    a, b, al, bl = _pair(p, q, p_logits, q_logits)
-    return _Divergence.apply(a, b, al, bl, axis, True)
+    return _div(True, p, q, p_logits, q_logits, axis)

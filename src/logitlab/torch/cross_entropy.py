@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 # isort: split
+from logitlab.torch._autograd import ce_grads
 from logitlab.torch._common import (
     check_float,
     check_options,
@@ -73,6 +75,7 @@ class _CE(torch.autograd.Function):
             label_smoothing=cfg["label_smoothing"],
         )
         ctx.kw = kw
+        ctx.temperature = cfg["temperature"]
         ctx.shape = (logits.shape, cfg["axis"])
         need = ctx.needs_input_grad[0]
         if red == "mean":
@@ -94,13 +97,17 @@ class _CE(torch.autograd.Function):
             buf = x.to(cdt, copy=True)
             r = ce_rows(buf, t, grad_scale=gs, **kw)
             ctx.grad = buf
-            ctx.save_for_backward(x, t, gs, r.lse)
+            ctx.prebuilt = True
         else:
-            # read-only visit: the kernel leaves x untouched when no gradient is requested
-            r = ce_rows(x if x.dtype == cdt else x.to(cdt), t, **kw)
+            # read-only visit: the native kernel leaves x untouched when no gradient is requested;
+            # the torch one leaves x / T in its buffer, which must then not be the caller's logits
+            xin = x if x.dtype == cdt else x.to(cdt)
+            native = x.dtype == torch.float32 and x.device.type == "cpu" and native_available()
+            if xin is x and cfg["temperature"] != 1.0 and not native:
+                xin = x.clone()
+            r = ce_rows(xin, t, **kw)
             ctx.grad = None
-            if need:
-                ctx.save_for_backward(x, t, gs, r.lse)
+            ctx.prebuilt = False
         ctx.red = red
         loss = r.loss
         if red == "mean":
@@ -109,13 +116,34 @@ class _CE(torch.autograd.Function):
             out = loss.sum()
         else:
             out = loss
-        return out.to(logits.dtype)
+        out = out.to(logits.dtype)
+        if need or ctx.needs_input_grad[3]:
+            # logits (the graph-connected input) and the output serve the differentiable
+            # backward of create_graph=True and the class weights' gradient; not with
+            # inplace_backward, whose backward overwrites the logits (and refuses create_graph)
+            keep = None if inplace else logits
+            ctx.save_for_backward(x, t, gs, r.lse, keep, w, out)
+        return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g_out: torch.Tensor) -> tuple[Any, ...]:
-        if not ctx.needs_input_grad[0]:
+        need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
+        if not (need_x or need_w):
             return None, None, None, None, None
+        if torch.is_grad_enabled():
+            # create_graph=True: the kernels' gradient is a constant to autograd, so the
+            # gradient is recomputed with the core's differentiable closed form instead
+            return _CE.graph_backward(ctx, g_out)
+        g = gw = None
+        if need_w:
+            gw = _CE.weight_grad(ctx, g_out)
+        if need_x:
+            g = _CE.logit_grad(ctx, g_out)
+        return g, None, None, gw, None
+
+    @staticmethod
+    def logit_grad(ctx: Any, g_out: torch.Tensor) -> torch.Tensor:
+        """First-order gradient w.r.t. the logits from the kernels (no graph)."""
         shape, axis = ctx.shape
         if ctx.grad is not None:
             g, ctx.grad = ctx.grad, None
@@ -130,9 +158,15 @@ class _CE(torch.autograd.Function):
                     "one overwrote the logits with their gradient"
                 )
             ctx.consumed = True
-            x, t, gs, lse = ctx.saved_tensors
+            x, t, gs, lse = ctx.saved_tensors[:4]
             cdt = gs.dtype
-            scale = gs * (g_out.to(cdt) if ctx.red != "none" else g_out.reshape(-1).to(cdt))
+            # A second backward (retain_graph) after the forward built the gradient scales it
+            # the same way, (grad * gs) * g_out, so that both give the same bits.
+            late = ctx.prebuilt and ctx.red != "none"
+            if late or ctx.red != "none":
+                scale = gs if late else gs * g_out.to(cdt)
+            else:
+                scale = gs * g_out.reshape(-1).to(cdt)
             # inplace_backward: the gradient overwrites the logits buffer, no second N x V tensor
             kw = ctx.kw
             g = x if ctx.inplace else empty_scratch(tuple(x.shape), cdt, x.device)
@@ -154,6 +188,8 @@ class _CE(torch.autograd.Function):
                 if not ctx.inplace:
                     g.copy_(x)
                 ce_rows(g, t, grad_scale=scale, **kw)
+            if late and (g_out.device.type != "cpu" or float(g_out) != 1.0):
+                g.mul_(g_out.to(g.dtype))
             if ctx.inplace:
                 # The kernels write through a raw pointer, which autograd does not see. Count
                 # it as the in-place write it is: a node that saved these logits and runs after
@@ -167,7 +203,65 @@ class _CE(torch.autograd.Function):
             g = g.reshape(*moved, c).movedim(-1, axis)
         else:
             g = g.reshape(shape)
-        return g.to(ctx.dtype_out) if g.dtype != ctx.dtype_out else g, None, None, None, None
+        return g.to(ctx.dtype_out) if g.dtype != ctx.dtype_out else g
+
+    @staticmethod
+    def core_grads(
+        ctx: Any, g_out: torch.Tensor, logits: torch.Tensor, need: tuple[bool, bool, bool]
+    ) -> tuple[Any, Any]:
+        """(d/d logits, d/d weight) by the core's differentiable formulas
+        (:func:`logitlab.torch._autograd.ce_grads`), in the caller's layout."""
+        shape, axis = ctx.shape
+        _, t, _, _, _, w, out = ctx.saved_tensors
+        x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+        x = x.movedim(axis, -1)
+        kw = ctx.kw
+        gx, _, gw = ce_grads(
+            x,
+            t.reshape(x.shape[:-1]),
+            w,
+            g_out.reshape(x.shape[:-1]) if ctx.red == "none" else g_out,
+            out,
+            ignore_index=kw["ignore_index"],
+            label_smoothing=kw["label_smoothing"],
+            reduction=ctx.red,
+            temperature=ctx.temperature,
+            need=need,
+        )
+        if gx is not None:
+            # rows the forward gives NaN (a +inf or NaN maximum, not ignored): NaN gradient, as
+            # the kernels' first-order one
+            top = x.detach().amax(-1, keepdim=True)
+            bad = ~(top < math.inf) & (t.reshape(x.shape[:-1]) != kw["ignore_index"]).unsqueeze(-1)
+            gx = torch.where(bad, math.nan, gx).movedim(-1, axis).to(ctx.dtype_out)
+        if gw is not None:
+            gw = gw.to(w.dtype)
+        return gx, gw
+
+    @staticmethod
+    def weight_grad(ctx: Any, g_out: torch.Tensor) -> torch.Tensor:
+        """First-order gradient w.r.t. the class weights (a tensor op pass over the logits)."""
+        x = ctx.saved_tensors[0]
+        shape, axis = ctx.shape
+        moved = list(shape)
+        c = moved.pop(axis) if len(shape) > 1 else shape[0]
+        logits = x.reshape(*moved, c).movedim(-1, axis) if len(shape) > 1 else x.reshape(shape)
+        return _CE.core_grads(ctx, g_out, logits, (False, False, True))[1]
+
+    @staticmethod
+    def graph_backward(ctx: Any, g_out: torch.Tensor) -> tuple[Any, ...]:
+        if ctx.inplace:
+            raise RuntimeError(
+                "cross_entropy(inplace_backward=True) cannot build the graph of its gradient "
+                "(create_graph=True): its backward overwrites the logits with their gradient. "
+                "Use inplace_backward=False (the default) for double backward, gradient "
+                "penalties or Hessian-vector products."
+            )
+        ctx.grad = None  # the kernels' buffer is not used: free it
+        logits = ctx.saved_tensors[4]
+        need = (ctx.needs_input_grad[0], False, ctx.needs_input_grad[3])
+        gx, gw = _CE.core_grads(ctx, g_out, logits, need)
+        return gx, None, None, gw, None
 
 
 @torch.compiler.disable
@@ -211,6 +305,15 @@ def cross_entropy(
     saved ``logits`` and runs after this one raises a ``RuntimeError`` rather than using the
     overwritten values (use ``inplace_backward=False`` when the logits feed a second loss).
 
+    **Higher-order derivatives.** With ``create_graph=True`` (double backward, gradient
+    penalties, Hessian-vector products) the backward does not use the kernels, whose gradient is
+    a constant to autograd: it recomputes the gradient with the core's differentiable closed
+    form (:func:`logitlab.cross_entropy`'s, from the exact softmax Functions), so derivatives of
+    every order are exact; this materialises the softmax like an unfused loss. With
+    ``inplace_backward=True`` that is impossible (the logits are overwritten) and a
+    ``RuntimeError`` says so. ``weight`` may require grad: its gradient is computed by the same
+    closed form.
+
     Args:
         logits: scores, class axis ``axis`` (float16/bfloat16/float32/float64).
         target: integer class indices, the shape of ``logits`` without ``axis``.
@@ -229,6 +332,8 @@ def cross_entropy(
         TypeError: non-floating ``logits``/``weight`` or non-integer ``target``.
         ValueError: shapes that do not fit, devices that differ, class index out of range, bad
             option values.
+        RuntimeError: (in the backward) ``create_graph=True`` with ``inplace_backward=True``, or a
+            second backward with ``inplace_backward=True``.
 
     Example:
         >>> import torch

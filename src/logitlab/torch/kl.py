@@ -8,6 +8,7 @@ import torch
 
 # isort: split
 from logitlab.torch._common import check_float, check_options, check_same_device
+from logitlab.torch._graph_grads import linear_kl_graph_grads
 from logitlab.torch.linear_cross_entropy import default_chunk_size
 
 __all__ = ["linear_kl_divergence"]
@@ -70,8 +71,15 @@ class _LinearKL(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g_out: torch.Tensor) -> tuple[Any, ...]:
+        if torch.is_grad_enabled() and any(ctx.needs_input_grad[:3]):
+            # create_graph=True: the chunk gradients are constants to autograd; recompute them
+            # as a differentiable expression of h, W, b and g_out (see _graph_grads)
+            ctx.grads = None
+            h, w, b, teacher, mask, cfg, need = ctx.args
+            chunk = cfg["chunk_size"] or max(1, default_chunk_size(h.shape[0], w.shape[0]) // 2)
+            gh, gw, gb = linear_kl_graph_grads(h, w, b, teacher, mask, cfg, g_out, need, chunk)
+            return gh, gw, gb, None, None, None
         if ctx.grads is None:
             # a second backward through the same graph: the first took the gradients, recompute
             ctx.grads = _kl_run(*ctx.args)[1]
@@ -180,7 +188,10 @@ def linear_kl_divergence(
     Terms with zero weight (:math:`p_c = 0` forward, :math:`q_c = 0` reverse) are 0, never
     ``0 * inf``. The teacher receives no gradient. No :math:`T^2` factor is applied (multiply
     the result yourself for Hinton-style distillation). The student gradient is formed in the
-    forward, chunk by chunk, as in :func:`~logitlab.torch.linear_cross_entropy`.
+    forward, chunk by chunk, as in :func:`~logitlab.torch.linear_cross_entropy`. With
+    ``create_graph=True`` the backward recomputes it as a differentiable expression of
+    ``hidden``, ``weight`` and ``bias`` from the core's exact softmax Functions, so higher-order
+    derivatives are exact (the graph then holds each chunk's logits).
 
     Computed with the core's non-negative terms (:func:`logitlab.losses.kl_terms`) and
     :math:`\log(p/q)` from the logit difference, so the result keeps its relative accuracy as

@@ -30,6 +30,7 @@ from logitlab.torch._common import (
     check_target,
     empty_scratch,
 )
+from logitlab.torch._graph_grads import linear_ce_graph_grads
 from logitlab.torch._kernels import _ce_rows_torch, ce_cols, ce_rows, native_available
 
 __all__ = ["LinearCEStats", "linear_cross_entropy", "default_chunk_size"]
@@ -305,9 +306,16 @@ class _LinearCE(torch.autograd.Function):
         return (out,)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g_out: torch.Tensor, *_: Any) -> tuple[Any, ...]:
         need = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled() and any(need):
+            # create_graph=True: the chunk gradients are constants to autograd; recompute them
+            # as a differentiable expression of h, W, b and g_out (see _graph_grads)
+            ctx.grads = None
+            h, w, b, t = ctx.saved_tensors
+            chunk = ctx.cfg["chunk_size"] or default_chunk_size(h.shape[0], w.shape[0])
+            gh, gw, gb = linear_ce_graph_grads(h, w, b, t, ctx.cfg, g_out, need, chunk)
+            return gh, gw, gb, None, None
         if ctx.grads is not None:
             grads, ctx.grads = ctx.grads, None
             g = g_out.to(_compute_dtype(ctx.dtypes[0]))
@@ -376,6 +384,13 @@ def linear_cross_entropy(
     batch gives 0 and zero gradients. ``reduction="none"`` recomputes the chunks in the backward
     (the per-token upstream gradient is needed before accumulating ``grad_weight``).
 
+    **Higher-order derivatives.** With ``create_graph=True`` the backward recomputes the
+    gradients chunk by chunk as a differentiable expression of ``hidden``, ``weight`` and ``bias``
+    (the same closed form, from the core's exact softmax and log-sum-exp Functions), so double
+    backward, gradient penalties and Hessian-vector products are exact; the graph then holds
+    each chunk's logits, like an unfused loss. With ``process_group`` this is not supported (the
+    statistics are all-reduced outside autograd) and raises a ``RuntimeError``.
+
     Args:
         hidden: ``(..., d)`` activations (float16/bfloat16/float32/float64).
         weight: ``(V, d)`` projection (``V`` = this rank's shard with ``process_group``), same
@@ -412,6 +427,7 @@ def linear_cross_entropy(
         ValueError: shapes that do not fit (``hidden``'s last dim vs ``weight``'s second,
             ``target`` vs ``hidden``), devices that differ, a ``target`` outside ``[0, V)`` that is
             not ``ignore_index``, or bad option values.
+        RuntimeError: (in the backward) ``create_graph=True`` with ``process_group``.
 
     Example:
         >>> import torch
