@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.conformance._support import ISSUE13, NEW
 
 import logitlab as ll
 
@@ -171,63 +170,8 @@ def _inputs(name: str) -> tuple[Callable[..., Any], tuple[Any, ...]]:
 
 FUSED = {n for n in ("torch.cross_entropy", "torch.linear_cross_entropy", "torch.linear_kl")}
 
-REENTRANT = NEW(
-    "backward of the fused cross-entropy is not reentrant: the first backward returns the "
-    "forward-computed gradient times grad_output, a repeated backward (retain_graph) recomputes "
-    "it with scale gs * grad_output; the 1-ulp difference fails torch.autograd.gradcheck "
-    "('Backward is not reentrant') for any upstream gradient != 1, e.g. ll.perplexity(x, t)",
-    raises=RuntimeError,
-)
-FIRST_ORDER_MARKS: dict[str, Any] = {
-    "perplexity-2d": REENTRANT,
-}
-
-ITEM1 = ISSUE13(1, "second derivatives of cross_entropy are silently wrong", raises=RuntimeError)
-ITEM1_FUSED = ISSUE13(
-    1,
-    "the fused kernel returns a first-order-only gradient under create_graph=True (silently "
-    "wrong second derivatives) instead of supporting it or raising a clear error",
-    raises=RuntimeError,
-)
-ITEM2 = ISSUE13(
-    2, "create_graph=True crashes in _fast.py (out= op) before any value", raises=RuntimeError
-)
-ITEM2_JS = ISSUE13(
-    2,
-    "create_graph=True crashes in _fast.py (out= op); js_divergence(p_logits=, q_logits=) is "
-    "not named in the issue but fails the same way",
-    raises=RuntimeError,
-)
-
-SECOND_ORDER_MARKS: dict[str, Any] = {
-    "logsumexp": ITEM2,
-    "logsumexp-axis-None": ITEM2,
-    "softmax": ITEM2,
-    "softmax-T0.5": ITEM2,
-    "log_softmax": ITEM2,
-    "log_softmax-T2": ITEM2,
-    "entropy-logits": ITEM2,
-    "entropy-logits-base2": ITEM2,
-    "kl_divergence-logits": ITEM2,
-    "js_divergence-logits": ITEM2_JS,
-    "cross_entropy": ITEM1,
-    "cross_entropy-none": ITEM1,
-    "cross_entropy-sum-ignore": ITEM1,
-    "cross_entropy-smoothing-weights-T": ITEM1,
-    "cross_entropy-axis1-3d": ITEM1,
-    "cross_entropy-masked-class": ITEM1,
-    "cross_entropy-prob-target": ITEM1,
-    "perplexity-3d": ITEM1,
-    "perplexity-2d": ITEM1,
-    "torch.cross_entropy": ITEM1_FUSED,
-    "torch.cross_entropy-smoothing-weights": ITEM1_FUSED,
-    "torch.cross_entropy-none": ITEM1_FUSED,
-    "torch.cross_entropy-none-T": ITEM1_FUSED,
-    "torch.linear_cross_entropy": ITEM1_FUSED,
-    "torch.linear_cross_entropy-options": ITEM1_FUSED,
-    "torch.linear_kl_divergence": ITEM1_FUSED,
-    "torch.linear_kl_divergence-reverse": ITEM1_FUSED,
-}
+FIRST_ORDER_MARKS: dict[str, Any] = {}
+SECOND_ORDER_MARKS: dict[str, Any] = {}
 
 NAMES = [
     "logsumexp",
@@ -302,12 +246,6 @@ def test_gradgradcheck(name: str) -> None:
 # ------------------------------------------------------------- gradients torch checks no further
 
 
-@NEW(
-    "logsumexp(x, b=b) differentiates through the excluded-maximum decomposition and splits the "
-    "gradient wrongly between tied maxima: x = [1, 1, -inf, 0.5], b = [1, 2, 1, -0.5] gives "
-    "[0.185, 0.927, 0, -0.112] instead of b e^x / sum = [0.371, 0.742, 0, -0.112]",
-    raises=AssertionError,
-)
 def test_logsumexp_weighted_gradient_at_tied_maxima() -> None:
     # gradcheck on a tie (torch's OpInfo samples have no ties; the reference is the closed form
     # d/dx_i log(sum_j b_j e^{x_j}) = b_i e^{x_i} / sum_j b_j e^{x_j}, computed here)
@@ -318,12 +256,6 @@ def test_logsumexp_weighted_gradient_at_tied_maxima() -> None:
     torch.testing.assert_close(g, e / e.sum(), rtol=1e-15, atol=1e-16)
 
 
-@NEW(
-    "logsumexp(x, return_sign=True) on a tensor that requires grad crashes even in a plain "
-    "first-order backward: 'sub(): functions with out=... arguments don't support automatic "
-    "differentiation' (the _fast.py root cause of item 2, reached without create_graph)",
-    raises=RuntimeError,
-)
 def test_logsumexp_return_sign_first_order_gradient() -> None:
     x = torch.tensor([[2.0, 2.0, 1.0]], dtype=D, requires_grad=True)
     r, _ = ll.logsumexp(x, return_sign=True)
@@ -331,16 +263,6 @@ def test_logsumexp_return_sign_first_order_gradient() -> None:
     torch.testing.assert_close(g, torch.softmax(x.detach(), -1), rtol=1e-15, atol=0)
 
 
-WEIGHT_GRAD = NEW(
-    "a class weight / BCE weight / pos_weight that requires grad silently gets no gradient when "
-    "the logits require grad (autograd.Function returns None for it: w.grad stays None, "
-    "gradcheck sees 0); it is differentiated when only the weight requires grad, and torch "
-    "raises 'not differentiable with respect to argument weight'. Differentiate or raise.",
-    raises=(AssertionError, RuntimeError),
-)
-
-
-@WEIGHT_GRAD
 @pytest.mark.parametrize(
     "fn", ["cross_entropy", "bce_with_logits-weight", "bce_with_logits-pos_weight", "bce-weight"]
 )

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 from tests.conformance._support import (
     DELIBERATE,
-    ISSUE13,
     NEW,
     backends,
     close,
@@ -130,36 +129,14 @@ SIZES = [(0, 10), (10, 0), (31, 20), (32, 21), (31, 23)]  # test_softmax_results
 SHIFTS = [(0, 0), (1, 1)]
 
 
-def _results_params(double_backward: bool) -> list[Any]:
-    out = []
-    for size in SIZES:
-        for shift in SHIFTS:
-            for dim in (0, 1):
-                for fn in ("softmax", "log_softmax"):
-                    shape = tuple(
-                        max(n - k, 0) if n else 0 for n, k in zip(size, shift, strict=True)
-                    )
-                    marks: Any = ()
-                    if double_backward and 0 in shape:
-                        marks = ISSUE13(
-                            2,
-                            "create_graph=True on an empty input returns a gradient detached from "
-                            "the graph (the issue's create_graph failure of softmax/log_softmax)",
-                            raises=RuntimeError,
-                        )
-                    elif double_backward and dim == 1 and shift == (0, 0):
-                        # the contiguous last-axis case takes the row-chunked _fast.py path
-                        marks = ISSUE13(
-                            2,
-                            "create_graph=True crashes in _fast.py (out= op)",
-                            raises=RuntimeError,
-                        )
-                    out.append(
-                        pytest.param(
-                            size, shift, dim, fn, marks=marks, id=f"{fn}-{size}-{shift}-{dim}"
-                        )
-                    )
-    return out
+def _results_params() -> list[Any]:
+    return [
+        pytest.param(size, shift, dim, fn, id=f"{fn}-{size}-{shift}-{dim}")
+        for size in SIZES
+        for shift in SHIFTS
+        for dim in (0, 1)
+        for fn in ("softmax", "log_softmax")
+    ]
 
 
 def _results_input(size: tuple[int, int], shift: tuple[int, int]) -> Any:
@@ -167,7 +144,7 @@ def _results_input(size: tuple[int, int], shift: tuple[int, int]) -> Any:
     return x[shift[0] :, shift[1] :].detach()
 
 
-@pytest.mark.parametrize("size, shift, dim, fn", _results_params(False))
+@pytest.mark.parametrize("size, shift, dim, fn", _results_params())
 def test_softmax_results_values_and_gradients(
     size: tuple[int, int], shift: tuple[int, int], dim: int, fn: str
 ) -> None:
@@ -183,7 +160,7 @@ def test_softmax_results_values_and_gradients(
     close_normwise(g, ref_g)
 
 
-@pytest.mark.parametrize("size, shift, dim, fn", _results_params(True))
+@pytest.mark.parametrize("size, shift, dim, fn", _results_params())
 def test_softmax_results_double_backward(
     size: tuple[int, int], shift: tuple[int, int], dim: int, fn: str
 ) -> None:
@@ -259,15 +236,6 @@ def test_masked_softmax_partially_masked_rows(dim: int) -> None:
     assert bool((g[mask & ~full] == 0).all())
 
 
-FULLY_MASKED_GRAD = ISSUE13(
-    3,
-    "a fully masked (-inf) row gets a non-zero gradient (the issue names softmax and logsumexp; "
-    "log_softmax has the same defect)",
-    raises=AssertionError,
-)
-
-
-@FULLY_MASKED_GRAD
 @pytest.mark.parametrize("fn", ["softmax", "log_softmax", "logsumexp"])
 def test_masked_rows_fully_masked_gradient_is_zero(fn: str) -> None:
     # _test_masked_softmax_helper: input.grad == nan_to_num(reference grad), i.e. 0 on a fully
