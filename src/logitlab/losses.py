@@ -78,6 +78,16 @@ def _log_base(base: float | None) -> float:
     return math.log(b)
 
 
+def _plus_zero(x: Array) -> Array:
+    """``x + 0``: turns ``-0.0`` into ``+0.0`` and leaves every other value (and gradient) as is.
+
+    Every quantity of this module is >= 0, but a zero reached by a negation (``-sum(p log p)`` with
+    ``p`` in {0, 1}, ``-log(1)``), by a division by ``log(base) < 0`` or by a product with a
+    ``-0.0`` input would print as ``-0.0``. In round-to-nearest, ``-0 + 0 = +0`` (IEEE 754, 6.3).
+    """
+    return x + 0.0
+
+
 def _reduce(xp: Any, loss: Array, reduction: str, denom: Array | float | None = None) -> Array:
     if reduction == "none":
         return loss
@@ -165,7 +175,7 @@ def entropy(
         from logitlab.torch._autograd import entropy_grad
 
         out = entropy_grad(src, axis, from_logits=logits is not None)
-        return out / lb if base is not None else out
+        return _plus_zero(out / lb if base is not None else out)
     xp, (arr,) = as_arrays(src, names=[name])
     out_dtype = result_dtype(xp, arr)
     arr = to_float(xp, arr, name)
@@ -177,7 +187,7 @@ def entropy(
         h = entropy_logits_impl(xp, arr, ax)
     if base is not None:
         h = h / lb
-    return _finish(xp, h, out_dtype)
+    return _finish(xp, _plus_zero(h), out_dtype)
 
 
 # --------------------------------------------------------------------------- cross-entropy
@@ -413,7 +423,7 @@ def cross_entropy(
     )
     if not soft and not label_smoothing and _fast.usable(x, x.ndim - 1):
         loss, denom = _ce_class_fast(xp, x, t, w, int(ignore_index), float(temperature))
-        return _finish(xp, _reduce(xp, loss, reduction, xp.sum(denom)), out_dtype)
+        return _finish(xp, _plus_zero(_reduce(xp, loss, reduction, xp.sum(denom))), out_dtype)
     loss, _, _, denom = ce_coefficients(
         xp,
         x,
@@ -425,7 +435,7 @@ def cross_entropy(
         temperature=float(temperature),
     )
     out = _reduce(xp, loss, reduction, xp.sum(denom))
-    return _finish(xp, out, out_dtype)
+    return _finish(xp, _plus_zero(out), out_dtype)
 
 
 def _ce_class_fast(
@@ -591,7 +601,7 @@ def binary_cross_entropy(
     loss = bce_probs_impl(xp, p, y)
     if w is not None:
         loss = loss * w
-    return _finish(xp, _reduce(xp, loss, reduction), out_dtype)
+    return _finish(xp, _plus_zero(_reduce(xp, loss, reduction)), out_dtype)
 
 
 @quiet
@@ -646,7 +656,7 @@ def binary_cross_entropy_with_logits(
     loss = bce_logits_impl(xp, x, y, pw)
     if w is not None:
         loss = loss * w
-    return _finish(xp, _reduce(xp, loss, reduction), out_dtype)
+    return _finish(xp, _plus_zero(_reduce(xp, loss, reduction)), out_dtype)
 
 
 # --------------------------------------------------------------------------- KL / JS
@@ -846,12 +856,12 @@ def _divergence(
 
         out = (js_grad if js else kl_grad)(p, q, p_logits, q_logits, axis)
         out = out / _log_base(base) if base is not None else out
-        return _reduce(_torch_xp(), out, reduction)
+        return _plus_zero(_reduce(_torch_xp(), out, reduction))
     xp, pp, qq, u, ax, out_dtype = _two_dists(p, q, p_logits, q_logits, axis)
     d = js_impl(xp, pp, qq, u, ax) if js else kl_impl(xp, pp, qq, u, ax)
     if base is not None:
         d = d / _log_base(base)
-    return _finish(xp, _reduce(xp, d, reduction), out_dtype)
+    return _finish(xp, _plus_zero(_reduce(xp, d, reduction)), out_dtype)
 
 
 def _torch_xp() -> Any:

@@ -28,6 +28,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,7 +237,7 @@ def calibration_error(
         correct = (p.argmax(axis=1) == y).astype(np.float64)
         t = bin_table(conf, correct, n_bins, binning)
         s, _ = error_from_table(t, norm, debiased)
-        value = s if norm in ("l1", "max") else float(np.sqrt(max(s, 0.0)))
+        value = s if norm in ("l1", "max") else _root(s)
         return CalibrationResult(value, norm, binning, mode, n_bins, debiased, t)
     per_class: list[float] = []
     tables: list[BinTable] = []
@@ -245,11 +246,17 @@ def calibration_error(
         tables.append(tc)
         per_class.append(error_from_table(tc, norm, debiased)[0])
     agg = max(per_class) if norm == "max" else float(np.mean(per_class))
-    value = agg if norm in ("l1", "max") else float(np.sqrt(max(agg, 0.0)))
+    value = agg if norm in ("l1", "max") else _root(agg)
     pooled = _pool(tables)
     if norm == "l2":
-        per_class = [float(np.sqrt(max(v, 0.0))) for v in per_class]
+        per_class = [_root(v) for v in per_class]
     return CalibrationResult(value, norm, binning, mode, n_bins, debiased, pooled, per_class)
+
+
+def _root(s: float) -> float:
+    """The square root of a mean squared gap; 0 for ``s <= 0`` (the debiased estimator can go
+    below 0; ``max(-0.0, 0.0)`` is ``-0.0`` in Python, so compare instead)."""
+    return math.sqrt(s) if s > 0 else 0.0
 
 
 def _pool(tables: list[BinTable]) -> BinTable:

@@ -51,7 +51,8 @@ def nll(*, logits: Any = None, probs: Any = None, target: Any) -> float:
         return float(cross_entropy(z.astype(np.float64), y))
     p, y = to_probs_and_labels(probs=probs, logits=logits, target=target)
     with np.errstate(divide="ignore"):
-        return float(-np.mean(np.log(p[np.arange(y.size), y])))
+        # + 0.0: -log(1) is -0.0, and -0 + 0 = +0 (every other value unchanged)
+        return float(-np.mean(np.log(p[np.arange(y.size), y]))) + 0.0
 
 
 def accuracy(scores: Any, target: Any, k: int = 1) -> float:

@@ -546,7 +546,8 @@ class Evaluator:
             raise ValueError("Evaluator.compute() before any update(): no samples")
         t = self.table()
         ece = error_from_table(t, "l1")[0]
-        rms = math.sqrt(max(error_from_table(t, "l2")[0], 0.0))
+        ms = error_from_table(t, "l2")[0]
+        rms = math.sqrt(ms) if ms > 0 else 0.0
         mce = error_from_table(t, "max")[0]
         ece_m = error_from_table(self.table("equal-mass"), "l1")[0]
         mean_nll = self.sums["nll"] / n
