@@ -174,3 +174,29 @@ def test_health_findings_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     fake.diagnose = broken  # type: ignore[attr-defined]
     assert health_findings(z, y)[0]["code"] == "diagnostics-failed"
+
+
+@pytest.mark.parametrize("fmt", ["float16.npz", "bfloat16.safetensors", "float32.pt"])
+def test_half_precision_probability_files_are_accepted(tmp_path: Path, fmt: str) -> None:
+    # issue 13 item 9: the row-sum tolerance follows the dtype stored in the file (bfloat16
+    # comes widened to float32 by the loader, with bfloat16's rounding)
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(0)
+    dtype = getattr(torch, fmt.split(".")[0])
+    p = torch.softmax(torch.randn(300, 3, generator=g).to(dtype), dim=-1)
+    y = torch.randint(0, 3, (300,), generator=g)
+    f = tmp_path / f"p.{fmt.split('.')[1]}"
+    if fmt.endswith("npz"):
+        np.savez(f, probs=p.numpy(), labels=y.numpy())
+    elif fmt.endswith("safetensors"):
+        from safetensors.torch import save_file
+
+        save_file({"probs": p, "labels": y}, str(f))
+    else:
+        torch.save({"probs": p, "labels": y}, f)
+    r = runner.invoke(app, ["evaluate", str(f), "--json"])
+    assert r.exit_code == 0, r.output
+    # the report scores log p as logits, i.e. the rows renormalised (they sum to 1 only within
+    # half-precision rounding)
+    ref = torch.nn.functional.cross_entropy(p.double().log(), y).item()
+    assert json.loads(r.stdout)["metrics"]["nll"] == pytest.approx(ref, rel=1e-12)

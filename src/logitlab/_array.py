@@ -249,14 +249,66 @@ def pick(xp: Any, x: Array, idx: tuple[int, ...]) -> float:
     return float(to_numpy(xp, x)[idx])
 
 
+def probability_tolerance(n: int, eps: float) -> float:
+    r"""How far from 1 the sum of ``n`` probabilities held with machine epsilon ``eps`` may be.
+
+    .. math::
+
+        \tau = 4\,\big(\varepsilon + n\,\min(\varepsilon, \varepsilon_{32})\big)
+
+    A softmax rounds each output to the input dtype (relative error ``eps / 2`` per entry, at most
+    ``eps / 2`` on the sum of entries that sum to 1) after a normalisation whose error grows at
+    worst like ``n`` ulps of the dtype it runs in: the input's own for float32/float64, at least
+    float32 for float16/bfloat16 (every framework, and logitlab, computes half-precision softmax
+    in float32). The factor 4 ("a few ulps") covers naive summation; measured errors of torch and
+    SciPy softmax are below ``eps * (2 + n / 500)`` for ``n`` up to 3e5. Logits in [0, 1] and
+    unnormalised scores (sigmoid outputs, ``p / 2``) are off by far more: float64 with ``n = 1e5``
+    gives ``tau = 8.9e-11``, float32 ``0.048``, bfloat16 ``0.079``.
+
+    Example:
+        >>> [f"{probability_tolerance(n, 2.0**-52):.2g}" for n in (2, 100_000)]  # float64
+        ['2.7e-15', '8.9e-11']
+    """
+    return 4.0 * (eps + n * min(eps, _EPS32))
+
+
+_EPS32 = 2.0**-23
+
+
+def _row_sums(xp: Any, p: Array, axis: int) -> Array:
+    """Sums along ``axis`` accumulated in float64 (float32 where the device has no float64), so
+    that the check's own rounding stays far below :func:`probability_tolerance`."""
+    try:
+        return xp.sum(p, axis=axis, dtype=xp.float64)
+    except (TypeError, RuntimeError):  # e.g. Apple MPS tensors have no float64
+        return xp.sum(p, axis=axis)
+
+
 def check_probabilities(
-    xp: Any, p: Array, name: str, axis: int | None = -1, *, normalized: bool = True
+    xp: Any,
+    p: Array,
+    name: str,
+    axis: int | None = -1,
+    *,
+    normalized: bool = True,
+    eps: float | None = None,
 ) -> None:
     """Raise ValueError if ``p`` has NaN, values outside [0, 1], or rows not summing to 1.
 
-    The row-sum tolerance is ``sqrt(eps)`` of the compute dtype times ``max(1, log2 n)``
-    (float32: 3.5e-4, float64: 1.5e-8 for n <= 2), which accepts probabilities produced by a
-    softmax in that dtype and rejects logits or unnormalised scores.
+    The row-sum tolerance is :func:`probability_tolerance` of the row length and of the machine
+    epsilon ``eps`` of the dtype the caller *received* the probabilities in (``p`` may already be
+    cast to a wider compute dtype; by default ``p``'s own floating dtype, or float64 for integers).
+    It accepts the softmax output of any floating dtype and rejects logits and unnormalised scores.
+
+    Only done while validation is on (:func:`set_validation`).
+
+    Example:
+        >>> import numpy as np
+        >>> check_probabilities(np, np.array([[0.2, 0.3]]), "probs", -1)
+        Traceback (most recent call last):
+        ValueError: probs must sum to 1 along axis -1 (tolerance 2.7e-15); row (0,) sums to 0.5
+        >>> p = np.array([[0.1, 0.2, 0.7]], np.float32).astype(np.float64)  # float32 values
+        >>> check_probabilities(np, p, "probs", -1, eps=2.0**-23)  # received as float32: accepted
     """
     if not validation_enabled():
         return
@@ -271,17 +323,40 @@ def check_probabilities(
             f"{pick(xp, p, i)!r}" + (" (did you pass logits? use logits=...)" if normalized else "")
         )
     if normalized and axis is not None and p.ndim > 0 and p.shape[axis] > 0:
-        n = p.shape[axis]
-        eps = float(xp.finfo(p.dtype).eps)
-        tol = float(np.sqrt(eps)) * max(1.0, float(np.log2(n)))
-        total = xp.sum(p, axis=axis)
+        if eps is None:
+            eps = float(xp.finfo(p.dtype).eps) if is_floating(xp, p) else float(np.finfo(float).eps)
+        tol = probability_tolerance(int(p.shape[axis]), eps)
+        total = _row_sums(xp, p, axis)
         bad = xp.abs(total - 1) > tol
         if any_true(xp, bad):
             i = first_true(xp, bad)
+            got = pick(xp, total, i)
+            hint = ""
+            if eps < _EPS32 and abs(got - 1) <= probability_tolerance(int(p.shape[axis]), _EPS32):
+                hint = (
+                    " (that is float32 rounding: if they were computed in float32, pass them as "
+                    "float32 and the tolerance follows)"
+                )
             raise ValueError(
-                f"{name} must sum to 1 along axis {axis} (tolerance {tol:.3g}); "
-                f"row {i} sums to {pick(xp, total, i)!r}"
+                f"{name} must sum to 1 along axis {axis} (tolerance {tol:.2g}); "
+                f"row {i} sums to {got!r}{hint}"
             )
+
+
+def input_eps(x: Any) -> float | None:
+    """Machine epsilon of ``x``'s floating dtype (NumPy, torch or array API), else ``None``."""
+    dt = getattr(x, "dtype", None)
+    if dt is None:
+        return None
+    if is_torch_array(x):
+        import torch
+
+        return float(torch.finfo(dt).eps) if x.is_floating_point() else None
+    try:
+        xp = array_namespace(x)
+        return float(xp.finfo(dt).eps) if xp.isdtype(dt, "real floating") else None
+    except TypeError:
+        return None
 
 
 def torch_view(arr: np.ndarray) -> Any:

@@ -38,6 +38,7 @@ from logitlab._array import (
     check_reduction,
     check_temperature,
     first_true,
+    input_eps,
     is_floating,
     is_integral,
     normalize_axis,
@@ -178,10 +179,11 @@ def entropy(
         return _plus_zero(out / lb if base is not None else out)
     xp, (arr,) = as_arrays(src, names=[name])
     out_dtype = result_dtype(xp, arr)
+    eps = input_eps(arr)  # the tolerance of the dtype given, not of the float32 it is computed in
     arr = to_float(xp, arr, name)
     ax = normalize_axis(axis, arr.ndim, "axis")
     if logits is None:
-        check_probabilities(xp, arr, "probs", ax)
+        check_probabilities(xp, arr, "probs", ax, eps=eps)
         h = entropy_probs_impl(xp, arr, ax)
     else:
         h = entropy_logits_impl(xp, arr, ax)
@@ -299,13 +301,14 @@ def prepare_ce(
                 f"probability target must have the logits' shape {tuple(_move_back(x, ax))}, "
                 f"got {tuple(t.shape)} (class-index targets must be integers)"
             )
+        t_eps = input_eps(t)
         t = _move_last(xp, xp.astype(t, x.dtype), ax)
         if tuple(t.shape) != tuple(x.shape):
             raise ValueError(
                 f"probability target has shape {tuple(_move_back(t, ax))}, logits have "
                 f"{tuple(_move_back(x, ax))}"
             )
-        check_probabilities(xp, t, "target", -1)
+        check_probabilities(xp, t, "target", -1, eps=t_eps)
     else:
         if not is_integral(xp, t) or xp.isdtype(t.dtype, "bool"):
             raise TypeError(
@@ -705,13 +708,19 @@ def _log_ratio_probs(xp: Any, p: Array, q: Array) -> Array:
 
 
 def _dist_input(
-    xp: Any, probs: Array | None, logits: Array | None, axis: int, name: str
+    xp: Any,
+    probs: Array | None,
+    logits: Array | None,
+    axis: int,
+    name: str,
+    eps: float | None = None,
 ) -> tuple[Array, Array | None]:
-    """(probabilities, log-probabilities or None) of one distribution argument."""
+    """(probabilities, log-probabilities or None) of one distribution argument (``eps``: machine
+    epsilon of the dtype the probabilities were given in)."""
     if logits is not None:
         return softmax_impl(xp, logits, axis), log_softmax_impl(xp, logits, axis)
     assert probs is not None
-    check_probabilities(xp, probs, name, axis)
+    check_probabilities(xp, probs, name, axis, eps=eps)
     return probs, None
 
 
@@ -733,6 +742,7 @@ def _two_dists(
     xp, arrs = as_arrays(p, q, p_logits, q_logits, names=names)
     first = next(a for a in arrs if a is not None)
     out_dtype = result_dtype(xp, first)
+    eps_p, eps_q = input_eps(arrs[0]), input_eps(arrs[1])
     arrs = [None if a is None else to_float(xp, a, n) for a, n in zip(arrs, names, strict=True)]
     dt = xp.result_type(*[a for a in arrs if a is not None])
     arrs = [None if a is None else xp.astype(a, dt) for a in arrs]
@@ -743,8 +753,8 @@ def _two_dists(
             f"{tuple(given[1].shape)}"
         )
     ax = normalize_axis(axis, given[0].ndim)
-    pp, lp = _dist_input(xp, arrs[0], arrs[2], ax, "p")
-    qq, lq = _dist_input(xp, arrs[1], arrs[3], ax, "q")
+    pp, lp = _dist_input(xp, arrs[0], arrs[2], ax, "p", eps_p)
+    qq, lq = _dist_input(xp, arrs[1], arrs[3], ax, "q", eps_q)
     u = _log_ratio(xp, pp, qq, lp, lq, arrs[2], arrs[3], ax)
     return xp, pp, qq, u, ax, out_dtype
 

@@ -6,17 +6,31 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from array_api_compat import is_torch_array
 
-from logitlab._array import as_arrays, check_probabilities, to_numpy
+from logitlab._array import as_arrays, check_probabilities, input_eps, is_half, to_numpy
 from logitlab.special import softmax
 
-__all__ = ["to_numpy_2d", "to_labels", "to_probs_and_labels"]
+__all__ = ["to_numpy_2d", "to_labels", "to_probs", "to_probs_and_labels"]
+
+
+def _numpy_of(x: Any, name: str) -> tuple[np.ndarray, float | None]:
+    """``x`` as a NumPy array, and the machine epsilon of the floating dtype it came in (``None``
+    for integers). bfloat16 tensors, which NumPy cannot hold, become float32."""
+    xp, (arr,) = as_arrays(x, names=[name])
+    eps = input_eps(arr)
+    if is_torch_array(arr) and is_half(xp, arr.dtype):
+        arr = arr.float()
+    return np.asarray(to_numpy(xp, arr)), eps
 
 
 def to_numpy_2d(x: Any, name: str) -> np.ndarray:
-    """``x`` as a float NumPy array of shape ``(N, C)``; 1-D binary scores become two columns."""
-    xp, (arr,) = as_arrays(x, names=[name])
-    a = np.asarray(to_numpy(xp, arr))
+    """``x`` as a float NumPy array of shape ``(N, C)`` or ``(N,)`` (half precision as float32)."""
+    return _to_numpy_2d(x, name)[0]
+
+
+def _to_numpy_2d(x: Any, name: str) -> tuple[np.ndarray, float | None]:
+    a, eps = _numpy_of(x, name)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
     if a.ndim not in (1, 2):
@@ -28,7 +42,7 @@ def to_numpy_2d(x: Any, name: str) -> np.ndarray:
     if np.isnan(a).any():
         i = tuple(int(v) for v in np.argwhere(np.isnan(a))[0])
         raise ValueError(f"{name} contains NaN (first at index {i})")
-    return a
+    return a, eps
 
 
 def to_labels(target: Any, n: int, n_classes: int, name: str = "target") -> np.ndarray:
@@ -61,6 +75,12 @@ def to_probs_and_labels(
     *, probs: Any = None, logits: Any = None, target: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validated ``(probabilities (N, C) float64, labels (N,) int64)``."""
+    p = to_probs(probs=probs, logits=logits)
+    return p, to_labels(target, p.shape[0], p.shape[1])
+
+
+def to_probs(*, probs: Any = None, logits: Any = None) -> np.ndarray:
+    """Validated probabilities ``(N, C)`` float64 from either argument (``(N,)``: binary)."""
     if (probs is None) == (logits is None):
         raise ValueError("give exactly one of probs=... or logits=...")
     if logits is not None:
@@ -69,9 +89,13 @@ def to_probs_and_labels(
             z = _binary_to_two_columns(z, True)
         p = np.asarray(softmax(z.astype(np.float64), axis=1))
     else:
-        p = to_numpy_2d(probs, "probs").astype(np.float64)
-        if p.ndim == 1:
-            check_probabilities(np, p, "probs", None, normalized=False)
-            p = _binary_to_two_columns(p, False)
-        check_probabilities(np, p, "probs", 1)
-    return p, to_labels(target, p.shape[0], p.shape[1])
+        p32, eps = _to_numpy_2d(probs, "probs")
+        if p32.ndim == 1:
+            check_probabilities(np, p32, "probs", None, normalized=False)
+            p = _binary_to_two_columns(p32.astype(np.float64), False)
+        else:
+            # the row sums are checked in the dtype the probabilities came in (float32 softmax
+            # output sums to 1 within float32 rounding only), before the float64 cast
+            check_probabilities(np, p32, "probs", 1, eps=eps)
+            p = p32.astype(np.float64)
+    return p

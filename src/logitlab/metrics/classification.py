@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from logitlab._array import validation
 from logitlab.losses import cross_entropy, entropy
-from logitlab.metrics._inputs import to_labels, to_numpy_2d, to_probs_and_labels
+from logitlab.metrics._inputs import to_labels, to_numpy_2d, to_probs, to_probs_and_labels
 from logitlab.metrics.calibration import uniform_edges
 
 __all__ = [
@@ -113,6 +114,11 @@ def brier_score(*, probs: Any = None, logits: Any = None, target: Any) -> float:
     """
     binary = _is_binary(probs if logits is None else logits)
     p, y = to_probs_and_labels(probs=probs, logits=logits, target=target)
+    return _brier(p, y, binary)
+
+
+def _brier(p: np.ndarray, y: np.ndarray, binary: bool) -> float:
+    """The Brier score of validated float64 ``(N, C)`` probabilities (binary: class 1 only)."""
     if binary:
         return float(np.mean((p[:, 1] - (y == 1)) ** 2))
     onehot = np.zeros_like(p)
@@ -190,7 +196,7 @@ def brier_decomposition(
         df = f - fb[b]
         wbv += float(np.sum(df**2)) / n
         wbc += 2 * float(np.sum((o - ob[b]) * df)) / n
-    bs = brier_score(probs=p[:, 1] if binary else p, target=y)
+    bs = _brier(p, y, binary)
     return BrierDecomposition(bs, rel, res, unc, wbv, wbc, n_bins)
 
 
@@ -216,11 +222,14 @@ def entropy_stats(*, logits: Any = None, probs: Any = None) -> EntropyStats:
     """
     if logits is not None:
         z = to_numpy_2d(logits, "logits").astype(np.float64)
+        if z.ndim == 1:  # binary: the logit of class 1
+            z = np.stack([np.zeros_like(z), z], axis=1)
         h = np.asarray(entropy(logits=z))
         c = z.shape[1]
     else:
-        p = to_numpy_2d(probs, "probs").astype(np.float64)
-        h = np.asarray(entropy(probs=p))
+        p = to_probs(probs=probs)  # validated with the tolerance of the dtype given
+        with validation(False):
+            h = np.asarray(entropy(probs=p))
         c = p.shape[1]
     norm = math.log(c) if c > 1 else 1.0
     return EntropyStats(float(h.mean()), float(h.min()), float(h.max()), float(h.mean() / norm))

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import check_probabilities, torch_view, validation_enabled
+from logitlab._array import check_probabilities, input_eps, torch_view, validation_enabled
 from logitlab.metrics.calibration import BinTable, error_from_table, uniform_edges
 
 __all__ = ["Evaluator", "EvaluationResult", "all_reduce_state"]
@@ -329,6 +329,7 @@ class Evaluator:
         from logitlab._array import as_arrays, to_numpy
 
         is_t = torch is not None and isinstance(scores, torch.Tensor)
+        eps = input_eps(scores)  # probabilities are checked with their own dtype's tolerance
         if is_t:
             x = scores.detach()
             if not x.is_floating_point():
@@ -337,6 +338,7 @@ class Evaluator:
                 x = x.float()  # half-precision exp/sums lose too much: compute in float32
         else:
             xp, (arr,) = as_arrays(scores, names=["scores"])
+            eps = input_eps(arr)
             a = np.asarray(to_numpy(xp, arr))
             if a.dtype.kind not in "biuf":
                 raise TypeError(f"scores must be numeric, got dtype {a.dtype}")
@@ -380,7 +382,7 @@ class Evaluator:
         if self.from_probs:
             xn = x.cpu().numpy() if is_t else x
             if validation_enabled():
-                check_probabilities(np, xn, "scores", 1)
+                check_probabilities(np, xn, "scores", 1, eps=eps)
             with np.errstate(divide="ignore"):
                 lx = np.log(xn)  # softmax(log p) = p; p = 0 gives a masked class
             x = torch.from_numpy(lx).to(scores.device) if is_t else lx

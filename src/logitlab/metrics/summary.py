@@ -130,8 +130,10 @@ def evaluate_predictions(
             own = np.asarray(chunk)
             own = own if own.dtype.kind == "f" else x
             xx = own if own.ndim == 2 else np.stack([1 - own, own], 1)
+            # NumPy has no bfloat16: such files come widened to float32, with bfloat16's rounding
+            eps = 2.0**-7 if getattr(scores, "source_dtype", "") == "bfloat16" else None
             try:
-                check_probabilities(np, xx, "probs", 1)
+                check_probabilities(np, xx, "probs", 1, eps=eps)
             except ValueError as exc:
                 raise ValueError(f"{source}: rows {a}..: {exc}") from exc
         z = _as_logits(x, probs)
