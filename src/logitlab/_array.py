@@ -20,7 +20,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import math
 import os
+import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
@@ -34,6 +37,7 @@ __all__ = [
     "validation",
     "set_validation",
     "validation_enabled",
+    "ProbabilitiesAsLogitsWarning",
 ]
 
 Array = Any  # any array-API array (NumPy, torch, array_api_strict, CuPy, JAX ...)
@@ -341,6 +345,113 @@ def check_probabilities(
                 f"{name} must sum to 1 along axis {axis} (tolerance {tol:.2g}); "
                 f"row {i} sums to {got!r}{hint}"
             )
+
+
+class ProbabilitiesAsLogitsWarning(UserWarning):
+    """Scores given as logits look like probabilities (every row in [0, 1] and summing to 1).
+
+    A function that takes logits applies a softmax: ``softmax(p)`` is not ``p``, so probabilities
+    passed as logits give a silent wrong number (``cross_entropy([.7, .2, .1], [.5, .3, .2])`` is
+    1.038 instead of the 1.122 of ``cross_entropy(probs=...)``). Issued only while validation is
+    on; silence it with ``warnings.filterwarnings("ignore", category=...)`` for logits that really
+    are in [0, 1] and sum to 1.
+    """
+
+
+def _rows_view(xp: Any, x: Array, axis: int) -> Array:
+    """``x`` as ``(rows, classes)`` with the class axis last (a detached view for torch)."""
+    if is_torch_array(x):
+        x = x.detach()
+    if axis != x.ndim - 1:
+        x = xp.moveaxis(x, axis, -1)
+    return xp.reshape(x, (-1, x.shape[-1]))
+
+
+def _all_rows_are_distributions(xp: Any, rows: Array, eps: float) -> bool:
+    if any_true(xp, (rows < 0) | (rows > 1) | xp.isnan(rows)):
+        return False
+    tol = probability_tolerance(int(rows.shape[-1]), eps)
+    return not any_true(xp, xp.abs(_row_sums(xp, rows, -1) - 1) > tol)
+
+
+def looks_like_probabilities(xp: Any, x: Array, axis: int, eps: float | None = None) -> bool:
+    """Whether every row of ``x`` along ``axis`` (at least 2 classes) is in [0, 1] and sums to 1.
+
+    Row 0 is tested first, so that real logits cost one row; only a batch whose first row is a
+    distribution is read in full. ``eps``: machine epsilon of the dtype ``x`` was given in.
+
+    Example:
+        >>> import numpy as np
+        >>> looks_like_probabilities(np, np.array([[0.7, 0.2, 0.1]]), -1)
+        True
+        >>> looks_like_probabilities(np, np.array([[0.7, 0.2, 0.1], [2.0, 0.0, -1.0]]), -1)
+        False
+    """
+    if x.ndim == 0 or math.prod(x.shape) == 0:
+        return False
+    ax = normalize_axis(axis, x.ndim)
+    if x.shape[ax] < 2 or not is_floating(xp, x):
+        return False
+    rows = _rows_view(xp, x, ax)
+    e = float(xp.finfo(x.dtype).eps) if eps is None else eps
+    return _all_rows_are_distributions(xp, rows[:1, :], e) and _all_rows_are_distributions(
+        xp, rows, e
+    )
+
+
+def warn_if_probabilities(
+    xp: Any,
+    x: Array,
+    axis: int,
+    *,
+    fn: str,
+    instead: str,
+    eps: float | None = None,
+    name: str = "logits",
+) -> None:
+    """Issue :class:`ProbabilitiesAsLogitsWarning` if ``x``, given as ``name`` to ``fn``, looks
+    like probabilities (see :func:`looks_like_probabilities`); ``instead`` names the call to make.
+    Only while validation is on, and not inside :func:`scores_already_guarded`. The warning
+    points at the caller's line outside logitlab."""
+    if _GUARDED.get() or not validation_enabled():
+        return
+    if looks_like_probabilities(xp, x, axis, eps):
+        warnings.warn(
+            f"{fn}: every row of {name} is in [0, 1] and sums to 1: these look like "
+            f"probabilities, which {fn} would treat as logits (softmax(p) is not p). Pass them "
+            f"as {instead}; if they really are logits, filter "
+            "logitlab.ProbabilitiesAsLogitsWarning",
+            ProbabilitiesAsLogitsWarning,
+            stacklevel=_user_stacklevel(),
+        )
+
+
+_GUARDED: contextvars.ContextVar[bool] = contextvars.ContextVar("logitlab_guarded", default=False)
+
+
+@contextlib.contextmanager
+def scores_already_guarded() -> Iterator[None]:
+    """Inside, :func:`warn_if_probabilities` is silent: for a public function that has checked
+    its own argument (and named its own ``probs=``) before calling another one."""
+    token = _GUARDED.set(True)
+    try:
+        yield
+    finally:
+        _GUARDED.reset(token)
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside the logitlab package, as seen from the
+    ``warnings.warn`` call in the function that calls this one."""
+    frame = sys._getframe(2)  # the caller of the function that calls this one
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def input_eps(x: Any) -> float | None:
