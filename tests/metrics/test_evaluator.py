@@ -253,3 +253,30 @@ def test_native_kernel_reports_the_first_bad_row(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValueError, match=r"NaN \(row 250001 of the batch\)"):
         ev.update(z, np.zeros(300_000, dtype=np.int64))
     assert ev.sums["n"] == 0
+
+
+@pytest.mark.parametrize("from_probs", [False, True])
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_binary_stream_equals_batch(from_probs: bool, as_torch: bool) -> None:
+    # issue 13 item 6: binary (N,) scores are binned as P(class 1), like calibration_error
+    rng = np.random.default_rng(12)
+    z = rng.standard_normal(2000) * 2
+    y = (rng.uniform(size=2000) < 1 / (1 + np.exp(-0.7 * z))).astype(np.int64)
+    s = 1 / (1 + np.exp(-z)) if from_probs else z
+    kw = {"probs": s} if from_probs else {"logits": s}
+    ev = Evaluator(from_probs=from_probs)
+    if as_torch:
+        torch = pytest.importorskip("torch")
+        ev.update(torch.from_numpy(s[:700]), torch.from_numpy(y[:700]))
+        ev.update(torch.from_numpy(s[700:]), torch.from_numpy(y[700:]))
+    else:
+        ev.update(s[:700], y[:700])
+        ev.update(s[700:], y[700:])
+    r = ev.compute()
+    for norm, got in (("l1", r.ece), ("l2", r.rmsce), ("max", r.mce)):
+        ref = calibration_error(**kw, target=y, norm=norm)
+        assert got == pytest.approx(ref.value, rel=1e-12)
+    np.testing.assert_array_equal(r.table.counts, calibration_error(**kw, target=y).table.counts)
+    assert r.brier == pytest.approx(brier_score(**kw, target=y), rel=1e-12)
+    assert r.nll == pytest.approx(nll(**kw, target=y), rel=1e-12)
+    assert r.top5_accuracy is None and "top5_accuracy" not in r.to_dict()

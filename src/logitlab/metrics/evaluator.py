@@ -54,7 +54,13 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import check_probabilities, input_eps, torch_view, validation_enabled
+from logitlab._array import (
+    check_probabilities,
+    input_eps,
+    torch_view,
+    validation_enabled,
+    warn_if_probabilities,
+)
 from logitlab.metrics.calibration import BinTable, error_from_table, uniform_edges
 
 __all__ = ["Evaluator", "EvaluationResult", "all_reduce_state"]
@@ -74,7 +80,7 @@ class EvaluationResult:
     nll: float
     perplexity: float
     accuracy: float
-    top5_accuracy: float
+    top5_accuracy: float | None  # None (and left out of to_dict) for 5 classes or fewer
     brier: float
     mean_entropy: float
     ece: float
@@ -86,6 +92,8 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "table"}
+        if self.top5_accuracy is None:
+            del d["top5_accuracy"]  # top-k with k >= C counts every row: meaningless
         d["table"] = self.table.to_dict()
         return d
 
@@ -197,6 +205,29 @@ def _native_update(x: Any, y: Any, edges: np.ndarray) -> tuple[int, np.ndarray, 
     return first, np.sum([p[1] for p in parts], axis=0), np.sum([p[2] for p in parts], axis=0)
 
 
+def _binary_columns(x: Any, from_probs: bool, torch: Any) -> tuple[Any, np.ndarray]:
+    """``(B,)`` scores of class 1 as two columns in ``x``'s dtype, and P(class 1) in float64.
+
+    Logits ``z`` become ``(0, z)`` and P(class 1) is their sigmoid; probabilities ``p`` become
+    the log-probabilities ``(log1p(-p), log p)`` (``log1p``: exact for tiny ``p``) and P(class 1)
+    is ``p`` itself, so that the histogram bins exactly what :func:`calibration_error` bins.
+    """
+    xn = np.asarray(x.double().cpu().numpy() if torch is not None else x, dtype=np.float64)
+    with np.errstate(divide="ignore", over="ignore"):
+        if from_probs:
+            if validation_enabled():
+                check_probabilities(np, xn, "scores", None, normalized=False)
+            p1 = xn
+            cols = np.stack([np.log1p(-xn), np.log(xn)], 1)  # p = 0 or 1: a masked class
+        else:
+            e = np.exp(-np.abs(xn))  # sigmoid without overflow
+            p1 = np.where(xn >= 0, 1 / (1 + e), e / (1 + e))
+            cols = np.stack([np.zeros_like(xn), xn], 1)
+    if torch is not None:
+        return torch.from_numpy(cols).to(device=x.device, dtype=x.dtype), p1
+    return cols.astype(x.dtype), p1
+
+
 class Evaluator:
     r"""Accumulate predictions batch by batch; :meth:`compute` equals the batch metrics.
 
@@ -265,7 +296,9 @@ class Evaluator:
             raise ValueError(
                 "scores mix binary (N,) batches and (N, C) batches: pass one kind throughout"
             )
-        x, y = self._prepare(scores, target, torch)
+        if not self.from_probs and validation_enabled():
+            self._warn_if_probabilities(scores)
+        x, y, p1 = self._prepare(scores, target, torch)
         n, c = x.shape
         if self.n_classes is None:
             self.n_classes = c
@@ -276,7 +309,8 @@ class Evaluator:
         block = max(1, _BLOCK_ELEMS // c)
         acc = np.zeros(len(_SUMS))
         hist = np.zeros_like(self.hist)
-        native = _native_update(x, y, self._fine_edges)
+        # binary input histograms P(class 1) itself, which the native kernel does not compute
+        native = None if p1 is not None else _native_update(x, y, self._fine_edges)
         if native is not None:
             bad, nacc, hist = native
             if bad >= 0:
@@ -318,14 +352,19 @@ class Evaluator:
                 self._raise_nonfinite(x, a, block)
             acc[0] += xb.shape[0]
             acc[1:] += v
+            if p1 is not None:  # binary: P(class 1) against the outcome, as calibration_error
+                conf_np = p1[a : a + block]
+                corr_np = np.asarray(yb.cpu() if hasattr(yb, "cpu") else yb) == 1
             self._add_hist(hist, conf_np, corr_np)
         for i, k in enumerate(_SUMS):
             self.sums[k] += float(acc[i])
         self.hist += hist
         self.binary = binary
 
-    def _prepare(self, scores: Any, target: Any, torch: Any) -> tuple[Any, Any]:
-        """Validated ``(scores (N, C) floating, labels (N,) int64)`` in torch when available."""
+    def _prepare(self, scores: Any, target: Any, torch: Any) -> tuple[Any, Any, Any]:
+        """Validated ``(scores (N, C) floating, labels (N,) int64, P(class 1) or None)``, in
+        torch when available; the last is the float64 probability of class 1 of binary ``(N,)``
+        scores (``None`` for ``(N, C)``)."""
         from logitlab._array import as_arrays, to_numpy
 
         is_t = torch is not None and isinstance(scores, torch.Tensor)
@@ -363,15 +402,9 @@ class Evaluator:
         elif yv.dtype.kind not in "iu" or yv.dtype == np.bool_:
             raise TypeError(f"target must hold integer class labels, got dtype {yv.dtype}")
         yv = yv.astype(np.int64)
+        p1 = None
         if x.ndim == 1:  # binary score of class 1
-            if is_t:
-                x = (
-                    torch.stack([1 - x, x], 1)
-                    if self.from_probs
-                    else torch.stack([torch.zeros_like(x), x], 1)
-                )
-            else:
-                x = np.stack([1 - x, x], 1) if self.from_probs else np.stack([0 * x, x], 1)
+            x, p1 = _binary_columns(x, self.from_probs, torch if is_t else None)
         c = x.shape[1]
         if c == 0:
             raise ValueError("scores have no classes (shape (N, 0))")
@@ -379,7 +412,7 @@ class Evaluator:
         if bad.any():
             i = int(np.argmax(bad))
             raise ValueError(f"target[{i}] = {yv[i]} is not a class index in [0, {c})")
-        if self.from_probs:
+        if self.from_probs and p1 is None:
             xn = x.cpu().numpy() if is_t else x
             if validation_enabled():
                 check_probabilities(np, xn, "scores", 1, eps=eps)
@@ -393,7 +426,21 @@ class Evaluator:
             y = torch.from_numpy(yv).to(x.device)
         else:
             y = yv
-        return x, y
+        return x, y, p1
+
+    def _warn_if_probabilities(self, scores: Any) -> None:
+        from logitlab._array import as_arrays
+
+        xp, (arr,) = as_arrays(scores, names=["scores"])
+        if arr.ndim == 2:
+            warn_if_probabilities(
+                xp,
+                arr,
+                1,
+                fn="Evaluator.update",
+                instead="probabilities to Evaluator(from_probs=True)",
+                name="scores",
+            )
 
     def _raise_nonfinite(self, x: Any, a: int, block: int) -> None:
         xb = x[a : a + block]
@@ -559,7 +606,7 @@ class Evaluator:
             nll=mean_nll,
             perplexity=math.exp(mean_nll) if mean_nll < 709 else math.inf,
             accuracy=self.sums["top1"] / n,
-            top5_accuracy=self.sums["top5"] / n,
+            top5_accuracy=self.sums["top5"] / n if (self.n_classes or 0) > 5 else None,
             # binary (N,) input: the one-column Brier score, half the two-class sum
             brier=self.sums["brier"] / n / (2.0 if self.binary else 1.0),
             mean_entropy=self.sums["entropy"] / n,
