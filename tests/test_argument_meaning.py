@@ -349,3 +349,11 @@ def test_accuracy_binary_scores_follow_scikit_learn() -> None:
         assert ll.accuracy(s, yy, k=k) == top_k_accuracy_score(yy, s, k=k, labels=range(7))
     with pytest.warns(UserWarning, match="k=7 >= the number of classes 7"):
         assert ll.accuracy(s, yy, k=7) == 1.0
+
+
+def test_torch_kl_div_order_is_named() -> None:
+    # torch's F.kl_div(input=log q, target=p) ported as kl_divergence(log q, p): the error says
+    # what was probably given
+    p = np.array([0.2, 0.8])
+    with pytest.raises(ValueError, match=r"use p_logits=.*KL\(p \|\| q\)"):
+        ll.kl_divergence(np.log(p), p)

@@ -306,3 +306,13 @@ def test_two_column_binary_file_matches_unscaled_scikit_learn(tmp_path: Path) ->
     assert d["metrics"]["brier"] == pytest.approx(ref, rel=1e-12)
     assert d["brier_decomposition"]["brier"] == pytest.approx(ref, rel=1e-12)
     assert any("halves it for 2 classes" in note for note in d["notes"])
+
+
+def test_probability_zero_on_a_label_is_an_infinite_nll_and_said_so(tmp_path: Path) -> None:
+    p = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5], [0.1, 0.8, 0.1], [0.6, 0.3, 0.1]])
+    np.savez(tmp_path / "p.npz", probs=p, labels=np.array([2, 2, 1, 0]))
+    r = runner.invoke(app, ["report", str(tmp_path / "p.npz"), "--json", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["metrics"]["nll"] == "inf" and d["metrics"]["perplexity"] == "inf"
+    assert any("probability 0 to their label" in note for note in d["notes"])

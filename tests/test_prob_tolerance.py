@@ -55,12 +55,20 @@ CONSUMERS: dict[str, Callable[[Any, Any], object]] = {
         ),
         p,
     ),
+    "cross_entropy probs": lambda p, y: ll.cross_entropy(probs=p, target=y),
+    "perplexity probs": lambda p, y: ll.perplexity(probs=p, target=y),
+    "binary_cross_entropy": lambda p, y: ll.binary_cross_entropy(p, p),
+    "entropy positional": lambda p, y: ll.entropy(p, p),
     "calibration_error": lambda p, y: ll.calibration_error(probs=p, target=y),
     "brier_score": lambda p, y: ll.brier_score(probs=p, target=y),
     "brier_decomposition": lambda p, y: ll.brier_decomposition(probs=p, target=y),
     "nll": lambda p, y: ll.nll(probs=p, target=y),
     "entropy_stats": lambda p, y: entropy_stats(probs=p),
     "Evaluator": lambda p, y: ll.Evaluator(from_probs=True).update(p, y),
+    # labels on the argmax: a label with probability 0 (float16 underflow) is an error of its own
+    "fit_temperature": lambda p, y: ll.fit_temperature(
+        probs=p, target=np.asarray(p.argmax(-1)), max_iter=2
+    ),
 }
 
 

@@ -296,6 +296,7 @@ def check_probabilities(
     *,
     normalized: bool = True,
     eps: float | None = None,
+    hint: str = "did you pass logits? use logits=...",
 ) -> None:
     """Raise ValueError if ``p`` has NaN, values outside [0, 1], or rows not summing to 1.
 
@@ -303,6 +304,7 @@ def check_probabilities(
     epsilon ``eps`` of the dtype the caller *received* the probabilities in (``p`` may already be
     cast to a wider compute dtype; by default ``p``'s own floating dtype, or float64 for integers).
     It accepts the softmax output of any floating dtype and rejects logits and unnormalised scores.
+    ``hint`` ends the message for values outside [0, 1] (what the caller was probably given).
 
     Only done while validation is on (:func:`set_validation`).
 
@@ -324,7 +326,7 @@ def check_probabilities(
         i = first_true(xp, bad)
         raise ValueError(
             f"{name} must be probabilities in [0, 1]; {name}[{', '.join(map(str, i))}] = "
-            f"{pick(xp, p, i)!r}" + (" (did you pass logits? use logits=...)" if normalized else "")
+            f"{pick(xp, p, i)!r}" + (f" ({hint})" if normalized else "")
         )
     if normalized and axis is not None and p.ndim > 0 and p.shape[axis] > 0:
         if eps is None:

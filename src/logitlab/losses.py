@@ -863,7 +863,10 @@ def _dist_input(
     if logits is not None:
         return softmax_impl(xp, logits, axis), log_softmax_impl(xp, logits, axis)
     assert probs is not None
-    check_probabilities(xp, probs, name, axis, eps=eps)
+    # torch's F.kl_div(input, target) takes log q first and returns KL(target || q): a port of
+    # it hands log-probabilities to p
+    hint = f"log-probabilities or logits? use {name}_logits=...; kl_divergence(p, q) is KL(p || q)"
+    check_probabilities(xp, probs, name, axis, eps=eps, hint=hint)
     return probs, None
 
 

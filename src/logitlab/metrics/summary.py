@@ -220,6 +220,11 @@ def evaluate_predictions(
                 "probabilities, scored here as logits (softmax(p) is not p); rerun with --probs",
             },
         )
+    if probs and not math.isfinite(res.nll):
+        notes.append(
+            "some rows give probability 0 to their label: the NLL and perplexity are infinite; "
+            "the temperature fit reads such probabilities as 1e-300."
+        )
     if n_classes == 2 and not binary:
         notes.append(
             "2 classes as (N, 2) scores: the Brier score sums both columns (range [0, 2]); "
