@@ -140,6 +140,8 @@ def test_bce_matches_torch_where_torch_is_accurate() -> None:
         )
 
 
+# q_logits [0, 1] lie in [0, 1] and sum to 1: the probabilities-as-logits guard rightly warns
+@pytest.mark.filterwarnings("ignore::logitlab.ProbabilitiesAsLogitsWarning")
 def test_kl_js_options_and_limits(backend: Backend) -> None:
     p = backend.asarray([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]], np.float64)
     q = backend.asarray([[0.25, 0.25, 0.5], [0.2, 0.3, 0.5]], np.float64)
@@ -179,3 +181,52 @@ def test_entropy_base_and_zero_probabilities(backend: Backend) -> None:
     x = backend.asarray([[0.0, 0.0, -INF], [0.0, -INF, -INF]], np.float64)
     h = backend.to_numpy(ll.entropy(logits=x, base=2))
     np.testing.assert_allclose(h, [1.0, 0.0], rtol=1e-15)
+
+
+# Exact zeros of quantities that are >= 0 (issue 13 item 8): entropy(probs=[1, 0]) was -0.0.
+_ZERO_CASES = {
+    "entropy probs": lambda a, i: ll.entropy(probs=a([[1.0, 0.0], [0.0, 1.0]])),
+    "entropy probs 1-D": lambda a, i: ll.entropy(probs=a([0.0, 1.0, 0.0])),
+    "entropy probs base<1": lambda a, i: ll.entropy(probs=a([1.0, 0.0]), base=0.5),
+    "entropy logits": lambda a, i: ll.entropy(logits=a([[0.0, -INF], [3.0, -INF]]), base=2),
+    "kl probs": lambda a, i: ll.kl_divergence(a([1.0, 0.0]), a([1.0, 0.0])),
+    "kl -0.0": lambda a, i: ll.kl_divergence(a([-0.0, 1.0]), a([-0.0, 1.0]), reduction="sum"),
+    "kl logits": lambda a, i: ll.kl_divergence(p_logits=a([0.0, -INF]), q_logits=a([1.0, -INF])),
+    "js probs": lambda a, i: ll.js_divergence(a([1.0, -0.0]), a([1.0, 0.0]), base=0.5),
+    "ce class": lambda a, i: ll.cross_entropy(a([[0.0, -INF]]), i([0]), reduction="none"),
+    "ce mean": lambda a, i: ll.cross_entropy(a([[0.0, -INF]]), i([0])),
+    "ce soft": lambda a, i: ll.cross_entropy(a([[0.0, -INF]]), a([[1.0, -0.0]]), reduction="sum"),
+    "ce weight -0": lambda a, i: ll.cross_entropy(
+        a([[0.0, 2.0]]), i([1]), weight=a([1.0, -0.0]), reduction="none"
+    ),
+    "bce probs": lambda a, i: ll.binary_cross_entropy(
+        a([1.0, 0.0]), a([1.0, 0.0]), reduction="none"
+    ),
+    "bce probs mean": lambda a, i: ll.binary_cross_entropy(a([1.0]), a([1.0])),
+    "bce weight -0": lambda a, i: ll.binary_cross_entropy(
+        a([0.5]), a([1.0]), weight=a([-0.0]), reduction="none"
+    ),
+    "bce logits": lambda a, i: ll.binary_cross_entropy_with_logits(
+        a([INF, -INF]), a([1.0, 0.0]), reduction="none"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_ZERO_CASES))
+@pytest.mark.parametrize("grad", [False, True], ids=["plain", "requires_grad"])
+def test_exact_zeros_are_positive_zero(backend: Backend, case: str, grad: bool) -> None:
+    if grad and backend.name != "torch":
+        pytest.skip("requires_grad is a torch notion")
+    if grad and case == "ce weight -0":
+        pytest.skip("the fused torch kernel (logitlab.torch.cross_entropy) is another layer")
+
+    def a(v: object) -> object:
+        x = backend.asarray(v, np.float64)
+        return x.requires_grad_() if grad else x
+
+    def i(v: object) -> object:
+        return backend.asarray(v, np.int64)
+
+    out = backend.to_numpy(_ZERO_CASES[case](a, i))
+    assert np.all(out == 0), out
+    assert not np.any(np.signbit(out)), f"{case}: {out!r} has a negative zero"

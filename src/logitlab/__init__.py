@@ -1,6 +1,11 @@
 """logitlab: exact, fast and explained softmax, log-sum-exp, entropy, cross-entropy, calibration."""
 
-from logitlab._array import set_validation, validation, validation_enabled
+from logitlab._array import (
+    ProbabilitiesAsLogitsWarning,
+    set_validation,
+    validation,
+    validation_enabled,
+)
 from logitlab._sysinfo import show_config
 from logitlab._version import __version__
 from logitlab.losses import (
@@ -26,6 +31,7 @@ from logitlab.special import log1mexp, log1pexp, log_softmax, logsumexp, softmax
 __all__ = [
     "Evaluator",
     "LogitReport",
+    "ProbabilitiesAsLogitsWarning",
     "__version__",
     "accuracy",
     "brier_decomposition",

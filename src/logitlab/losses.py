@@ -33,6 +33,7 @@ from typing import Any
 
 from logitlab import _fast
 from logitlab._array import (
+    _GUARDED,
     Array,
     any_true,
     as_arrays,
@@ -40,14 +41,17 @@ from logitlab._array import (
     check_reduction,
     check_temperature,
     first_true,
+    input_eps,
     is_floating,
     is_integral,
     normalize_axis,
     pick,
     quiet,
     result_dtype,
+    scores_already_guarded,
     to_float,
     validation_enabled,
+    warn_if_probabilities,
 )
 from logitlab.special import (
     _finish,
@@ -78,6 +82,16 @@ def _log_base(base: float | None) -> float:
     if not (b > 0 and b != 1 and math.isfinite(b)):
         raise ValueError(f"base must be a positive number other than 1, got {base!r}")
     return math.log(b)
+
+
+def _plus_zero(x: Array) -> Array:
+    """``x + 0``: turns ``-0.0`` into ``+0.0`` and leaves every other value (and gradient) as is.
+
+    Every quantity of this module is >= 0, but a zero reached by a negation (``-sum(p log p)`` with
+    ``p`` in {0, 1}, ``-log(1)``), by a division by ``log(base) < 0`` or by a product with a
+    ``-0.0`` input would print as ``-0.0``. In round-to-nearest, ``-0 + 0 = +0`` (IEEE 754, 6.3).
+    """
+    return x + 0.0
 
 
 def _reduce(xp: Any, loss: Array, reduction: str, denom: Array | float | None = None) -> Array:
@@ -118,13 +132,15 @@ def entropy_probs_impl(xp: Any, p: Array, axis: int) -> Array:
 
 @quiet
 def entropy(
-    *,
     probs: Array | None = None,
-    logits: Array | None = None,
-    axis: int = -1,
+    qk: Array | None = None,
     base: float | None = None,
+    axis: int = -1,
+    *,
+    logits: Array | None = None,
 ) -> Any:
-    r"""Shannon entropy of categorical distributions, from probabilities or from logits.
+    r"""Shannon entropy of categorical distributions, from probabilities or from logits; with
+    ``qk``, the relative entropy (KL divergence), as ``scipy.stats.entropy(pk, qk, base, axis)``.
 
     .. math::
 
@@ -135,32 +151,52 @@ def entropy(
     rows (``[0, -30, -30, -30]``, where torch float32 is 3% off) and huge logits
     (``[1e4, 1e4 - 1]`` in float32) are exact to a few ulps.
 
+    The positional form follows SciPy: ``entropy(p)``, ``entropy(p, base=2)``,
+    ``entropy(p, q)`` = :math:`\mathrm{KL}(p \| q)` computed by :func:`kl_divergence` (exact as
+    p → q, never negative). Deliberate differences from SciPy: the class axis defaults to the
+    last one (SciPy: 0), and probabilities are validated, not renormalised.
+
     Args:
-        probs: probabilities along ``axis`` (must be in [0, 1] and sum to 1).
-        logits: unnormalised log-probabilities (exactly one of ``probs``/``logits``).
-        axis: the class axis.
+        probs: probabilities along ``axis`` (must be in [0, 1] and sum to 1); SciPy's ``pk``.
+        qk: probabilities of a second distribution: return :math:`\mathrm{KL}(p \| q_k)`.
         base: logarithm base (``None``: nats; 2: bits).
+        axis: the class axis.
+        logits: unnormalised log-probabilities instead of ``probs`` (keyword only; exactly one of
+            ``probs``/``logits``).
 
     Returns:
-        Entropy per distribution (``axis`` removed), in the input's namespace and floating dtype;
-        0 over an empty class axis (an empty sum, as ``scipy.stats.entropy``).
+        Entropy (or relative entropy) per distribution (``axis`` removed), in the input's
+        namespace and floating dtype; 0 over an empty class axis (an empty sum, as
+        ``scipy.stats.entropy``).
 
     Raises:
         ValueError: both or neither of ``probs``/``logits`` given; probabilities outside [0, 1],
-            NaN or not summing to 1 (see :func:`logitlab.set_validation`); bad ``base``/``axis``.
+            NaN or not summing to 1 (see :func:`logitlab.set_validation`); bad ``base``/``axis``;
+            ``qk`` of another shape.
+
+    Warns:
+        ProbabilitiesAsLogitsWarning: ``logits`` whose rows look like probabilities.
 
     Example:
         >>> from logitlab import entropy
-        >>> float(entropy(probs=[0.5, 0.5], base=2))
+        >>> float(entropy([0.5, 0.5], base=2))
         1.0
         >>> float(entropy(logits=[0.0, -30.0, -30.0, -30.0]))
         8.702589361018959e-12
+        >>> float(entropy([0.5, 0.5], [0.25, 0.75], 2))  # KL in bits: 1 - log2(3) / 2
+        0.2075187496394219
 
     References:
-        C. E. Shannon, Bell Syst. Tech. J. 27, 1948; Blanchard, Higham & Higham 2021.
+        C. E. Shannon, Bell Syst. Tech. J. 27, 1948; Blanchard, Higham & Higham 2021;
+        SciPy, ``scipy.stats.entropy``.
     """
     if (probs is None) == (logits is None):
         raise ValueError("entropy() takes exactly one of probs=... or logits=...")
+    if logits is not None:
+        _warn_probabilities_as_logits(logits, axis, "entropy", "entropy(probs=...)")
+    if qk is not None:
+        with scores_already_guarded():
+            return _divergence(False, probs, qk, logits, None, axis, base, "none")
     name = "probs" if logits is None else "logits"
     src: Any = probs if logits is None else logits
     lb = _log_base(base)
@@ -168,19 +204,20 @@ def entropy(
         from logitlab.torch._autograd import entropy_grad
 
         out = entropy_grad(src, axis, from_logits=logits is not None)
-        return out / lb if base is not None else out
+        return _plus_zero(out / lb if base is not None else out)
     xp, (arr,) = as_arrays(src, names=[name])
     out_dtype = result_dtype(xp, arr)
+    eps = input_eps(arr)  # the tolerance of the dtype given, not of the float32 it is computed in
     arr = to_float(xp, arr, name)
     ax = normalize_axis(axis, arr.ndim, "axis")
     if logits is None:
-        check_probabilities(xp, arr, "probs", ax)
+        check_probabilities(xp, arr, "probs", ax, eps=eps)
         h = entropy_probs_impl(xp, arr, ax)
     else:
         h = entropy_logits_impl(xp, arr, ax)
     if base is not None:
         h = h / lb
-    return _finish(xp, h, out_dtype)
+    return _finish(xp, _plus_zero(h), out_dtype)
 
 
 # --------------------------------------------------------------------------- cross-entropy
@@ -210,7 +247,35 @@ def ce_coefficients(
     """
     p = parts(xp, x, x.ndim - 1, temperature)
     nll = p.d + xp.log1p(p.s)  # -log p_c >= 0; +inf for masked classes
-    finite = p.d < math.inf
+    alpha, valid, denom = target_weights(
+        xp,
+        x,
+        target,
+        p.d < math.inf,
+        soft=soft,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        weight=weight,
+    )
+    terms = alpha * xp.where(alpha == 0, xp.zeros_like(nll), nll)
+    loss = xp.sum(terms, axis=-1)
+    return loss, alpha, valid, denom
+
+
+def target_weights(
+    xp: Any,
+    x: Array,
+    target: Array,
+    support: Array,
+    *,
+    soft: bool,
+    ignore_index: int,
+    label_smoothing: float,
+    weight: Array | None,
+) -> tuple[Array, Array, Array]:
+    """``(alpha, valid, denom_rows)`` of :func:`ce_coefficients` for scores ``x`` (class axis
+    last; only its shape, dtype and device are used) whose classes in ``support`` (finite logit,
+    or non-zero probability) can take label-smoothing mass."""
     n_classes = x.shape[-1]
     if soft:
         valid = xp.ones(tuple(x.shape[:-1]), dtype=xp.bool, device=_dev(x))
@@ -224,16 +289,14 @@ def ce_coefficients(
     if label_smoothing:
         # Spread the smoothing mass over the classes with a finite logit only: a masked class
         # (-inf) would otherwise contribute eps/C * inf.
-        fin = xp.astype(finite, x.dtype)
+        fin = xp.astype(support, x.dtype)
         n_fin = xp.sum(fin, axis=-1, keepdims=True)
         alpha = alpha + label_smoothing * fin / xp.where(n_fin == 0, xp.ones_like(n_fin), n_fin)
     if weight is not None:
         alpha = alpha * weight
     alpha = xp.where(xp.expand_dims(valid, axis=-1), alpha, xp.zeros_like(alpha))
-    terms = alpha * xp.where(alpha == 0, xp.zeros_like(nll), nll)
-    loss = xp.sum(terms, axis=-1)
     if soft:
-        denom = xp.ones_like(loss)
+        denom = xp.ones(tuple(x.shape[:-1]), dtype=x.dtype, device=_dev(x))
     elif weight is not None:
         wt = xp.sum(
             xp.where(base > 0, xp.broadcast_to(weight, base.shape), xp.zeros_like(base)), axis=-1
@@ -241,7 +304,7 @@ def ce_coefficients(
         denom = xp.where(valid, wt, xp.zeros_like(wt))
     else:
         denom = xp.astype(valid, x.dtype)
-    return loss, alpha, valid, denom
+    return alpha, valid, denom
 
 
 def _dev(x: Array) -> Any:
@@ -270,13 +333,16 @@ def prepare_ce(
     label_smoothing: float,
     temperature: float,
     ignore_index: int = -100,
+    *,
+    name: str = "logits",
 ) -> tuple[Any, Array, Array, Array | None, bool, Any]:
-    """Validate and convert cross-entropy inputs (class axis moved last)."""
-    xp, (x, t, w) = as_arrays(logits, target, weight, names=["logits", "target", "weight"])
+    """Validate and convert cross-entropy inputs (class axis moved last); ``name`` is the
+    scores' argument name in messages (``"probs"`` for the probability form)."""
+    xp, (x, t, w) = as_arrays(logits, target, weight, names=[name, "target", "weight"])
     if not is_floating(xp, x) and not is_integral(xp, x):
-        raise TypeError(f"logits must be real numbers, got dtype {x.dtype}")
+        raise TypeError(f"{name} must be real numbers, got dtype {x.dtype}")
     out_dtype = result_dtype(xp, x)
-    x = to_float(xp, x, "logits")
+    x = to_float(xp, x, name)
     ax = normalize_axis(axis, x.ndim)
     n_classes = x.shape[ax]
     x = _move_last(xp, x, ax)
@@ -289,16 +355,17 @@ def prepare_ce(
     if soft:
         if t.ndim != x.ndim:
             raise ValueError(
-                f"probability target must have the logits' shape {tuple(_move_back(x, ax))}, "
+                f"probability target must have the {name}' shape {tuple(_move_back(x, ax))}, "
                 f"got {tuple(t.shape)} (class-index targets must be integers)"
             )
+        t_eps = input_eps(t)
         t = _move_last(xp, xp.astype(t, x.dtype), ax)
         if tuple(t.shape) != tuple(x.shape):
             raise ValueError(
-                f"probability target has shape {tuple(_move_back(t, ax))}, logits have "
+                f"probability target has shape {tuple(_move_back(t, ax))}, {name} have "
                 f"{tuple(_move_back(x, ax))}"
             )
-        check_probabilities(xp, t, "target", -1)
+        check_probabilities(xp, t, "target", -1, eps=t_eps)
     else:
         if not is_integral(xp, t) or xp.isdtype(t.dtype, "bool"):
             raise TypeError(
@@ -315,7 +382,7 @@ def prepare_ce(
         expected = tuple(x.shape[:-1])
         if tuple(t.shape) != expected:
             raise ValueError(
-                f"target has shape {tuple(t.shape)}, expected {expected} (logits' shape without "
+                f"target has shape {tuple(t.shape)}, expected {expected} ({name}' shape without "
                 f"the class axis {axis})"
             )
         _check_class_target(xp, t, n_classes, ignore_index)
@@ -338,16 +405,19 @@ def _move_back(x: Array, ax: int) -> tuple[int, ...]:
 
 @quiet
 def cross_entropy(
-    logits: Array,
-    target: Array,
+    logits: Array | None = None,
+    target: Array | None = None,
     axis: int = -1,
     ignore_index: int = -100,
     label_smoothing: float = 0.0,
     weight: Array | None = None,
     reduction: str = "mean",
     temperature: float = 1.0,
+    *,
+    probs: Array | None = None,
 ) -> Any:
-    r"""Cross-entropy between targets and ``softmax(logits / T)``, exact to a few ulps.
+    r"""Cross-entropy between targets and ``softmax(logits / T)`` (or given probabilities), exact
+    to a few ulps.
 
     For a class target :math:`t` with label smoothing :math:`\varepsilon` and class weights
     :math:`w`:
@@ -362,6 +432,20 @@ def cross_entropy(
     over all classes and returns inf when some are masked with ``-inf``; the two agree when none
     is). Probability targets :math:`y` (soft labels) give :math:`\ell = \sum_c w_c y_c (-\log p_c)`.
 
+    **The probability form** ``cross_entropy(probs=p, target=...)`` takes the predicted
+    distribution itself (validated: in [0, 1], rows summing to 1 within the tolerance of its
+    dtype) and uses :math:`-\log p_c` as given: no renormalisation, no clamping (``p_t = 1e-300``
+    gives 690.78, ``p_t = 0`` gives ``inf``); classes with :math:`p_c = 0` play the part of masked
+    logits for label smoothing. Same targets, weights, ``ignore_index``, smoothing and reductions;
+    ``temperature`` must be 1. For torch tensors that require grad the gradient is
+    :math:`\partial \ell / \partial p_c = -\alpha_c / p_c` (0 where :math:`\alpha_c = 0`),
+    through torch's autograd (so double backward works too).
+
+    **Probabilities passed as logits** are a silent wrong number (``softmax(p)`` is not ``p``):
+    ``cross_entropy([.7, .2, .1], [.5, .3, .2])`` is 1.038, the cross-entropy of the two
+    distributions is 1.122. While validation is on, ``logits`` whose rows all lie in [0, 1] and
+    sum to 1 raise a :class:`~logitlab.ProbabilitiesAsLogitsWarning` that names ``probs=``.
+
     Reductions follow torch: ``"mean"`` divides by :math:`\sum w_{t}` over non-ignored rows (class
     targets) or by the number of rows (probability targets). **An all-ignored batch has mean 0 and
     zero gradient** (torch returns NaN). The gradient with respect to the logits is
@@ -369,7 +453,7 @@ def cross_entropy(
     masked classes, never NaN.
 
     Args:
-        logits: unnormalised scores, class axis ``axis``.
+        logits: unnormalised scores, class axis ``axis`` (exactly one of ``logits``/``probs``).
         target: integer class indices (shape of ``logits`` without ``axis``) or probabilities
             (shape of ``logits``).
         axis: the class axis of ``logits``.
@@ -378,22 +462,29 @@ def cross_entropy(
         weight: per-class weights, shape ``(C,)``.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         temperature: divide logits by ``T > 0``.
+        probs: predicted probabilities instead of ``logits`` (keyword only).
 
     Returns:
-        The loss (scalar, or per row for ``"none"``) in ``logits``' namespace and floating dtype.
+        The loss (scalar, or per row for ``"none"``) in the scores' namespace and floating dtype.
         Probability targets over an empty class axis give 0 per row (an empty sum).
 
     Raises:
         ValueError: shape mismatch, class index out of range (index and number of classes are
             reported), class-index targets with an empty class axis, probability targets outside
             [0, 1] or not summing to 1, NaN targets, bad
-            ``reduction``/``label_smoothing``/``temperature``.
-        TypeError: non-numeric inputs or boolean targets.
+            ``reduction``/``label_smoothing``/``temperature``; both or neither of
+            ``logits``/``probs``; ``probs`` not probabilities.
+        TypeError: non-numeric inputs or boolean targets; no ``target``.
+
+    Warns:
+        ProbabilitiesAsLogitsWarning: ``logits`` look like probabilities (validation on).
 
     Example:
         >>> from logitlab import cross_entropy
         >>> float(cross_entropy([[0.0, -40.0]], [0]))
         4.248354255291589e-18
+        >>> round(float(cross_entropy(probs=[0.7, 0.2, 0.1], target=[0.5, 0.3, 0.2])), 6)
+        1.121685
         >>> float(cross_entropy([[2.0, 0.0, float("-inf")]], [0], label_smoothing=0.1))
         0.2269280110429725
         >>> float(cross_entropy([[1.0, 2.0]], [-100]))
@@ -404,6 +495,15 @@ def cross_entropy(
         Blanchard, Higham & Higham 2021.
     """
     check_reduction(reduction)
+    if target is None:
+        raise TypeError("cross_entropy() needs a target (class indices or probabilities)")
+    if (logits is None) == (probs is None):
+        raise ValueError("cross_entropy() takes exactly one of logits or probs=...")
+    if logits is None:
+        return _cross_entropy_probs(
+            probs, target, axis, ignore_index, label_smoothing, weight, reduction, temperature
+        )
+    _warn_probabilities_as_logits(logits, axis, "cross_entropy", "cross_entropy(probs=...)")
     if _wants_grad(logits) and _fused_ok(logits, target, axis):
         # class targets on a 2-D tensor: the fused kernel (loss and gradient in one visit of
         # each row; same semantics)
@@ -426,7 +526,7 @@ def cross_entropy(
     )
     if not soft and not label_smoothing and _fast.usable(x, x.ndim - 1):
         loss, denom = _ce_class_fast(xp, x, t, w, int(ignore_index), float(temperature))
-        return _finish(xp, _reduce(xp, loss, reduction, xp.sum(denom)), out_dtype)
+        return _finish(xp, _plus_zero(_reduce(xp, loss, reduction, xp.sum(denom))), out_dtype)
     loss, _, _, denom = ce_coefficients(
         xp,
         x,
@@ -438,7 +538,63 @@ def cross_entropy(
         temperature=float(temperature),
     )
     out = _reduce(xp, loss, reduction, xp.sum(denom))
-    return _finish(xp, out, out_dtype)
+    return _finish(xp, _plus_zero(out), out_dtype)
+
+
+def _warn_probabilities_as_logits(
+    logits: Any, axis: int, fn: str, instead: str, name: str = "logits"
+) -> None:
+    """:func:`~logitlab._array.warn_if_probabilities` on the raw argument (read, never cast)."""
+    if not validation_enabled() or logits is None or _GUARDED.get():
+        return
+    xp, (x,) = as_arrays(logits, names=[name])
+    if x.ndim and is_floating(xp, x) and -x.ndim <= axis < x.ndim:
+        warn_if_probabilities(
+            xp, x, normalize_axis(axis, x.ndim), fn=fn, instead=instead, name=name
+        )
+
+
+def _cross_entropy_probs(
+    probs: Array,
+    target: Array,
+    axis: int,
+    ignore_index: int,
+    label_smoothing: float,
+    weight: Array | None,
+    reduction: str,
+    temperature: float,
+) -> Any:
+    r"""The probability form of :func:`cross_entropy`: :math:`\sum_c \alpha_c (-\log p_c)`.
+
+    Plain array-API operations, so that torch's autograd differentiates it (first and second
+    order): :math:`-\log p_c` is taken of ``p_c`` where :math:`\alpha_c > 0` and of 1 elsewhere,
+    so classes without target mass get gradient 0, never ``0 * inf``.
+    """
+    if float(temperature) != 1.0:
+        raise ValueError(
+            "temperature scales logits: with probs=... it must be 1 (for softmax(log(p) / T) "
+            "pass logits=log(p))"
+        )
+    eps = input_eps(probs)
+    xp, p, t, w, soft, out_dtype = prepare_ce(
+        probs, target, axis, weight, label_smoothing, 1.0, int(ignore_index), name="probs"
+    )
+    check_probabilities(xp, p, "probs", -1, eps=eps)
+    alpha, _, denom = target_weights(
+        xp,
+        p,
+        t,
+        p > 0,
+        soft=soft,
+        ignore_index=int(ignore_index),
+        label_smoothing=float(label_smoothing),
+        weight=w,
+    )
+    used = alpha != 0
+    nll = -xp.log(xp.where(used, p, xp.ones_like(p)))  # exact for tiny p; p = 0 gives inf
+    loss = xp.sum(xp.where(used, alpha * nll, xp.zeros_like(nll)), axis=-1)
+    out = _reduce(xp, loss, reduction, xp.sum(denom))
+    return _finish(xp, _plus_zero(out), out_dtype)
 
 
 def _ce_class_fast(
@@ -604,7 +760,7 @@ def binary_cross_entropy(
     loss = bce_probs_impl(xp, p, y)
     if w is not None:
         loss = loss * w
-    return _finish(xp, _reduce(xp, loss, reduction), out_dtype)
+    return _finish(xp, _plus_zero(_reduce(xp, loss, reduction)), out_dtype)
 
 
 @quiet
@@ -659,7 +815,7 @@ def binary_cross_entropy_with_logits(
     loss = bce_logits_impl(xp, x, y, pw)
     if w is not None:
         loss = loss * w
-    return _finish(xp, _reduce(xp, loss, reduction), out_dtype)
+    return _finish(xp, _plus_zero(_reduce(xp, loss, reduction)), out_dtype)
 
 
 # --------------------------------------------------------------------------- KL / JS
@@ -708,13 +864,22 @@ def _log_ratio_probs(xp: Any, p: Array, q: Array) -> Array:
 
 
 def _dist_input(
-    xp: Any, probs: Array | None, logits: Array | None, axis: int, name: str
+    xp: Any,
+    probs: Array | None,
+    logits: Array | None,
+    axis: int,
+    name: str,
+    eps: float | None = None,
 ) -> tuple[Array, Array | None]:
     """(probabilities, log-probabilities or None) of one distribution argument (exactly one of
-    ``probs`` / ``logits`` is given: :func:`_two_dists` checks it)."""
+    ``probs`` / ``logits`` is given: :func:`_two_dists` checks it; ``eps``: machine epsilon of
+    the dtype the probabilities were given in)."""
     if logits is not None:
         return softmax_impl(xp, logits, axis), log_softmax_impl(xp, logits, axis)
-    check_probabilities(xp, probs, name, axis)
+    # torch's F.kl_div(input, target) takes log q first and returns KL(target || q): a port of
+    # it hands log-probabilities to p
+    hint = f"log-probabilities or logits? use {name}_logits=...; kl_divergence(p, q) is KL(p || q)"
+    check_probabilities(xp, probs, name, axis, eps=eps, hint=hint)
     return probs, None
 
 
@@ -736,6 +901,7 @@ def _two_dists(
     xp, arrs = as_arrays(p, q, p_logits, q_logits, names=names)
     first = next(a for a in arrs if a is not None)
     out_dtype = result_dtype(xp, first)
+    eps_p, eps_q = input_eps(arrs[0]), input_eps(arrs[1])
     arrs = [None if a is None else to_float(xp, a, n) for a, n in zip(arrs, names, strict=True)]
     dt = xp.result_type(*[a for a in arrs if a is not None])
     arrs = [None if a is None else xp.astype(a, dt) for a in arrs]
@@ -746,8 +912,8 @@ def _two_dists(
             f"{tuple(given[1].shape)}"
         )
     ax = normalize_axis(axis, given[0].ndim)
-    pp, lp = _dist_input(xp, arrs[0], arrs[2], ax, "p")
-    qq, lq = _dist_input(xp, arrs[1], arrs[3], ax, "q")
+    pp, lp = _dist_input(xp, arrs[0], arrs[2], ax, "p", eps_p)
+    qq, lq = _dist_input(xp, arrs[1], arrs[3], ax, "q", eps_q)
     u = _log_ratio(xp, pp, qq, lp, lq, arrs[2], arrs[3], ax)
     return xp, pp, qq, u, ax, out_dtype
 
@@ -862,17 +1028,21 @@ def _divergence(
 ) -> Any:
     """The shared body of :func:`kl_divergence` (``js=False``) and :func:`js_divergence`."""
     check_reduction(reduction)
+    fn = "js_divergence" if js else "kl_divergence"
+    for name, a in (("p_logits", p_logits), ("q_logits", q_logits)):
+        if a is not None:
+            _warn_probabilities_as_logits(a, axis, fn, f"{fn}({name[0]}=...)", name=name)
     if any(_wants_grad(a) for a in (p, q, p_logits, q_logits)):
         from logitlab.torch._autograd import js_grad, kl_grad
 
         out = (js_grad if js else kl_grad)(p, q, p_logits, q_logits, axis)
         out = out / _log_base(base) if base is not None else out
-        return _reduce(_torch_xp(), out, reduction)
+        return _plus_zero(_reduce(_torch_xp(), out, reduction))
     xp, pp, qq, u, ax, out_dtype = _two_dists(p, q, p_logits, q_logits, axis)
     d = js_impl(xp, pp, qq, u, ax) if js else kl_impl(xp, pp, qq, u, ax)
     if base is not None:
         d = d / _log_base(base)
-    return _finish(xp, _reduce(xp, d, reduction), out_dtype)
+    return _finish(xp, _plus_zero(_reduce(xp, d, reduction)), out_dtype)
 
 
 def _torch_xp() -> Any:
@@ -951,13 +1121,16 @@ def js_divergence(
 
 @quiet
 def perplexity(
-    logits: Array,
-    target: Array,
+    logits: Array | None = None,
+    target: Array | None = None,
     axis: int = -1,
     ignore_index: int = -100,
     temperature: float = 1.0,
+    *,
+    probs: Array | None = None,
 ) -> Any:
-    r"""Perplexity :math:`\exp(\overline{\mathrm{NLL}})` of class targets under ``softmax(logits)``.
+    r"""Perplexity :math:`\exp(\overline{\mathrm{NLL}})` of class targets under ``softmax(logits)``
+    (or under given probabilities).
 
     .. math::
 
@@ -967,30 +1140,45 @@ def perplexity(
     :func:`cross_entropy`. An all-ignored input gives 1 (mean NLL 0).
 
     Args:
-        logits: scores with the class axis ``axis``.
+        logits: scores with the class axis ``axis`` (exactly one of ``logits``/``probs``).
         target: integer class indices (``ignore_index`` rows are skipped).
         axis: the class axis.
         ignore_index: index value to skip.
         temperature: divide logits by ``T > 0``.
+        probs: predicted probabilities instead of ``logits`` (keyword only; see
+            :func:`cross_entropy`).
 
     Returns:
-        Scalar perplexity in ``logits``' namespace and floating dtype.
+        Scalar perplexity in the scores' namespace and floating dtype.
 
     Raises:
         ValueError: as for :func:`cross_entropy`.
 
+    Warns:
+        ProbabilitiesAsLogitsWarning: ``logits`` look like probabilities (validation on).
+
     Example:
         >>> from logitlab import perplexity
         >>> float(perplexity([[0.0, 0.0, 0.0, 0.0]], [2]))
+        4.0
+        >>> float(perplexity(probs=[[0.5, 0.25, 0.25]], target=[1]))
         4.0
 
     References:
         Jelinek et al., "Perplexity — a measure of the difficulty of speech recognition tasks",
         JASA 62(S1), 1977.
     """
-    nll = cross_entropy(
-        logits, target, axis=axis, ignore_index=ignore_index, temperature=temperature
-    )
+    if logits is not None and probs is None:
+        _warn_probabilities_as_logits(logits, axis, "perplexity", "perplexity(probs=...)")
+    with scores_already_guarded():
+        nll = cross_entropy(
+            logits,
+            target,
+            axis=axis,
+            ignore_index=ignore_index,
+            temperature=temperature,
+            probs=probs,
+        )
     from array_api_compat import array_namespace
 
     return array_namespace(nll).exp(nll)

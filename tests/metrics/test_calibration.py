@@ -73,11 +73,14 @@ def test_equal_mass_bins_have_equal_counts() -> None:
 
 
 def test_edges_zero_and_one_and_on_edge() -> None:
-    probs = np.array([1.0, 0.0, 0.5, 0.2])  # binary: P(class 1); top-label conf 1, 1, .5, .8
+    p1 = np.array([1.0, 0.0, 0.5, 0.2])
     y = np.array([1, 0, 1, 0])
-    r = calibration_error(probs=probs, target=y, n_bins=2)
+    two = np.stack([1 - p1, p1], 1)  # a 2-class problem: top-label conf 1, 1, .5, .8
+    r = calibration_error(probs=two, target=y, n_bins=2)
     # 0.5 sits on the edge between the two bins and belongs to the lower one
     assert r.table.counts.tolist() == [1, 3]
+    # binary (N,) input: P(class 1) = 1, 0, .5, .2 itself is binned (0 is inside the first bin)
+    assert calibration_error(probs=p1, target=y, n_bins=2).table.counts.tolist() == [3, 1]
 
 
 def test_single_class_and_empty() -> None:
@@ -117,3 +120,29 @@ def test_bad_options() -> None:
         calibration_error(probs=np.full((3, 2), 0.5), target=y)
     with pytest.raises(ValueError, match="NaN"):
         calibration_error(logits=np.array([[np.nan, 0.0], [0.0, 0.0]]), target=y)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+def test_binary_input_calibrates_probability_of_class_one(norm: str) -> None:
+    # issue 13 item 6: (N,) scores are P(class 1); the calibration of a binary classifier bins it
+    # against y == 1 (torchmetrics' binary_calibration_error: confidences = preds, accuracies =
+    # target; scikit-learn's calibration_curve), not max(p, 1 - p) against correctness
+    from scipy.special import expit
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(11)
+    z = rng.standard_normal(3000) * 2
+    y = (rng.uniform(size=3000) < expit(0.7 * z + 0.4)).astype(int)
+    p1 = expit(z)
+    ref = naive_ece(p1, (y == 1).astype(float), 15, norm)
+    got = calibration_error(p1, y, norm=norm)
+    assert got.value == pytest.approx(ref, rel=1e-12)
+    assert calibration_error(logits=z, target=y, norm=norm).value == pytest.approx(ref, rel=1e-12)
+    prob_true, prob_pred = calibration_curve(y, p1, n_bins=15)
+    m = got.table.counts > 0
+    np.testing.assert_allclose(got.table.confidence[m], prob_pred, rtol=1e-12)
+    np.testing.assert_allclose(got.table.accuracy[m], prob_true, rtol=1e-12)
+    # the same forecasts as two columns are a 2-class problem: top-label, another number
+    two = calibration_error(np.stack([1 - p1, p1], 1), y, norm=norm)
+    top = naive_ece(np.maximum(p1, 1 - p1), ((p1 > 0.5) == (y == 1)).astype(float), 15, norm)
+    assert two.value == pytest.approx(top, rel=1e-12) and two.value != pytest.approx(ref)

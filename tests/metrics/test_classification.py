@@ -84,3 +84,16 @@ def test_decomposition_exact_without_within_bin_terms_for_discrete_forecasts() -
 def test_entropy_stats() -> None:
     e = entropy_stats(logits=np.zeros((3, 4)))
     assert e.mean == pytest.approx(np.log(4)) and e.mean_normalized == pytest.approx(1.0)
+
+
+def test_perfect_predictions_give_positive_zero() -> None:
+    # issue 13 item 8: nll(probs=...) of a certain, correct forecast was -log(1) = -0.0
+    p = np.array([[1.0, 0.0], [0.0, 1.0]])
+    y = np.array([0, 1])
+    for v in (
+        nll(probs=p, target=y),
+        nll(logits=[[0.0, -np.inf]], target=[0]),
+        brier_score(probs=p, target=y),
+        entropy_stats(probs=p).mean,
+    ):
+        assert v == 0 and not np.signbit(v)

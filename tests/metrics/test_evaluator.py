@@ -7,6 +7,8 @@ import socket
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from logitlab.metrics import Evaluator, accuracy, brier_score, calibration_error, nll
 
@@ -253,3 +255,106 @@ def test_native_kernel_reports_the_first_bad_row(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ValueError, match=r"NaN \(row 250001 of the batch\)"):
         ev.update(z, np.zeros(300_000, dtype=np.int64))
     assert ev.sums["n"] == 0
+
+
+@pytest.mark.parametrize("from_probs", [False, True])
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_binary_stream_equals_batch(from_probs: bool, as_torch: bool) -> None:
+    # issue 13 item 6: binary (N,) scores are binned as P(class 1), like calibration_error
+    rng = np.random.default_rng(12)
+    z = rng.standard_normal(2000) * 2
+    y = (rng.uniform(size=2000) < 1 / (1 + np.exp(-0.7 * z))).astype(np.int64)
+    s = 1 / (1 + np.exp(-z)) if from_probs else z
+    kw = {"probs": s} if from_probs else {"logits": s}
+    ev = Evaluator(from_probs=from_probs)
+    if as_torch:
+        torch = pytest.importorskip("torch")
+        ev.update(torch.from_numpy(s[:700]), torch.from_numpy(y[:700]))
+        ev.update(torch.from_numpy(s[700:]), torch.from_numpy(y[700:]))
+    else:
+        ev.update(s[:700], y[:700])
+        ev.update(s[700:], y[700:])
+    r = ev.compute()
+    for norm, got in (("l1", r.ece), ("l2", r.rmsce), ("max", r.mce)):
+        ref = calibration_error(**kw, target=y, norm=norm)
+        assert got == pytest.approx(ref.value, rel=1e-12)
+    np.testing.assert_array_equal(r.table.counts, calibration_error(**kw, target=y).table.counts)
+    assert r.brier == pytest.approx(brier_score(**kw, target=y), rel=1e-12)
+    assert r.nll == pytest.approx(nll(**kw, target=y), rel=1e-12)
+    assert r.top5_accuracy is None and "top5_accuracy" not in r.to_dict()
+
+
+def _exact_equal_mass_ece(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> float:
+    """Independent batch equal-mass ECE: sort (stably), rank r goes to bin floor(r n / N)."""
+    order = np.argsort(conf, kind="stable")
+    idx = np.empty(conf.size, dtype=np.int64)
+    idx[order] = (np.arange(conf.size) * n_bins) // conf.size
+    gaps = np.bincount(idx, weights=correct - conf, minlength=n_bins)
+    return float(np.abs(gaps).sum() / conf.size)
+
+
+def test_equal_mass_bound_on_a_large_vocabulary_is_a_bound_in_0_1() -> None:
+    # issue 13 item 7: 'ece_equal_mass_bound' was 17.1 on a (20000, 1000) file (6.7 on this one):
+    # every boundary's fine bin counted in full, and once per boundary when several share it
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((4000, 300)) * 0.2  # confidences in a few fine bins
+    y = np.argmax(z + rng.gumbel(size=z.shape), axis=1)  # labels drawn from softmax(z)
+    ev = Evaluator()
+    ev.update(z, y)
+    r = ev.compute()
+    p = softmax(z, axis=1)
+    exact = _exact_equal_mass_ece(p.max(1), (p.argmax(1) == y).astype(float), 15)
+    assert abs(r.ece_equal_mass - exact) <= r.ece_equal_mass_bound < 0.05
+
+
+@pytest.mark.parametrize("spread", ["uniform", "clustered", "atoms"])
+@pytest.mark.parametrize(("n_bins", "fine"), [(15, 30), (15, 3000), (10, 10), (3, 600)])
+def test_equal_mass_bound_holds_where_the_approximation_matters(
+    spread: str, n_bins: int, fine: int
+) -> None:
+    # binary probabilities: the Evaluator bins exactly the values the batch computation sorts
+    rng = np.random.default_rng(fine + n_bins)
+    worst = 0.0
+    for n in (7, 60, 997, 5000):
+        if spread == "uniform":
+            p1 = rng.uniform(size=n)
+        elif spread == "clustered":
+            p1 = np.clip(rng.normal(0.7, 0.01, n), 0, 1)
+        else:
+            p1 = rng.choice([0.0, 0.2, 0.5, 0.7, 1.0, 0.33], n)
+        y = (rng.uniform(size=n) < np.clip(p1 + rng.normal(0, 0.15, n), 0, 1)).astype(int)
+        ev = Evaluator(n_bins=n_bins, fine_bins=fine, from_probs=True)
+        ev.update(p1, y)
+        r = ev.compute()
+        diff = abs(r.ece_equal_mass - _exact_equal_mass_ece(p1, (y == 1).astype(float), n_bins))
+        assert 0 <= diff <= r.ece_equal_mass_bound <= 1, (n, diff, r.ece_equal_mass_bound)
+        worst = max(worst, diff)
+    if fine == 30 and spread == "uniform":
+        assert worst > 1e-3  # the histogram approximation visibly matters here
+
+
+@given(
+    n=st.integers(1, 400),
+    n_bins=st.sampled_from([1, 2, 3, 5, 10, 15]),
+    per_bin=st.sampled_from([1, 2, 3, 10, 200]),
+    spread=st.sampled_from(["uniform", "clustered", "atoms"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_equal_mass_bound_property(
+    n: int, n_bins: int, per_bin: int, spread: str, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    if spread == "uniform":
+        p1 = rng.uniform(size=n)
+    elif spread == "clustered":
+        p1 = np.clip(rng.normal(rng.uniform(), 0.01, n), 0, 1)
+    else:
+        p1 = rng.choice([0.0, 0.2, 0.5, 0.7, 1.0, rng.uniform()], n)
+    y = (rng.uniform(size=n) < np.clip(p1 + rng.normal(0, 0.2), 0, 1)).astype(int)
+    ev = Evaluator(n_bins=n_bins, fine_bins=n_bins * per_bin, from_probs=True)
+    ev.update(p1, y)
+    r = ev.compute()
+    diff = abs(r.ece_equal_mass - _exact_equal_mass_ece(p1, (y == 1).astype(float), n_bins))
+    assert diff <= r.ece_equal_mass_bound <= 1

@@ -1,22 +1,55 @@
 """Input conversion shared by the metrics: any array (NumPy, torch, array-API, lists) to NumPy,
-validated, with errors that name the argument."""
+validated, with errors that name the argument.
+
+Two checks guard the argument meaning (issue 13): probabilities passed as ``logits=`` get a
+:class:`~logitlab.ProbabilitiesAsLogitsWarning`, and scikit-learn's ``(y_true, y_prob)`` order
+passed to logitlab's ``(probs, target)`` (torchmetrics' order) raises a ValueError that says so.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from array_api_compat import is_torch_array
 
-from logitlab._array import as_arrays, check_probabilities, to_numpy
+from logitlab._array import (
+    as_arrays,
+    check_probabilities,
+    input_eps,
+    is_half,
+    to_numpy,
+    warn_if_probabilities,
+)
 from logitlab.special import softmax
 
-__all__ = ["to_numpy_2d", "to_labels", "to_probs_and_labels", "check_logit_rows"]
+__all__ = [
+    "check_logit_rows",
+    "is_binary",
+    "to_numpy_2d",
+    "to_labels",
+    "to_probs",
+    "to_probs_and_labels",
+]
+
+
+def _numpy_of(x: Any, name: str) -> tuple[np.ndarray, float | None]:
+    """``x`` as a NumPy array, and the machine epsilon of the floating dtype it came in (``None``
+    for integers). Half-precision tensors (NumPy has no bfloat16) become float32."""
+    xp, (arr,) = as_arrays(x, names=[name])
+    eps = input_eps(arr)
+    if is_torch_array(arr) and is_half(xp, arr.dtype):
+        arr = arr.float()
+    return np.asarray(to_numpy(xp, arr)), eps
 
 
 def to_numpy_2d(x: Any, name: str) -> np.ndarray:
-    """``x`` as a float NumPy array of shape ``(N, C)``; 1-D binary scores become two columns."""
-    xp, (arr,) = as_arrays(x, names=[name])
-    a = np.asarray(to_numpy(xp, arr))
+    """``x`` as a float NumPy array of shape ``(N, C)`` or ``(N,)`` (half precision as float32)."""
+    return _to_numpy_2d(x, name)[0]
+
+
+def _to_numpy_2d(x: Any, name: str) -> tuple[np.ndarray, float | None]:
+    a, eps = _numpy_of(x, name)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be numeric, got dtype {a.dtype}")
     if a.ndim not in (1, 2):
@@ -28,7 +61,7 @@ def to_numpy_2d(x: Any, name: str) -> np.ndarray:
     if np.isnan(a).any():
         i = tuple(int(v) for v in np.argwhere(np.isnan(a))[0])
         raise ValueError(f"{name} contains NaN (first at index {i})")
-    return a
+    return a, eps
 
 
 def check_logit_rows(
@@ -58,8 +91,11 @@ def check_logit_rows(
 
 
 def to_labels(target: Any, n: int, n_classes: int, name: str = "target") -> np.ndarray:
-    xp, (arr,) = as_arrays(target, names=[name])
-    y = np.asarray(to_numpy(xp, arr))
+    y, _ = _numpy_of(target, name)
+    return _labels(y, n, n_classes, name)
+
+
+def _labels(y: np.ndarray, n: int, n_classes: int, name: str) -> np.ndarray:
     if y.ndim != 1:
         raise ValueError(f"{name} must be 1-D integer labels, got shape {y.shape}")
     if y.shape[0] != n:
@@ -77,28 +113,85 @@ def to_labels(target: Any, n: int, n_classes: int, name: str = "target") -> np.n
     return y
 
 
+def is_binary(x: Any) -> bool:
+    """1-D scores: the probability (or logit) of class 1 of a binary problem."""
+    return x is not None and len(getattr(x, "shape", np.shape(x))) == 1
+
+
 def _binary_to_two_columns(a: np.ndarray, logits: bool) -> np.ndarray:
     if logits:  # a single logit z is the pair (0, z)
         return np.stack([np.zeros_like(a), a], axis=1)
     return np.stack([1 - a, a], axis=1)
 
 
-def to_probs_and_labels(
-    *, probs: Any = None, logits: Any = None, target: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validated ``(probabilities (N, C) float64, labels (N,) int64)``."""
+def _is_label_vector(a: np.ndarray) -> bool:
+    return a.ndim == 1 and (a.dtype.kind in "biu" or bool(np.all(a == np.round(a))))
+
+
+def _is_score_array(t: np.ndarray) -> bool:
+    if t.ndim == 2:
+        return True
+    return t.dtype.kind == "f" and bool(np.any(np.isfinite(t) & (t != np.round(t))))
+
+
+def check_not_swapped(pred: np.ndarray, target: np.ndarray, fn: str, pred_name: str) -> None:
+    """Raise if ``fn(pred, target)`` looks like scikit-learn's ``(y_true, y_prob)`` order.
+
+    ``pred`` a vector of integer labels and ``target`` fractional or two-dimensional is never
+    valid (targets are class labels) and is exactly what the swapped call gives, so the error says
+    so instead of complaining about one argument.
+    """
+    if _is_label_vector(pred) and _is_score_array(target):
+        raise ValueError(
+            f"{fn}({pred_name}, target): the arguments look swapped: {pred_name} holds only "
+            f"integer labels while target holds scores (shape {target.shape}). logitlab takes "
+            f"the predictions first, like torchmetrics; scikit-learn's metrics take y_true first. "
+            f"Call {fn}({pred_name}=predictions, target=labels)"
+        )
+
+
+def to_probs(*, probs: Any = None, logits: Any = None, fn: str = "metric") -> np.ndarray:
+    """Validated probabilities ``(N, C)`` float64 from either argument (``(N,)``: binary)."""
     if (probs is None) == (logits is None):
-        raise ValueError("give exactly one of probs=... or logits=...")
+        raise ValueError(f"{fn}() takes exactly one of probs=... or logits=...")
     if logits is not None:
-        z = to_numpy_2d(logits, "logits")
-        if z.ndim == 1:
-            z = _binary_to_two_columns(z, True)
+        return _probs_of(*_to_numpy_2d(logits, "logits"), logits=True, fn=fn)
+    return _probs_of(*_to_numpy_2d(probs, "probs"), logits=False, fn=fn)
+
+
+def _probs_of(a: np.ndarray, eps: float | None, *, logits: bool, fn: str) -> np.ndarray:
+    if logits:
+        if a.ndim == 2:
+            warn_if_probabilities(np, a, 1, fn=fn, instead=f"{fn}(probs=...)", eps=eps)
+        z = _binary_to_two_columns(a, True) if a.ndim == 1 else a
         check_logit_rows(z)
-        p = np.asarray(softmax(z.astype(np.float64), axis=1))
-    else:
-        p = to_numpy_2d(probs, "probs").astype(np.float64)
-        if p.ndim == 1:
-            check_probabilities(np, p, "probs", None, normalized=False)
-            p = _binary_to_two_columns(p, False)
-        check_probabilities(np, p, "probs", 1)
-    return p, to_labels(target, p.shape[0], p.shape[1])
+        return np.asarray(softmax(z.astype(np.float64), axis=1))
+    if a.ndim == 1:
+        check_probabilities(np, a, "probs", None, normalized=False)
+        return _binary_to_two_columns(a.astype(np.float64), False)
+    # the row sums are checked in the dtype the probabilities came in (float32 softmax output
+    # sums to 1 within float32 rounding only), before the float64 cast
+    check_probabilities(np, a, "probs", 1, eps=eps)
+    return a.astype(np.float64)
+
+
+def to_probs_and_labels(
+    *, probs: Any = None, logits: Any = None, target: Any, fn: str = "metric"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(probabilities (N, C) float64, labels (N,) int64)``.
+
+    Raises:
+        TypeError: no ``target``.
+        ValueError: both or neither of ``probs``/``logits``; arguments in scikit-learn's order
+            (see :func:`check_not_swapped`); invalid scores or labels.
+    """
+    if target is None:
+        raise TypeError(f"{fn}() needs target= (integer class labels)")
+    if (probs is None) == (logits is None):
+        raise ValueError(f"{fn}() takes exactly one of probs=... or logits=...")
+    name = "probs" if logits is None else "logits"
+    a, eps = _to_numpy_2d(probs if logits is None else logits, name)
+    y, _ = _numpy_of(target, "target")
+    check_not_swapped(a, y, fn, name)
+    p = _probs_of(a, eps, logits=logits is not None, fn=fn)
+    return p, _labels(y, p.shape[0], p.shape[1], "target")

@@ -28,12 +28,13 @@ References:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from logitlab.metrics._inputs import to_probs_and_labels
+from logitlab.metrics._inputs import is_binary, to_probs_and_labels
 
 __all__ = [
     "BinTable",
@@ -169,10 +170,10 @@ def error_from_table(t: BinTable, norm: str, debiased: bool = False) -> tuple[fl
 
 
 def calibration_error(
-    *,
     probs: Any = None,
+    target: Any = None,
+    *,
     logits: Any = None,
-    target: Any,
     n_bins: int = 15,
     binning: str = "equal-width",
     norm: str = "l1",
@@ -190,10 +191,17 @@ def calibration_error(
     ``classwise`` averages the p-th powers over classes before the root (Kumar et al.'s marginal
     calibration error); its table pools the bins of all classes.
 
+    **Binary** ``(N,)`` input is the probability (or logit) of class 1, and ``"top-label"`` bins
+    that probability against the outcome ``y == 1``, as torchmetrics' ``binary_calibration_error``
+    and scikit-learn's ``calibration_curve`` do (the reliability diagram of a binary classifier).
+    The same forecasts as two columns ``(N, 2)`` are a 2-class problem: top-label bins
+    ``max(p, 1 - p)`` against correctness, a different number.
+
     Args:
         probs: probabilities, shape ``(N, C)`` (or ``(N,)`` for binary: probability of class 1).
-        logits: logits instead of ``probs``.
+            Positional, predictions first (torchmetrics' ``preds, target``).
         target: integer labels, shape ``(N,)``.
+        logits: logits instead of ``probs`` (keyword only).
         n_bins: number of bins (15 by default).
         binning: ``"equal-width"`` or ``"equal-mass"``.
         norm: ``"l1"``, ``"l2"`` or ``"max"``.
@@ -205,7 +213,11 @@ def calibration_error(
 
     Raises:
         ValueError: bad option, empty input, shape mismatch, labels out of range, invalid
-            probabilities.
+            probabilities, arguments in scikit-learn's ``(y_true, y_prob)`` order.
+        TypeError: no ``target``.
+
+    Warns:
+        ProbabilitiesAsLogitsWarning: ``logits`` whose rows look like probabilities.
 
     Example:
         >>> import numpy as np
@@ -229,14 +241,18 @@ def calibration_error(
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
     if debiased and norm != "l2":
         raise ValueError("debiased=True is Kumar et al.'s estimator of the l2 error: use norm='l2'")
-    p, y = to_probs_and_labels(probs=probs, logits=logits, target=target)
+    binary = is_binary(probs if logits is None else logits)
+    p, y = to_probs_and_labels(probs=probs, logits=logits, target=target, fn="calibration_error")
     n_classes = p.shape[1]
     if mode == "top-label":
-        conf = p.max(axis=1)
-        correct = (p.argmax(axis=1) == y).astype(np.float64)
+        if binary:  # P(class 1) against the outcome (torchmetrics' binary_calibration_error)
+            conf, correct = p[:, 1], (y == 1).astype(np.float64)
+        else:
+            conf = p.max(axis=1)
+            correct = (p.argmax(axis=1) == y).astype(np.float64)
         t = bin_table(conf, correct, n_bins, binning)
         s, _ = error_from_table(t, norm, debiased)
-        value = s if norm in ("l1", "max") else float(np.sqrt(max(s, 0.0)))
+        value = s if norm in ("l1", "max") else _root(s)
         return CalibrationResult(value, norm, binning, mode, n_bins, debiased, t)
     per_class: list[float] = []
     tables: list[BinTable] = []
@@ -245,11 +261,17 @@ def calibration_error(
         tables.append(tc)
         per_class.append(error_from_table(tc, norm, debiased)[0])
     agg = max(per_class) if norm == "max" else float(np.mean(per_class))
-    value = agg if norm in ("l1", "max") else float(np.sqrt(max(agg, 0.0)))
+    value = agg if norm in ("l1", "max") else _root(agg)
     pooled = _pool(tables)
     if norm == "l2":
-        per_class = [float(np.sqrt(max(v, 0.0))) for v in per_class]
+        per_class = [_root(v) for v in per_class]
     return CalibrationResult(value, norm, binning, mode, n_bins, debiased, pooled, per_class)
+
+
+def _root(s: float) -> float:
+    """The square root of a mean squared gap; 0 for ``s <= 0`` (the debiased estimator can go
+    below 0; ``max(-0.0, 0.0)`` is ``-0.0`` in Python, so compare instead)."""
+    return math.sqrt(s) if s > 0 else 0.0
 
 
 def _pool(tables: list[BinTable]) -> BinTable:

@@ -2,7 +2,8 @@ r"""Streaming evaluation: constant memory in the number of samples, mergeable ac
 
 The state is a handful of float64 sums and one fine histogram of the top-label confidence
 (``fine_bins`` bins with edges :math:`j / F`, holding per bin the count, the sum of confidences and
-the number of correct predictions). From it:
+the number of correct predictions; binary ``(N,)`` scores: of P(class 1) and the number of class-1
+outcomes, as :func:`~logitlab.metrics.calibration_error` bins them). From it:
 
 * NLL, top-1/top-5 accuracy, Brier score and mean entropy are sums, so the streaming result equals
   the batch one up to floating-point summation order;
@@ -10,17 +11,16 @@ the number of correct predictions). From it:
   edge :math:`i / n` is also a fine edge (both are the correctly rounded value of the same
   rational), and both use the same ``(lo, hi]`` convention;
 * equal-mass bins are unions of whole fine bins. Each coarse boundary lands at the end of the fine
-  bin that holds the batch boundary, so only the :math:`c_j` samples of that fine bin can change
-  sides. As :math:`|o_i - f_i| \le 1`, moving :math:`m` samples changes two bins'
-  :math:`|\sum (o_i - f_i)|` by at most :math:`m` each, hence
-
-  .. math::
-
-      |\mathrm{ECE}^{\mathrm{stream}}_{mass} - \mathrm{ECE}^{\mathrm{batch}}_{mass}|
-      \le \frac{2}{N} \sum_{j=1}^{n-1} c_j ,
-
-  computed from the state by :meth:`Evaluator.equal_mass_error_bound` (and reported as
-  ``ece_equal_mass_bound``). With ``F = 3000`` fine bins it is typically a few 1e-3 or less.
+  bin that holds the batch boundary (sample rank :math:`r_j = \lceil jN/n \rceil`), so the two
+  partitions of the sorted samples differ only by the :math:`m_j` samples of that fine bin ranked
+  at or after :math:`r_j`. The ECE changes by at most :math:`\frac1N \sum_b |D_b|`, where
+  :math:`D_b` is a signed sum of :math:`o_i - f_i` over those samples; each such sum is bounded
+  with the fine bin's count, number correct, confidence sum and edges (a fraction of
+  :math:`m_j`, not the whole bin), and boundaries sharing a fine bin are counted once.
+  :meth:`Evaluator.equal_mass_error_bound` (reported as ``ece_equal_mass_bound``) combines these
+  with the streaming bin sums into a bound that is never above 1, the range of the ECE. With
+  ``F = 3000`` fine bins it is typically a few 1e-3 or less, and below 0.05 where the
+  confidences of a large vocabulary crowd into a few fine bins.
 
 Per-row work runs in the input's floating dtype (float32 stays float32, like the model that
 produced it) on cache-sized row blocks with torch when it is installed (NumPy otherwise); every
@@ -62,7 +62,13 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import check_probabilities, torch_view, validation_enabled
+from logitlab._array import (
+    check_probabilities,
+    input_eps,
+    torch_view,
+    validation_enabled,
+    warn_if_probabilities,
+)
 from logitlab.metrics.calibration import BinTable, error_from_table, uniform_edges
 
 __all__ = ["Evaluator", "EvaluationResult", "all_reduce_state"]
@@ -82,7 +88,7 @@ class EvaluationResult:
     nll: float
     perplexity: float
     accuracy: float
-    top5_accuracy: float
+    top5_accuracy: float | None  # None (and left out of to_dict) for 5 classes or fewer
     brier: float
     mean_entropy: float
     ece: float
@@ -94,6 +100,8 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "table"}
+        if self.top5_accuracy is None:
+            del d["top5_accuracy"]  # top-k with k >= C counts every row: meaningless
         d["table"] = self.table.to_dict()
         return d
 
@@ -210,6 +218,29 @@ def _native_update(x: Any, y: Any, edges: np.ndarray) -> tuple[int, np.ndarray, 
     return first, np.sum([p[1] for p in parts], axis=0), np.sum([p[2] for p in parts], axis=0)
 
 
+def _binary_columns(x: Any, from_probs: bool, torch: Any) -> tuple[Any, np.ndarray]:
+    """``(B,)`` scores of class 1 as two columns in ``x``'s dtype, and P(class 1) in float64.
+
+    Logits ``z`` become ``(0, z)`` and P(class 1) is their sigmoid; probabilities ``p`` become
+    the log-probabilities ``(log1p(-p), log p)`` (``log1p``: exact for tiny ``p``) and P(class 1)
+    is ``p`` itself, so that the histogram bins exactly what :func:`calibration_error` bins.
+    """
+    xn = np.asarray(x.double().cpu().numpy() if torch is not None else x, dtype=np.float64)
+    with np.errstate(divide="ignore", over="ignore"):
+        if from_probs:
+            if validation_enabled():
+                check_probabilities(np, xn, "scores", None, normalized=False)
+            p1 = xn
+            cols = np.stack([np.log1p(-xn), np.log(xn)], 1)  # p = 0 or 1: a masked class
+        else:
+            e = np.exp(-np.abs(xn))  # sigmoid without overflow
+            p1 = np.where(xn >= 0, 1 / (1 + e), e / (1 + e))
+            cols = np.stack([np.zeros_like(xn), xn], 1)
+    if torch is not None:
+        return torch.from_numpy(cols).to(device=x.device, dtype=x.dtype), p1
+    return cols.astype(x.dtype), p1
+
+
 class Evaluator:
     r"""Accumulate predictions batch by batch; :meth:`compute` equals the batch metrics.
 
@@ -278,7 +309,9 @@ class Evaluator:
             raise ValueError(
                 "scores mix binary (N,) batches and (N, C) batches: pass one kind throughout"
             )
-        x, y = self._prepare(scores, target, torch)
+        if not self.from_probs and validation_enabled():
+            self._warn_if_probabilities(scores)
+        x, y, p1 = self._prepare(scores, target, torch)
         n, c = x.shape
         if self.n_classes is None:
             self.n_classes = c
@@ -289,7 +322,8 @@ class Evaluator:
         block = max(1, _BLOCK_ELEMS // c)
         acc = np.zeros(len(_SUMS))
         hist = np.zeros_like(self.hist)
-        native = _native_update(x, y, self._fine_edges)
+        # binary input histograms P(class 1) itself, which the native kernel does not compute
+        native = None if p1 is not None else _native_update(x, y, self._fine_edges)
         if native is not None:
             bad, nacc, hist = native
             if bad >= 0:
@@ -331,17 +365,23 @@ class Evaluator:
                 self._raise_nonfinite(x, a, block)
             acc[0] += xb.shape[0]
             acc[1:] += v
+            if p1 is not None:  # binary: P(class 1) against the outcome, as calibration_error
+                conf_np = p1[a : a + block]
+                corr_np = np.asarray(yb.cpu() if hasattr(yb, "cpu") else yb) == 1
             self._add_hist(hist, conf_np, corr_np)
         for i, k in enumerate(_SUMS):
             self.sums[k] += float(acc[i])
         self.hist += hist
         self.binary = binary
 
-    def _prepare(self, scores: Any, target: Any, torch: Any) -> tuple[Any, Any]:
-        """Validated ``(scores (N, C) floating, labels (N,) int64)`` in torch when available."""
+    def _prepare(self, scores: Any, target: Any, torch: Any) -> tuple[Any, Any, Any]:
+        """Validated ``(scores (N, C) floating, labels (N,) int64, P(class 1) or None)``, in
+        torch when available; the last is the float64 probability of class 1 of binary ``(N,)``
+        scores (``None`` for ``(N, C)``)."""
         from logitlab._array import as_arrays, to_numpy
 
         is_t = torch is not None and isinstance(scores, torch.Tensor)
+        eps = input_eps(scores)  # probabilities are checked with their own dtype's tolerance
         if is_t:
             x = scores.detach()
             if not x.is_floating_point():
@@ -350,6 +390,7 @@ class Evaluator:
                 x = x.float()  # half-precision exp/sums lose too much: compute in float32
         else:
             xp, (arr,) = as_arrays(scores, names=["scores"])
+            eps = input_eps(arr)
             a = np.asarray(to_numpy(xp, arr))
             if a.dtype.kind not in "biuf":
                 raise TypeError(f"scores must be numeric, got dtype {a.dtype}")
@@ -374,15 +415,9 @@ class Evaluator:
         elif yv.dtype.kind not in "iu" or yv.dtype == np.bool_:
             raise TypeError(f"target must hold integer class labels, got dtype {yv.dtype}")
         yv = yv.astype(np.int64)
+        p1 = None
         if x.ndim == 1:  # binary score of class 1
-            if is_t:
-                x = (
-                    torch.stack([1 - x, x], 1)
-                    if self.from_probs
-                    else torch.stack([torch.zeros_like(x), x], 1)
-                )
-            else:
-                x = np.stack([1 - x, x], 1) if self.from_probs else np.stack([0 * x, x], 1)
+            x, p1 = _binary_columns(x, self.from_probs, torch if is_t else None)
         c = x.shape[1]
         if c == 0:
             raise ValueError("scores have no classes (shape (N, 0))")
@@ -390,10 +425,10 @@ class Evaluator:
         if bad.any():
             i = int(np.argmax(bad))
             raise ValueError(f"target[{i}] = {yv[i]} is not a class index in [0, {c})")
-        if self.from_probs:
+        if self.from_probs and p1 is None:
             xn = x.cpu().numpy() if is_t else x
             if validation_enabled():
-                check_probabilities(np, xn, "scores", 1)
+                check_probabilities(np, xn, "scores", 1, eps=eps)
             with np.errstate(divide="ignore"):
                 lx = np.log(xn)  # softmax(log p) = p; p = 0 gives a masked class
             x = torch.from_numpy(lx).to(scores.device) if is_t else lx
@@ -404,7 +439,21 @@ class Evaluator:
             y = torch.from_numpy(yv).to(x.device)
         else:
             y = yv
-        return x, y
+        return x, y, p1
+
+    def _warn_if_probabilities(self, scores: Any) -> None:
+        from logitlab._array import as_arrays
+
+        xp, (arr,) = as_arrays(scores, names=["scores"])
+        if arr.ndim == 2:
+            warn_if_probabilities(
+                xp,
+                arr,
+                1,
+                fn="Evaluator.update",
+                instead="probabilities to Evaluator(from_probs=True)",
+                name="scores",
+            )
 
     def _raise_nonfinite(self, x: Any, a: int, block: int) -> None:
         xb = x[a : a + block]
@@ -538,15 +587,65 @@ class Evaluator:
         return self._coarse(bounds, self._fine_edges[np.asarray(bounds)])
 
     def equal_mass_error_bound(self) -> float:
-        r"""Bound on :math:`|\mathrm{ECE}^{stream} - \mathrm{ECE}^{batch}|` for equal-mass bins:
-        :math:`\frac{2}{N}\sum_j c_j` over the fine bins :math:`c_j` holding the inner
-        boundaries."""
-        n = self.sums["n"]
-        if n == 0:
+        r"""A bound, in [0, 1], on :math:`|\mathrm{ECE}^{stream} - \mathrm{ECE}^{batch}|` for
+        equal-mass bins (see the module docstring for the derivation).
+
+        With :math:`r_j = \lceil jN/n \rceil` the batch boundaries and :math:`s_j \ge r_j` the
+        streaming ones (the end of the fine bin holding rank :math:`r_j`), the coarse bins differ
+        by :math:`D_b = \delta_{b+1} - \delta_b`, :math:`\delta_j = \sum_{r_j \le i < s_j}
+        (o_i - f_i)`: sums over samples of a single fine bin, bounded with that bin's count,
+        number correct, confidence sum and edges (:meth:`_subset_gap`). When two boundaries share
+        a fine bin, the streaming bin between them is empty and :math:`|D_b|` is the batch bin's
+        own gap. With :math:`u_b \ge |D_b|` and the streaming bin sums :math:`S'_b`,
+
+        .. math::
+
+            N\,|\mathrm{ECE}^{s} - \mathrm{ECE}^{b}| \le
+            \max\Big(\sum_b \min(|S'_b|, u_b),\;
+            \min\big(N, N\,\mathrm{ECE}^{s} + \sum_b u_b\big) - N\,\mathrm{ECE}^{s}\Big),
+
+        plus ``4 (N + n) 2**-53`` for the rounding of the two float64 sums (a worst case;
+        typically 1e-15). It holds for the confidences the Evaluator computed (float32 input:
+        its float32 confidences).
+        """
+        n_samples = self.sums["n"]
+        if n_samples == 0:
             return 0.0
-        bounds = self._mass_bounds()[1:-1]
-        cnt = self.hist[0]
-        return float(2.0 * sum(cnt[q - 1] for q in bounds if q > 0) / n)
+        n, b = int(round(n_samples)), self.n_bins
+        cum = np.cumsum(self.hist[0])
+        bounds = self._mass_bounds()
+        q = [v - 1 for v in bounds]  # q[j]: the fine bin holding boundary j (1 <= j < b)
+        s = [0] + [int(round(cum[v])) if v >= 0 else 0 for v in q[1:-1]] + [n]
+        r = [-(-j * n // b) for j in range(b + 1)]  # ceil(j n / b), exactly
+        u = np.zeros(b)
+        for k in range(b):
+            if 1 <= k and k + 1 < b and s[k] > r[k + 1]:  # boundaries k, k+1 in one fine bin
+                u[k] = self._subset_gap(q[k], r[k + 1] - r[k])
+            else:
+                u[k] = (self._subset_gap(q[k], s[k] - r[k]) if k >= 1 else 0.0) + (
+                    self._subset_gap(q[k + 1], s[k + 1] - r[k + 1]) if k + 1 < b else 0.0
+                )
+        cs = np.concatenate([np.zeros((3, 1)), np.cumsum(self.hist, axis=1)], axis=1)
+        bb = np.asarray(bounds)
+        gap_sums = np.abs((cs[2, bb[1:]] - cs[2, bb[:-1]]) - (cs[1, bb[1:]] - cs[1, bb[:-1]]))
+        ece = float(gap_sums.sum()) / n
+        lower_side = float(np.minimum(gap_sums, u).sum()) / n
+        upper_side = min(1.0, ece + float(u.sum()) / n) - ece
+        return min(1.0, max(lower_side, upper_side, 0.0) + 4 * (n + b) * 2.0**-53)
+
+    def _subset_gap(self, q: int, m: int) -> float:
+        r"""The largest :math:`|\sum (o_i - f_i)|` over any ``m`` samples of fine bin ``q``, from
+        its count ``c``, number correct ``k``, confidence sum ``F`` and edges ``(lo, hi]``:
+        the outcomes sum to between ``max(0, m - (c - k))`` and ``min(m, k)``, the confidences
+        to between ``max(m lo, F - (c - m) hi)`` and ``min(m hi, F - (c - m) lo)``."""
+        if m <= 0:
+            return 0.0
+        c, f_sum, k = (float(v) for v in self.hist[:, q])
+        lo, hi = float(self._fine_edges[q]), float(self._fine_edges[q + 1])
+        f_min = max(m * lo, f_sum - (c - m) * hi)
+        f_max = min(m * hi, f_sum - (c - m) * lo)
+        o_min, o_max = max(0.0, m - (c - k)), min(float(m), k)
+        return max(o_max - f_min, f_max - o_min, 0.0)
 
     def compute(self) -> EvaluationResult:
         """The metrics of everything seen so far.
@@ -559,7 +658,8 @@ class Evaluator:
             raise ValueError("Evaluator.compute() before any update(): no samples")
         t = self.table()
         ece = error_from_table(t, "l1")[0]
-        rms = math.sqrt(max(error_from_table(t, "l2")[0], 0.0))
+        ms = error_from_table(t, "l2")[0]
+        rms = math.sqrt(ms) if ms > 0 else 0.0
         mce = error_from_table(t, "max")[0]
         ece_m = error_from_table(self.table("equal-mass"), "l1")[0]
         mean_nll = self.sums["nll"] / n
@@ -569,7 +669,7 @@ class Evaluator:
             nll=mean_nll,
             perplexity=math.exp(mean_nll) if mean_nll < 709 else math.inf,
             accuracy=self.sums["top1"] / n,
-            top5_accuracy=self.sums["top5"] / n,
+            top5_accuracy=self.sums["top5"] / n if (self.n_classes or 0) > 5 else None,
             # binary (N,) input: the one-column Brier score, half the two-class sum
             brier=self.sums["brier"] / n / (2.0 if self.binary else 1.0),
             mean_entropy=self.sums["entropy"] / n,

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from logitlab._array import looks_like_probabilities, scores_already_guarded, validation
 from logitlab.io import ArraySource, iter_row_chunks, rows_for_budget
-from logitlab.metrics.calibration import BinTable, bin_table, calibration_error
+from logitlab.metrics.calibration import BinTable, bin_table, calibration_error, error_from_table
 from logitlab.metrics.classification import brier_decomposition
 from logitlab.metrics.evaluator import Evaluator
 from logitlab.metrics.temperature import TemperatureResult, fit_temperature
@@ -46,6 +47,7 @@ class EvaluationReport:
     entropy_hist: dict[str, list[float]]
     findings: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    binary: bool = False  # (N,) scores of class 1: calibration of P(class 1), one-column Brier
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +55,7 @@ class EvaluationReport:
             "n": self.n,
             "n_classes": self.n_classes,
             "input_kind": self.input_kind,
+            "binary": self.binary,
             "metrics": self.metrics,
             "calibration": self.calibration,
             "brier_decomposition": self.brier,
@@ -110,14 +113,14 @@ def _check_finite(x: np.ndarray, a: int, source: str) -> None:
         raise ValueError(f"{source}: row {a + i} has no finite score (every class is -inf)")
 
 
-def _check_probs(own: np.ndarray, a: int, source: str) -> None:
+def _check_probs(own: np.ndarray, a: int, source: str, eps: float | None) -> None:
     """Rows that are not probability vectors: a ValueError naming the file and the row in it."""
     from logitlab._array import check_probabilities
 
     def bad(rows: np.ndarray) -> ValueError | None:
         xx = rows if rows.ndim == 2 else np.stack([1 - rows, rows], 1)
         try:
-            check_probabilities(np, xx, "probs", 1)
+            check_probabilities(np, xx, "probs", 1, eps=eps)
         except ValueError as exc:
             return exc
         return None
@@ -172,10 +175,16 @@ def evaluate_predictions(
         raise ValueError(
             f"{source}: label[{i}] = {labels[i]} is not a class index in [0, {n_classes})"
         )
-    ev = Evaluator(n_classes, n_bins=n_bins, from_probs=False)
+    binary = len(scores.shape) == 1
+    # the Evaluator gets the scores as read: (N,) binary scores keep their binary meaning
+    # (P(class 1) is calibrated, the Brier score has one column) and probabilities their values
+    ev = Evaluator(n_classes, n_bins=n_bins, from_probs=probs)
     step = rows_for_budget(8 * n_classes * 4)
     keep = n * n_classes <= batch_limit
-    kept: list[np.ndarray] = []
+    kept: list[np.ndarray] = []  # the scores as read, in float64
+    all_rows_probabilities = not probs and not binary
+    # NumPy has no bfloat16: such files come widened to float32, with bfloat16's rounding
+    eps_file = 2.0**-7 if getattr(scores, "source_dtype", "") == "bfloat16" else None
     conf_counts = np.zeros(50)
     ent_counts = np.zeros(50)
     from logitlab.losses import entropy
@@ -187,16 +196,20 @@ def evaluate_predictions(
             # the tolerance is that of the file's own dtype (float32 probabilities sum to 1
             # only within float32 rounding)
             own = np.asarray(chunk)
-            _check_probs(own if own.dtype.kind == "f" else x, a, source)
+            _check_probs(own if own.dtype.kind == "f" else x, a, source, eps_file)
+        if all_rows_probabilities:  # one row per chunk unless the chunk is all distributions
+            all_rows_probabilities = looks_like_probabilities(np, np.asarray(chunk), 1, eps_file)
         z = _as_logits(x, probs)
         y = labels[a : a + z.shape[0]]
-        ev.update(z, y)
+        with validation(False):  # probabilities were checked above, in the file's own dtype
+            ev.update(x, y)
         p = np.asarray(softmax(z, axis=1))
         conf_counts += np.histogram(p.max(1), bins=50, range=(0, 1))[0]
-        h = np.asarray(entropy(logits=z)) / (math.log(n_classes) if n_classes > 1 else 1)
+        with scores_already_guarded():  # probabilities given as logits are a finding below
+            h = np.asarray(entropy(logits=z)) / (math.log(n_classes) if n_classes > 1 else 1)
         ent_counts += np.histogram(np.clip(h, 0, 1), bins=50, range=(0, 1))[0]
         if keep:
-            kept.append(z)
+            kept.append(x)
         if progress is not None:
             progress(a + z.shape[0], n)
     res = ev.compute()
@@ -206,38 +219,8 @@ def evaluate_predictions(
     brier = None
     notes: list[str] = []
     if keep:
-        z = np.concatenate(kept)
-        for mode in ("top-label", "classwise"):
-            for binning in ("equal-width", "equal-mass"):
-                for norm in ("l1", "l2", "max"):
-                    r = calibration_error(
-                        logits=z,
-                        target=labels,
-                        n_bins=n_bins,
-                        binning=binning,
-                        norm=norm,
-                        mode=mode,
-                    )
-                    calib.append(
-                        {
-                            "mode": mode,
-                            "binning": binning,
-                            "norm": norm,
-                            "debiased": False,
-                            "value": r.value,
-                        }
-                    )
-        r = calibration_error(logits=z, target=labels, n_bins=n_bins, norm="l2", debiased=True)
-        calib.append(
-            {
-                "mode": "top-label",
-                "binning": "equal-width",
-                "norm": "l2",
-                "debiased": True,
-                "value": r.value,
-            }
-        )
-        brier = brier_decomposition(logits=z, target=labels, n_bins=n_bins).to_dict()
+        scores_read = np.concatenate(kept)
+        calib, brier = _batch_extras(scores_read, labels, probs, n_bins)
     else:
         calib = [
             {
@@ -272,10 +255,42 @@ def evaluate_predictions(
         for a, _ in iter_row_chunks(scores, step):
             zz = view.rows(a, a + step)
             p = np.asarray(softmax(beta * zz, axis=1))
-            confs.append(p.max(1))
-            corr.append(p.argmax(1) == labels[a : a + zz.shape[0]])
+            ya = labels[a : a + zz.shape[0]]
+            confs.append(p[:, 1] if binary else p.max(1))
+            corr.append(ya == 1 if binary else p.argmax(1) == ya)
         after = bin_table(np.concatenate(confs), np.concatenate(corr), n_bins)
-    findings = health_findings(np.concatenate(kept), labels) if keep else []
+        if binary:  # fit_temperature's ECE is top-label; the report's binary ECE is of P(class 1)
+            temp = dataclasses.replace(
+                temp, ece_before=res.ece, ece_after=error_from_table(after, "l1")[0]
+            )
+    findings = health_findings(_as_logits(scores_read, probs), labels) if keep else []
+    if all_rows_probabilities:
+        findings.insert(
+            0,
+            {
+                "severity": "high",
+                "code": "probabilities-as-logits",
+                "message": "every row of the scores is in [0, 1] and sums to 1: these look like "
+                "probabilities, scored here as logits (softmax(p) is not p); rerun with --probs",
+            },
+        )
+    if probs and not math.isfinite(res.nll):
+        notes.append(
+            "some rows give probability 0 to their label: the NLL and perplexity are infinite; "
+            "the temperature fit reads such probabilities as 1e-300."
+        )
+    if n_classes == 2 and not binary:
+        notes.append(
+            "2 classes as (N, 2) scores: the Brier score sums both columns (range [0, 2]); "
+            "scikit-learn's brier_score_loss halves it for 2 classes. Give (N,) scores of "
+            "class 1 for the binary conventions."
+        )
+    if binary:
+        notes.append(
+            "binary scores (N,): calibration errors and the reliability diagram are of "
+            "P(class 1) against y == 1 (scikit-learn's calibration_curve, torchmetrics' "
+            "binary_calibration_error); the Brier score has one column (brier_score_loss)."
+        )
     return EvaluationReport(
         source=source,
         n=n,
@@ -291,7 +306,45 @@ def evaluate_predictions(
         entropy_hist={"edges": np.linspace(0, 1, 51).tolist(), "counts": ent_counts.tolist()},
         findings=findings,
         notes=notes,
+        binary=binary,
     )
+
+
+def _batch_extras(
+    scores: np.ndarray, labels: np.ndarray, probs: bool, n_bins: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every calibration-error variant and the Brier decomposition of the scores as read
+    (``(N,)``: binary), validated already while reading (in the file's own dtype)."""
+    arg: dict[str, Any] = {"probs" if probs else "logits": scores}
+    calib: list[dict[str, Any]] = []
+    with validation(False):
+        for mode in ("top-label", "classwise"):
+            for binning in ("equal-width", "equal-mass"):
+                for norm in ("l1", "l2", "max"):
+                    r = calibration_error(
+                        **arg, target=labels, n_bins=n_bins, binning=binning, norm=norm, mode=mode
+                    )
+                    calib.append(
+                        {
+                            "mode": mode,
+                            "binning": binning,
+                            "norm": norm,
+                            "debiased": False,
+                            "value": r.value,
+                        }
+                    )
+        r = calibration_error(**arg, target=labels, n_bins=n_bins, norm="l2", debiased=True)
+        calib.append(
+            {
+                "mode": "top-label",
+                "binning": "equal-width",
+                "norm": "l2",
+                "debiased": True,
+                "value": r.value,
+            }
+        )
+        brier = brier_decomposition(**arg, target=labels, n_bins=n_bins).to_dict()
+    return calib, brier
 
 
 def health_findings(logits: np.ndarray, labels: np.ndarray) -> list[dict[str, str]]:

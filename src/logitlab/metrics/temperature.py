@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import torch_view
-from logitlab.metrics._inputs import check_logit_rows, to_labels
+from logitlab._array import as_arrays, torch_view, warn_if_probabilities
+from logitlab.metrics._inputs import check_logit_rows, to_labels, to_probs_and_labels
 
 __all__ = ["TemperatureResult", "fit_temperature", "nll_and_derivatives"]
 
@@ -190,19 +190,38 @@ def _ece_from(conf: np.ndarray, correct: np.ndarray) -> float:
     return error_from_table(bin_table(conf, correct.astype(np.float64), 15), "l1")[0]
 
 
+def _log_probs(probs: Any, target: Any) -> np.ndarray:
+    """``log p`` of validated probabilities ``(N, C)``, as logits (``softmax(log p) = p``)."""
+    p, y = to_probs_and_labels(probs=probs, target=target, fn="fit_temperature")
+    zero = p[np.arange(y.size), y] == 0
+    if zero.any():
+        i = int(np.argmax(zero))
+        raise ValueError(
+            f"probs[{i}] gives probability 0 to its label {y[i]}: the NLL is infinite at every "
+            "temperature"
+        )
+    with np.errstate(divide="ignore"):
+        return np.log(p)  # p = 0 (not a label): a masked class
+
+
 def fit_temperature(
-    logits: Any,
-    target: Any,
+    logits: Any = None,
+    target: Any = None,
     *,
+    probs: Any = None,
     max_iter: int = 100,
     tol: float = 1e-10,
     beta_max: float = 1e6,
 ) -> TemperatureResult:
     r"""Fit the temperature :math:`T` minimising the mean NLL of ``softmax(logits / T)``.
 
+    Probabilities (``probs=``) are scaled as ``softmax(log(p) / T)``; a label with probability 0
+    has infinite NLL at every temperature, which is an error.
+
     Args:
         logits: shape ``(N, C)``: an array, tensor, or :class:`logitlab.io.ArraySource` (streamed).
         target: integer labels, shape ``(N,)``.
+        probs: probabilities ``(N, C)`` instead of ``logits`` (keyword only).
         max_iter: iteration limit (each iteration is one pass over the data).
         tol: stop when ``|f'(beta)| <= tol * max(1, f'')`` or the bracket is tighter than
             ``tol * beta``.
@@ -213,8 +232,14 @@ def fit_temperature(
         :class:`TemperatureResult`.
 
     Raises:
-        ValueError: shapes, empty input, labels out of range; ``logits`` with NaN or ``+inf``, or
-            a row with no finite logit (the message names the row).
+        ValueError: shapes, empty input, labels out of range, both or neither of
+            ``logits``/``probs``, invalid probabilities or a label with probability 0;
+            ``logits`` with NaN or ``+inf``, or a row with no finite logit (the message names
+            the row).
+        TypeError: no ``target``.
+
+    Warns:
+        ProbabilitiesAsLogitsWarning: ``logits`` whose rows look like probabilities.
 
     Example:
         >>> import numpy as np
@@ -228,6 +253,18 @@ def fit_temperature(
     References:
         Guo et al., ICML 2017.
     """
+    if target is None:
+        raise TypeError("fit_temperature() needs target= (integer class labels)")
+    if (logits is None) == (probs is None):
+        raise ValueError("fit_temperature() takes exactly one of logits or probs=...")
+    if probs is not None:
+        logits = _log_probs(probs, target)
+    elif not (hasattr(logits, "rows") and hasattr(logits, "shape")):  # not a streamed file
+        xp, (arr,) = as_arrays(logits, names=["logits"])
+        if arr.ndim == 2:
+            warn_if_probabilities(
+                xp, arr, 1, fn="fit_temperature", instead="fit_temperature(probs=...)"
+            )
     src, n, c = _source_rows(logits)
     y = to_labels(target, n, c)
     # each pass also returns the per-row confidence/correctness (O(N), like the labels), so the

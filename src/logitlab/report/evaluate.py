@@ -36,7 +36,10 @@ def metrics_rows(rep: EvaluationReport) -> list[tuple[str, str]]:
         ("NLL (nats)", _f(m["nll"])),
         ("perplexity", _f(m["perplexity"])),
         ("accuracy", _f(m["accuracy"])),
-        ("top-5 accuracy", _f(m["top5_accuracy"])),
+    ]
+    if m.get("top5_accuracy") is not None:  # absent for 5 classes or fewer (k >= C)
+        rows.append(("top-5 accuracy", _f(m["top5_accuracy"])))
+    rows += [
         ("Brier score", _f(m["brier"])),
         ("mean entropy (nats)", _f(m["mean_entropy"])),
     ]
@@ -96,7 +99,7 @@ def render_terminal(rep: EvaluationReport, console: Any = None) -> None:
         con.print(f"[dim]note: {note}[/dim]")
 
 
-def _reliability(ax: Any, t: BinTable, title: str) -> None:
+def _reliability(ax: Any, t: BinTable, title: str, xlabel: str = "confidence") -> None:
     m = t.counts > 0
     centers = (t.edges[:-1] + t.edges[1:]) / 2
     width = np.diff(t.edges)
@@ -120,8 +123,8 @@ def _reliability(ax: Any, t: BinTable, title: str) -> None:
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("frequency of class 1" if xlabel.startswith("P(") else "accuracy")
     ax.set_title(title)
     ax.legend(loc="upper left")
 
@@ -146,12 +149,15 @@ def render_html(rep: EvaluationReport) -> str:
         1, 2 if rep.table_after is not None else 1, figsize=(10, 4.2), squeeze=False
     )
     ece = rep.metrics["ece"]
-    _reliability(axes[0][0], rep.table_before, f"before (ECE {ece:.4f})")
+    # binary (N,) scores: the reliability diagram of P(class 1), as scikit-learn draws it
+    xlabel = "P(class 1)" if rep.binary else "confidence"
+    _reliability(axes[0][0], rep.table_before, f"before (ECE {ece:.4f})", xlabel)
     if rep.table_after is not None and rep.temperature is not None:
         _reliability(
             axes[0][1],
             rep.table_after,
             f"after T = {rep.temperature.temperature:.3f} (ECE {rep.temperature.ece_after:.4f})",
+            xlabel,
         )
     figs.append(("Reliability diagram", fig_to_data_uri(fig)))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
