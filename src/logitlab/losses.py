@@ -548,7 +548,8 @@ def _warn_probabilities_as_logits(
     if not validation_enabled() or logits is None or _GUARDED.get():
         return
     xp, (x,) = as_arrays(logits, names=[name])
-    if x.ndim and is_floating(xp, x) and -x.ndim <= axis < x.ndim:
+    # a bad axis is left to the caller's own check, which names it
+    if x.ndim and is_floating(xp, x) and isinstance(axis, int) and -x.ndim <= axis < x.ndim:
         warn_if_probabilities(
             xp, x, normalize_axis(axis, x.ndim), fn=fn, instead=instead, name=name
         )
