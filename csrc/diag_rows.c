@@ -13,8 +13,7 @@
  *      gradient p - onehot before the target entry is moved), sum |z_i| w_i, p at the target.
  * Sums run in float32 over blocks of 512 entries and are added in double: the error of a row sum
  * is that of ~64 float32 additions plus ~V/512 double ones, below NumPy's pairwise float32 sum.
- * out (13 per row): a, b, s, -sum dw, sum d, sum d^2, st(1/2), sdw(1/2), st(2), sdw(2),
- * sum |z| w, min |z|, p stored at the target.
+ * out: one logitlab_diag_row per row (its fields are declared in logitlab.h).
  */
 #include "logitlab.h"
 
@@ -42,13 +41,12 @@ static void widen_half(const uint16_t *src, float *dst, int64_t V) {
     for (; i < V; i++) dst[i] = half_to_float(src[i]);
 }
 
-#define DIAG_OUT 13
 #define DIAG_BLOCK 512
 
 /* x: n rows (stride ld) of float16 (is_half) or float32; t: targets or NULL (use the argmax);
  * scratch: 2 V floats; h_logit: 65536 counts; h_exp: 256 counts. */
 void logitlab_diag_rows(const void *x, int is_half, const int64_t *t, int64_t n, int64_t V,
-                        int64_t ld, double *out, int64_t *kout, float *scratch,
+                        int64_t ld, logitlab_diag_row *out, int64_t *kout, float *scratch,
                         int64_t *h_logit, int64_t *h_exp) {
     float *zr = scratch, *wr = scratch + V;
     int64_t he[VL * 256];
@@ -63,7 +61,7 @@ void logitlab_diag_rows(const void *x, int is_half, const int64_t *t, int64_t n,
         } else {
             z = (const float *)x + r * ld;
         }
-        double *o = out + r * DIAG_OUT;
+        logitlab_diag_row *o = out + r;
         /* A */
         v8f vmax = splat(-INFINITY), vmn = splat(INFINITY), vma = splat(INFINITY);
         v8i vk = splati(0), nan = splati(0);
@@ -164,10 +162,19 @@ void logitlab_diag_rows(const void *x, int is_half, const int64_t *t, int64_t n,
             he[(u >> 23) & 0xff]++;
         }
         const int64_t tt = t ? t[r] : k;
-        o[0] = a; o[1] = b; o[2] = acc[0]; o[3] = acc[1]; o[4] = acc[2]; o[5] = acc[3];
-        o[6] = acc[4]; o[7] = 2.0 * acc[5]; o[8] = acc[6]; o[9] = 0.5 * acc[7];
-        o[10] = szd; o[11] = ma;
-        o[12] = tt == k ? (double)pf : (double)(wr[tt] * pf);
+        o->max = a;
+        o->min = b;
+        o->sum_w = acc[0];
+        o->ent_w = acc[1];
+        o->sum_d = acc[2];
+        o->sum_d2 = acc[3];
+        o->sum_w_half = acc[4];
+        o->ent_w_half = 2.0 * acc[5];
+        o->sum_w_two = acc[6];
+        o->ent_w_two = 0.5 * acc[7];
+        o->abs_z_w = szd;
+        o->min_abs = ma;
+        o->p_target = tt == k ? (double)pf : (double)(wr[tt] * pf);
     }
     for (int j = 0; j < VL; j++)
         for (int e = 0; e < 256; e++) h_exp[e] += he[j * 256 + e];

@@ -468,7 +468,9 @@ def test_native_half_widening_is_exact_for_every_float16() -> None:
     bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
     x = bits.view(np.float16).reshape(-1, 1)
     n = x.shape[0]
-    q = np.empty((n, 13))
+    from logitlab.diagnostics.rows import ROW_DTYPE
+
+    q = np.empty(n, ROW_DTYPE)
     k = np.empty(n, dtype=np.int64)
     scratch = np.empty(2, dtype=np.float32)
     h_logit = np.zeros(1 << 16, np.int64)
@@ -480,8 +482,9 @@ def test_native_half_widening_is_exact_for_every_float16() -> None:
     ref = x[:, 0].astype(np.float64)
     finite = np.isfinite(ref)
     assert np.array_equal(k < 0, ~finite)  # NaN and +-inf rows are flagged
-    np.testing.assert_array_equal(q[finite, 0], ref[finite])  # max of a 1-entry row: the value
-    np.testing.assert_array_equal(np.signbit(q[finite, 0]), np.signbit(ref[finite]))
+    q_max = q["max"][finite]  # max of a 1-entry row: the value
+    np.testing.assert_array_equal(q_max, ref[finite])
+    np.testing.assert_array_equal(np.signbit(q_max), np.signbit(ref[finite]))
     want = np.bincount(ref[finite].astype(np.float32).view(np.uint32) >> 16, minlength=1 << 16)
     np.testing.assert_array_equal(h_logit, want)
 

@@ -76,7 +76,7 @@ def _run_chunks(
     if errors:
         raise errors[0]
     for st in stats:
-        st._buf.clear()
+        st._work.clear()
     total = stats[0]
     for st in stats[1:]:
         total.merge(st)

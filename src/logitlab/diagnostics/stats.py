@@ -18,10 +18,10 @@ from logitlab.diagnostics.results import (
     MixedPrecision,
     Saturation,
 )
+from logitlab.diagnostics.rows import TEMPERATURES, Workspace, native_lib, row_pass
 
 __all__ = ["LogitStats"]
 
-_T_LIST = (0.5, 2.0)
 _LOG_BINS = np.linspace(-3.0, 21.0, 241)  # log10 of condition numbers: 0.1-decade bins
 _UNIT_BINS = np.linspace(0.0, 1.0, 51)
 _EXP_OFFSET = 1100  # gradient exponent histogram index = floor(log2|g|) + offset
@@ -46,21 +46,6 @@ def _median_from_hist(counts: np.ndarray, edges: np.ndarray, extra_high: int = 0
     if i >= len(counts):
         return math.inf
     return float(10 ** ((edges[i] + edges[i + 1]) / 2))
-
-
-_N_ROW = 13  # per-row sums shared by the NumPy and the native entry passes (see csrc/diag_rows.c)
-_Rows = tuple[np.ndarray, "np.ndarray | None", np.ndarray, np.ndarray]
-
-
-def _diag_lib(x: np.ndarray) -> Any:
-    """The native kernel library when it applies to ``x`` (float16/float32 rows, unit stride)."""
-    if x.dtype not in (np.float16, np.float32) or x.ndim != 2 or x.shape[1] == 0:
-        return None
-    if x.strides[1] != x.itemsize or x.strides[0] % x.itemsize:
-        return None
-    from logitlab import _native
-
-    return _native.lib()
 
 
 class LogitStats:
@@ -131,8 +116,8 @@ class LogitStats:
         self.grad_zero = 0  # exact zeros (and values below the work dtype's normal range)
         self.grad_max = 0.0
         self.h_sum, self.h_min, self.h_max = 0.0, math.inf, -math.inf
-        self.t_h = dict.fromkeys(_T_LIST, 0.0)
-        self.t_top = dict.fromkeys(_T_LIST, 0.0)
+        self.t_h = dict.fromkeys(TEMPERATURES, 0.0)
+        self.t_top = dict.fromkeys(TEMPERATURES, 0.0)
         nb = len(_LOG_BINS) - 1
         self.k_ratio, self.k_lse, self.k_loss = (np.zeros(nb, np.int64) for _ in range(3))
         self.k_ratio_max = self.k_lse_max = self.k_loss_max = 0.0
@@ -140,18 +125,9 @@ class LogitStats:
         self.h_top = np.zeros(len(_UNIT_BINS) - 1, np.int64)
         self.h_ent = np.zeros(len(_UNIT_BINS) - 1, np.int64)
         self.h_logit = np.zeros(1 << 16, np.int64)  # by the top 16 bits of the float32 pattern
-        self._buf: dict[str, np.ndarray] = {}
+        self._work = Workspace()
 
     # ----------------------------------------------------------------- update
-
-    def _buffer(self, name: str, shape: tuple[int, int], dt: Any) -> np.ndarray:
-        # Reused work buffers: no page faults from fresh allocations on every chunk.
-        n = shape[0] * shape[1]
-        b = self._buf.get(name)
-        if b is None or b.size < n or b.dtype != dt:
-            b = np.empty(n, dtype=dt)
-            self._buf[name] = b
-        return b[:n].reshape(shape)
 
     def update(self, chunk: Any, target: Any = None) -> None:
         """Add rows: ``chunk`` has the class axis last (any leading shape), ``target`` the
@@ -195,23 +171,13 @@ class LogitStats:
             return
         self.rows += x.shape[0]
         work = np.float64 if x.dtype.kind != "f" or x.dtype.itemsize > 4 else np.float32
-        if x.dtype == work or _diag_lib(x) is not None:
+        if x.dtype == work or native_lib(x) is not None:
             xw = x  # the native kernel widens float16 rows in cache: no chunk-sized copy
         else:
-            xw = self._buffer("x", x.shape, work)
+            xw = self._work.get("x", x.shape, work)
             xw[...] = x  # exact widening (float16 -> float32, int -> float64)
         with np.errstate(all="ignore"):
             self._update_rows(xw, t)
-
-    def _split_nonfinite(
-        self, x: np.ndarray, k: np.ndarray, a: np.ndarray, b: np.ndarray
-    ) -> np.ndarray:
-        # max propagates NaN (argmax points at the first NaN) and is +inf with any +inf; min is
-        # -inf with any -inf: so the bad rows are found from row vectors, then counted exactly.
-        bad = ~(np.isfinite(a) & np.isfinite(b))
-        if bad.any():
-            self._count_bad_rows(x[bad])
-        return ~bad
 
     def _count_bad_rows(self, xb: np.ndarray) -> None:
         # rows left out of every statistic: their NaN / +inf / -inf entries are counted exactly
@@ -221,105 +187,12 @@ class LogitStats:
         self.bad_rows += xb.shape[0]
 
     def _update_rows(self, x: np.ndarray, t: np.ndarray | None) -> None:
-        lib = _diag_lib(x)
-        got = self._rows_native(lib, x, t) if lib is not None else self._rows_numpy(x, t)
-        if got is not None:
-            self._accumulate(*got)
-
-    def _rows_numpy(self, x: np.ndarray, t: np.ndarray | None) -> _Rows | None:
-        """Per-row sums and the two entry histograms with NumPy (about 20 passes per chunk)."""
-        r, V = x.shape
-        k = np.argmax(x, axis=1)
-        ar = np.arange(r)
-        a = x[ar, k]
-        b = np.min(x, axis=1)
-        ok = self._split_nonfinite(x, k, a, b)
-        if not ok.all():
-            x, a, b = x[ok], a[ok], b[ok]
-            t = None if t is None else t[ok]
-            r = x.shape[0]
-            if r == 0:
-                return None
-            ar = np.arange(r)
-            k = np.argmax(x, axis=1)
-        wd = x.dtype
-        # e = x - a <= 0 and w = exp(e) with the one maximal entry excluded (the decomposition of
-        # logitlab.special), so that s, 1 - p_max and the entropy carry no cancellation.
-        e = self._buffer("e", (r, V), wd)
-        np.subtract(x, a[:, None], out=e)
-        w = self._buffer("w", (r, V), wd)
-        np.exp(e, out=w)
-        w[ar, k] = 0
-        q = np.empty((_N_ROW, r))
-        q[0], q[1] = a, b
-        q[2] = w.sum(axis=1, dtype=wd)
-        q[3] = -np.einsum("ij,ij->i", e, w)  # sum d_i w_i >= 0
-        q[4] = e.sum(axis=1, dtype=wd)
-        q[5] = np.einsum("ij,ij->i", e, e)
-        # Temperature: softmax(z / T) reuses w: w^2 for T = 1/2, sqrt(w) for T = 2.
-        buf = self._buffer("buf", (r, V), wd)
-        for j, temp in enumerate(_T_LIST):
-            if temp == 0.5:
-                np.square(w, out=buf)
-            else:
-                np.sqrt(w, out=buf)
-            q[6 + 2 * j] = buf.sum(axis=1, dtype=wd)
-            q[7 + 2 * j] = -np.einsum("ij,ij->i", e, buf) / temp
-
-        # Logit histogram: the top 16 bits of the float32 pattern (sign, exponent, 7 mantissa
-        # bits), i.e. bins of relative width 2^-7 that are fixed, exact and mergeable.
-        xf = x if wd == np.float32 else x.astype(np.float32)
-        self._bincount_into(self.h_logit, xf.view(np.uint32), 16)
-
-        # Gradient p - onehot: exponent histogram of every entry from the bits of p (one multiply
-        # and one shift); the caller moves the target entries from the bin of p_t to 1 - p_t.
-        ptop = (1 / (1 + q[2])).astype(wd)
-        tt = k if t is None else t
-        np.multiply(w, ptop[:, None], out=buf)
-        buf[ar, k] = ptop
-        q[12] = buf[ar, tt]
-        if wd == np.float32:
-            self._bincount_exp(buf.view(np.uint32), 23, 127)
-        else:
-            self._bincount_exp(buf.view(np.uint64), 52, 1023)
-
-        # Conditioning: sum p|z| from |x| (reusing e, no longer needed).
-        np.abs(x, out=e)
-        q[11] = e.min(axis=1)
-        q[10] = np.einsum("ij,ij->i", e, w)
-        return x, t, k, q
-
-    def _rows_native(self, lib: Any, x: np.ndarray, t: np.ndarray | None) -> _Rows | None:
-        """The same per-row sums and histograms from the fused kernel of ``csrc/diag_rows.c``: three
-        passes over each row while it is in cache, float16 widened there (no chunk copy)."""
-        r, V = x.shape
-        q = np.empty((r, _N_ROW))
-        k = np.empty(r, dtype=np.int64)
-        scratch = self._buffer("scratch", (2, V), np.float32)
-        h_exp = np.zeros(256, np.int64)
-        tc = None if t is None else np.ascontiguousarray(t, dtype=np.int64)
-        lib.logitlab_diag_rows(
-            x.ctypes.data,
-            int(x.dtype == np.float16),
-            None if tc is None else tc.ctypes.data,
-            r,
-            V,
-            x.strides[0] // x.itemsize,
-            q.ctypes.data,
-            k.ctypes.data,
-            scratch.ctypes.data,
-            self.h_logit.ctypes.data,
-            h_exp.ctypes.data,
-        )
-        self._add_exp_hist(h_exp, 127)
-        ok = k >= 0
-        if not ok.all():
-            self._count_bad_rows(x[~ok])
-            if not ok.any():
-                return None
-            x, q, k = x[ok], q[ok], k[ok]
-            t = None if t is None else t[ok]
-        return x, t, k, np.ascontiguousarray(q.T)
+        rp = row_pass(x, t, self.h_logit, self._work)
+        if not rp.ok.all():
+            self._count_bad_rows(x[~rp.ok])
+        self._add_exp_hist(rp.exp_counts, rp.exp_bias)
+        if rp.x.shape[0]:
+            self._accumulate(rp.x, rp.t, rp.k, rp.q)
 
     def _accumulate(
         self, x: np.ndarray, t: np.ndarray | None, k: np.ndarray, q: np.ndarray
@@ -328,14 +201,15 @@ class LogitStats:
         r, V = x.shape
         ar = np.arange(r)
         self.ok_rows += r
-        a64, b64, s, edw, sum_e, sum_e2 = q[0], q[1], q[2], q[3], q[4], q[5]
+        a64, b64, s, edw = q["max"], q["min"], q["sum_w"], q["ent_w"]
+        sum_e, sum_e2 = q["sum_d"], q["sum_d2"]
         log1ps = np.log1p(s)
         lse = a64 + log1ps
         gap = s / (1 + s)  # 1 - p_max, exact
         ptop = 1 / (1 + s)
         ent = log1ps + edw / (1 + s)
-        for j, temp in enumerate(_T_LIST):
-            st, sdw = q[6 + 2 * j], q[7 + 2 * j]
+        for temp, (s_name, h_name) in TEMPERATURES.items():
+            st, sdw = q[s_name], q[h_name]
             self.t_h[temp] += float(np.sum(np.log1p(st) + sdw / (1 + st)))
             self.t_top[temp] += float(np.sum(1 / (1 + st)))
 
@@ -384,13 +258,13 @@ class LogitStats:
 
         # the target entry of the gradient is p_t - 1, not the p_t counted with the others
         wd = np.float32 if x.dtype.itemsize <= 4 else np.float64
-        self._exp_move(q[12], -1, wd)
+        self._exp_move(q["p_target"], -1, wd)
         self._exp_move(g_t, +1, wd)
         self.grad_max = max(self.grad_max, float(g_t.max()))
 
         # Conditioning
-        minabs = q[11]
-        spz = (q[10] + np.abs(a64)) / (1 + s)
+        minabs = q["min_abs"]
+        spz = (q["abs_z_w"] + np.abs(a64)) / (1 + s)
         self.min_abs = min(self.min_abs, float(minabs.min()))
         k_ratio = np.where(minabs > 0, maxabs / np.where(minabs > 0, minabs, 1), np.inf)
         k_lse = np.where(spz == 0, 0.0, spz / np.abs(lse))
@@ -412,19 +286,6 @@ class LogitStats:
         self.h_max = max(self.h_max, float(ent.max()))
         self.h_ent += np.histogram(np.clip(ent / logv, 0, 1), bins=_UNIT_BINS)[0]
         self.h_top += np.histogram(ptop, bins=_UNIT_BINS)[0]
-
-    def _bincount_into(self, hist: np.ndarray, bits: np.ndarray, shift: int) -> None:
-        # bincount converts its input to intp: do it in row blocks of ~1M entries (bounded memory).
-        step = max(1, (1 << 20) // max(1, bits.shape[1]))
-        for i in range(0, bits.shape[0], step):
-            hist += np.bincount((bits[i : i + step] >> shift).ravel(), minlength=hist.size)
-
-    def _bincount_exp(self, bits: np.ndarray, shift: int, bias: int) -> None:
-        # p >= 0, so the sign bit is 0 and bits >> shift is the biased exponent
-        nb = 1 << (bits.dtype.itemsize * 8 - 1 - shift)
-        h = np.zeros(nb, np.int64)
-        self._bincount_into(h, bits, shift)
-        self._add_exp_hist(h, bias)
 
     def _add_exp_hist(self, h: np.ndarray, bias: int) -> None:
         # exponent field 0 (zero or below the work dtype's normal range) counts as zero for
