@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 from logitlab.diagnostics.formats import FORMATS
-from logitlab.diagnostics.results import Finding, LogitReport
+from logitlab.diagnostics.hist import GradHist
+from logitlab.diagnostics.results import Finding, LogitReport, MixedPrecision
 
-_CONF = 0.99  # "confident": top probability above this
+__all__ = ["CONFIDENT", "findings", "loss_scale_advice"]
+
+CONFIDENT = 0.99  # "confident": top probability above this
 
 
-def _findings(rep: LogitReport) -> list[Finding]:
+def findings(rep: LogitReport) -> list[Finding]:
+    """The findings of a report, most severe first."""
     out: list[Finding] = []
     b = rep.basic
     if b.nonfinite_rows:
@@ -106,7 +112,7 @@ def _findings(rep: LogitReport) -> list[Finding]:
                 "medium",
                 "confidently-wrong",
                 f"{s.confident_wrong_rows} rows ({s.confident_wrong_rows / b.finite_rows:.1%}) "
-                f"are wrong with top probability > {_CONF}"
+                f"are wrong with top probability > {CONFIDENT}"
                 + (
                     f"; {s.saturated_wrong_rows} of them saturated"
                     if s.saturated_wrong_rows
@@ -165,3 +171,89 @@ def _findings(rep: LogitReport) -> list[Finding]:
         )
     order = {"high": 0, "medium": 1, "low": 2}
     return sorted(out, key=lambda f: order[f.severity])
+
+
+def _grad_counts(grad: GradHist, k: int) -> tuple[int, int, int]:
+    """Entries that are zero, subnormal and (surely) overflowing in float16 after scale 2^k."""
+    f16 = FORMATS["float16"]
+    # |g| 2^k < 2^-25 <=> floor(log2|g|) < -25 - k: rounds to 0 (2^-25 itself ties to 0 too,
+    # counted as subnormal here); < 2^-14 <=> floor < -14 - k: subnormal.
+    e = grad.exponents()
+    zero = grad.zero + int(grad.counts[e < -25 - k].sum())
+    sub = int(grad.counts[(e >= -25 - k) & (e < f16.emin - k)].sum())
+    # Overflow: exactly none if max|g| 2^k is below the boundary; else the bins surely above it.
+    if grad.max * 2.0**k < math.exp(f16.overflow_log):
+        over = 0
+    else:
+        over = max(1, int(grad.counts[e >= 16 - k].sum()))
+    return zero, sub, over
+
+
+def loss_scale_advice(grad: GradHist, ng: int, has_t: bool) -> MixedPrecision:
+    """The float16 fractions of the cross-entropy gradient ``softmax - onehot`` (``ng`` entries
+    counted in ``grad``) and the recommended static loss scale, with its reasoning."""
+    src = "target" if has_t else "argmax"
+    if ng == 0:
+        nan = math.nan
+        return MixedPrecision(src, 0, nan, nan, nan, nan, 1.0, nan, nan, nan, [])
+    f16 = FORMATS["float16"]
+    z0, s0, o0 = _grad_counts(grad, 0)
+    nonzero_true = ng - grad.zero  # gradients that are not 0 in the work dtype
+    # Largest k keeping the largest gradient finite (with the exact max).
+    if grad.max > 0:
+        k_max = int(math.floor(math.log2(f16.max / grad.max)))
+        while grad.max * 2.0**k_max > f16.max:
+            k_max -= 1
+    else:
+        k_max = 24
+    k_max = max(0, min(k_max, 24))
+    # Smallest k leaving at most 1% of the nonzero gradients below the normal range.
+    k_need = None
+    for k in range(0, 64):
+        zk, sk, _ = _grad_counts(grad, k)
+        if zk + sk - grad.zero <= 0.01 * nonzero_true:
+            k_need = k
+            break
+    k = k_max if k_need is None else min(k_need, k_max)
+    zk, sk, ok_ = _grad_counts(grad, k)
+    why = [
+        f"gradient of cross-entropy w.r.t. the logits, softmax - onehot({src}), per row "
+        f"(sum reduction): {ng} entries, max |g| = {grad.max:.4g}",
+        f"in float16 at scale 1: {z0 / ng:.2%} round to 0 (|g| < 2^-25), "
+        f"{s0 / ng:.2%} are subnormal (|g| < 2^-14), none overflow (|g| <= 1)",
+        f"scale 2^{k_max} is the largest power of 2 with max|g| * S <= 65504 (finite)",
+    ]
+    if k_need is None:
+        why.append(
+            f"no scale up to 2^{k_max} lifts 99% of the nonzero gradients out of the "
+            "subnormal range: the gradients span more than float16's exponent range; "
+            "use bfloat16 or keep the gradient of the loss in float32"
+        )
+    elif k_need > k_max:
+        why.append(
+            f"lifting 99% of the nonzero gradients needs 2^{k_need} > 2^{k_max}: "
+            f"capped at 2^{k_max} to keep the largest gradient finite"
+        )
+    else:
+        why.append(
+            f"2^{k_need} is the smallest power of 2 that leaves at most 1% of the nonzero "
+            "gradients below the normal range (smaller scales keep more headroom)"
+        )
+    why.append(
+        f"at S = 2^{k}: {zk / ng:.2%} round to 0, {sk / ng:.2%} subnormal, "
+        f"{ok_ / ng:.2%} overflow; with a loss averaged over N rows the gradients are N times "
+        "smaller: multiply S by N (or use dynamic loss scaling)"
+    )
+    return MixedPrecision(
+        target_source=src,
+        n_gradients=ng,
+        max_abs_grad=grad.max,
+        zero_fraction=z0 / ng,
+        subnormal_fraction=s0 / ng,
+        overflow_fraction=o0 / ng,
+        loss_scale=float(2.0**k),
+        scaled_zero_fraction=zk / ng,
+        scaled_subnormal_fraction=sk / ng,
+        scaled_overflow_fraction=ok_ / ng,
+        reasoning=why,
+    )

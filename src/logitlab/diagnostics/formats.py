@@ -148,3 +148,60 @@ def simulate_softmax(x: Any, fmt: str) -> dict[str, np.ndarray]:
         "naive_nan": s_naive == 0,
         "stable_zero": pmin == 0,
     }
+
+
+def softmax_verdicts(
+    fmt: str,
+    x: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    lse: np.ndarray,
+    maxabs: np.ndarray,
+) -> tuple[int, int, int]:
+    """How many rows of ``x`` overflow, give 0/0 and round a probability to 0 in ``fmt``.
+
+    The counts of :func:`simulate_softmax`'s ``naive_overflow``, ``naive_nan`` and
+    ``stable_zero``, decided from the row vectors (maximum ``a``, minimum ``b``, ``lse`` in the
+    work dtype, ``maxabs``) except in a proven band around each boundary, where the rows are
+    recomputed in real ``fmt`` arithmetic.
+
+    Args:
+        fmt: a key of :data:`FORMATS`.
+        x: finite rows (float16, float32 or float64).
+        a, b, lse, maxabs: per row: maximum, minimum, log-sum-exp, ``max(|a|, |b|)``.
+
+    Returns:
+        ``(naive overflow rows, naive 0/0 rows, stable zero rows)``.
+    """
+    f = FORMATS[fmt]
+    u = f.eps / 2  # unit roundoff
+    # Naive softmax. exp of the rounded max decides "some term is inf" and "all terms are 0"
+    # exactly (rounding is monotone, so max(round(x)) = round(max(x))).
+    e_max = _exp_in(round_to_format(a, fmt), fmt)
+    over_sure = np.isinf(e_max)
+    nan_sure = e_max == 0
+    # Otherwise the sum is exp(lse) times a factor within exp(+-delta): rounding x to D moves
+    # each term by at most exp(u |x|), exp and the float32 sum add a few u; 1e-4 (relative to
+    # lse) covers the error of lse itself in the work dtype. Rows inside the band are redone
+    # in real D arithmetic.
+    delta = 1.01 * u * maxabs + 8 * u + 1e-4 * (1 + np.abs(lse))
+    if fmt == "float64" or x.dtype in (np.float16, np.float32) and fmt == "float32":
+        delta = 8 * u + 1e-5 * (1 + np.abs(lse))  # x is exact in D: no input rounding
+    band = ~over_sure & ~nan_sure & (np.abs(lse - f.overflow_log) <= delta)
+    over = over_sure | (~nan_sure & (lse - delta > f.overflow_log))
+    # Stable softmax: the smallest probability is exp(b - lse); it rounds to 0 below
+    # min_subnormal / 2. Outside +-(2 + delta) nats of ln(min_subnormal) the rounding of the
+    # subnormal exp and of the division cannot change the verdict; inside, recompute.
+    z = b - lse
+    thr = math.log(f.min_subnormal)
+    delta2 = 2.0 + 1.01 * u * (np.abs(a) + np.abs(b)) + 1e-4 * (1 + np.abs(z))
+    zband = np.abs(z - thr) <= delta2
+    zero = ~zband & (z < thr)
+    need = band | zband
+    if need.any():
+        sim = simulate_softmax(x[need], fmt)  # float16 rows are widened exactly
+        over = over.copy()
+        over[need] = np.where(band[need], sim["naive_overflow"], over[need])
+        zero = zero.copy()
+        zero[need] = np.where(zband[need], sim["stable_zero"], zero[need])
+    return int(np.count_nonzero(over)), int(np.count_nonzero(nan_sure)), int(np.count_nonzero(zero))

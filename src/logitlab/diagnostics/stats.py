@@ -7,47 +7,50 @@ from typing import Any
 
 import numpy as np
 
-from logitlab.diagnostics.findings import _CONF, _findings
-from logitlab.diagnostics.formats import FORMATS, Format, _exp_in, round_to_format, simulate_softmax
+from logitlab.diagnostics.findings import CONFIDENT, findings, loss_scale_advice
+from logitlab.diagnostics.formats import FORMATS, softmax_verdicts
+from logitlab.diagnostics.hist import LOGIT_BINS, UNIT_BINS, GradHist, LogHist, display_histograms
 from logitlab.diagnostics.results import (
     BasicStats,
     Conditioning,
     DtypeRisk,
     EntropyStats,
     LogitReport,
-    MixedPrecision,
     Saturation,
 )
 from logitlab.diagnostics.rows import TEMPERATURES, Workspace, native_lib, row_pass
+from logitlab.diagnostics.state import (
+    AGREE,
+    ARRAY_SUM,
+    CHAN,
+    KEY_SUM,
+    MAX,
+    MIN,
+    OWN,
+    SAME,
+    SUM,
+    Merge,
+    Moments,
+    accumulator,
+    merge_states,
+    reset_states,
+    state,
+)
 
 __all__ = ["LogitStats"]
 
-_LOG_BINS = np.linspace(-3.0, 21.0, 241)  # log10 of condition numbers: 0.1-decade bins
-_UNIT_BINS = np.linspace(0.0, 1.0, 51)
-_EXP_OFFSET = 1100  # gradient exponent histogram index = floor(log2|g|) + offset
-_EXP_BINS = 1104
+_NESTED = Merge("field by field, as declared", merge_states)
 
 
-def _hist_log10(v: np.ndarray) -> np.ndarray:
-    # Counts of log10(v) in _LOG_BINS with under/overflow folded into the end bins; inf and 0
-    # are counted separately by the caller.
-    with np.errstate(all="ignore"):
-        lv = np.clip(np.log10(v[np.isfinite(v) & (v > 0)]), _LOG_BINS[0], _LOG_BINS[-1])
-    return np.histogram(lv, bins=_LOG_BINS)[0]
+def _per_format() -> dict[str, int]:
+    return dict.fromkeys(FORMATS, 0)
 
 
-def _median_from_hist(counts: np.ndarray, edges: np.ndarray, extra_high: int = 0) -> float:
-    # Median at bin resolution (bin midpoint) of log10 values; extra_high counts lie above all bins.
-    n = int(counts.sum()) + extra_high
-    if n == 0:
-        return math.nan
-    c = np.cumsum(counts)
-    i = int(np.searchsorted(c, (n + 1) / 2.0))
-    if i >= len(counts):
-        return math.inf
-    return float(10 ** ((edges[i] + edges[i + 1]) / 2))
+def _unit_hist() -> np.ndarray:
+    return np.zeros(len(UNIT_BINS) - 1, np.int64)
 
 
+@accumulator
 class LogitStats:
     r"""Streaming accumulator behind :func:`diagnose`: exact counts and fixed-bin histograms.
 
@@ -83,6 +86,61 @@ class LogitStats:
         (2, 1)
     """
 
+    # Every field is state, declared once with its default and its merge (see state.py): merge()
+    # is generic over these declarations and the class has slots, so an undeclared attribute
+    # cannot be added.
+    # -- configuration (merged accumulators must agree) and report metadata (keep one's own)
+    V: int = state(1, SAME)  # classes
+    has_target: bool | None = state(None, AGREE)  # None until the first chunk
+    dtype: str = state("float32", OWN)
+    shape: tuple[int, ...] | None = state(None, OWN)
+    axis: int = state(-1, OWN)
+    # -- rows and non-finite entries
+    rows: int = state(0, SUM)
+    ok_rows: int = state(0, SUM)  # rows without NaN or +-inf: all the statistics below
+    nan: int = state(0, SUM)
+    posinf: int = state(0, SUM)
+    neginf: int = state(0, SUM)
+    bad_rows: int = state(0, SUM)
+    # -- values
+    vmin: float = state(math.inf, MIN)
+    vmax: float = state(-math.inf, MAX)
+    min_abs: float = state(math.inf, MIN)
+    max_abs: float = state(0.0, MAX)
+    moments: Moments = state(Moments, CHAN)  # of every entry of the finite rows
+    spread_sum: float = state(0.0, SUM)
+    spread_min: float = state(math.inf, MIN)
+    spread_max: float = state(-math.inf, MAX)
+    h_logit: np.ndarray = state(lambda: np.zeros(LOGIT_BINS, np.int64), ARRAY_SUM)
+    # -- per format: rows whose naive softmax overflows / gives 0/0, whose stable softmax rounds
+    #    a probability to 0, whose 1 - p_max is below eps
+    naive_over: dict[str, int] = state(_per_format, KEY_SUM)
+    naive_nan: dict[str, int] = state(_per_format, KEY_SUM)
+    stable_zero: dict[str, int] = state(_per_format, KEY_SUM)
+    saturated: dict[str, int] = state(_per_format, KEY_SUM)
+    # -- confidence and targets (the argmax without targets)
+    top_sum: float = state(0.0, SUM)
+    top_099: int = state(0, SUM)
+    h_top: np.ndarray = state(_unit_hist, ARRAY_SUM)
+    wrong: int = state(0, SUM)
+    conf_wrong: int = state(0, SUM)
+    sat_wrong: int = state(0, SUM)
+    loss_sum: float = state(0.0, SUM)
+    grad: GradHist = state(GradHist, _NESTED)  # every entry of softmax - onehot(target)
+    # -- entropy at T = 1 and at the temperatures of rows.TEMPERATURES
+    h_sum: float = state(0.0, SUM)
+    h_min: float = state(math.inf, MIN)
+    h_max: float = state(-math.inf, MAX)
+    h_ent: np.ndarray = state(_unit_hist, ARRAY_SUM)
+    t_h: dict[float, float] = state(lambda: dict.fromkeys(TEMPERATURES, 0.0), KEY_SUM)
+    t_top: dict[float, float] = state(lambda: dict.fromkeys(TEMPERATURES, 0.0), KEY_SUM)
+    # -- condition numbers per row
+    k_ratio: LogHist = state(LogHist, _NESTED)
+    k_lse: LogHist = state(LogHist, _NESTED)
+    k_loss: LogHist = state(LogHist, _NESTED)
+    # -- scratch, not state: work arrays reused from chunk to chunk
+    _work: Workspace = state(Workspace, OWN)
+
     def __init__(
         self,
         n_classes: int,
@@ -92,40 +150,11 @@ class LogitStats:
     ) -> None:
         if n_classes < 1:
             raise ValueError(f"the class axis must have at least one entry, got {n_classes}")
+        reset_states(self)
         self.V = int(n_classes)
         self.dtype = str(dtype)
         self.shape = shape
         self.axis = axis
-        self.has_target: bool | None = None
-        self.rows = 0
-        self.ok_rows = 0
-        self.nan = self.posinf = self.neginf = self.bad_rows = 0
-        self.vmin, self.vmax = math.inf, -math.inf
-        self.min_abs, self.max_abs = math.inf, 0.0
-        self.mean, self.m2 = 0.0, 0.0  # Chan/Welford over all finite-row entries
-        self.spread_sum, self.spread_min, self.spread_max = 0.0, math.inf, -math.inf
-        self.naive_over = dict.fromkeys(FORMATS, 0)
-        self.naive_nan = dict.fromkeys(FORMATS, 0)
-        self.stable_zero = dict.fromkeys(FORMATS, 0)
-        self.saturated = dict.fromkeys(FORMATS, 0)
-        self.top_sum = 0.0
-        self.top_099 = 0
-        self.wrong = self.conf_wrong = self.sat_wrong = 0
-        self.loss_sum = 0.0
-        self.grad_hist = np.zeros(_EXP_BINS, dtype=np.int64)
-        self.grad_zero = 0  # exact zeros (and values below the work dtype's normal range)
-        self.grad_max = 0.0
-        self.h_sum, self.h_min, self.h_max = 0.0, math.inf, -math.inf
-        self.t_h = dict.fromkeys(TEMPERATURES, 0.0)
-        self.t_top = dict.fromkeys(TEMPERATURES, 0.0)
-        nb = len(_LOG_BINS) - 1
-        self.k_ratio, self.k_lse, self.k_loss = (np.zeros(nb, np.int64) for _ in range(3))
-        self.k_ratio_max = self.k_lse_max = self.k_loss_max = 0.0
-        self.k_ratio_inf = self.k_loss_inf = self.k_lse_inf = 0
-        self.h_top = np.zeros(len(_UNIT_BINS) - 1, np.int64)
-        self.h_ent = np.zeros(len(_UNIT_BINS) - 1, np.int64)
-        self.h_logit = np.zeros(1 << 16, np.int64)  # by the top 16 bits of the float32 pattern
-        self._work = Workspace()
 
     # ----------------------------------------------------------------- update
 
@@ -190,7 +219,7 @@ class LogitStats:
         rp = row_pass(x, t, self.h_logit, self._work)
         if not rp.ok.all():
             self._count_bad_rows(x[~rp.ok])
-        self._add_exp_hist(rp.exp_counts, rp.exp_bias)
+        self.grad.add_exponents(rp.exp_counts, rp.exp_bias)
         if rp.x.shape[0]:
             self._accumulate(rp.x, rp.t, rp.k, rp.q)
 
@@ -216,14 +245,7 @@ class LogitStats:
         # Moments: row means/M2 from e (centred at the row max), merged with Chan's formula.
         row_mean = a64 + sum_e / V
         row_m2 = np.maximum(sum_e2 - sum_e * sum_e / V, 0.0)
-        n_new = r * V
-        c_mean = float(row_mean.mean())
-        c_m2 = float(row_m2.sum() + V * np.sum((row_mean - c_mean) ** 2))
-        n_old = (self.ok_rows - r) * V
-        tot = n_old + n_new
-        delta = c_mean - self.mean
-        self.mean += delta * n_new / tot
-        self.m2 += c_m2 + delta * delta * n_old * n_new / tot
+        self.moments = self.moments.merge(Moments.of_rows(row_mean, row_m2, V))
 
         self.vmin = min(self.vmin, float(b64.min()))
         self.vmax = max(self.vmax, float(a64.max()))
@@ -236,7 +258,10 @@ class LogitStats:
 
         # Per-dtype overflow/underflow (analytic with an exact band fallback) and saturation.
         for name, f in FORMATS.items():
-            self._dtype_rows(name, f, x, a64, b64, lse, maxabs)
+            over, nan_sure, zero = softmax_verdicts(name, x, a64, b64, lse, maxabs)
+            self.naive_over[name] += over
+            self.naive_nan[name] += nan_sure
+            self.stable_zero[name] += zero
             self.saturated[name] += int(np.count_nonzero(gap < f.eps))
 
         # Targets (argmax when none): loss, wrong rows, gradient of CE.
@@ -249,18 +274,18 @@ class LogitStats:
         g_t = np.where(is_top, gap, 1 - p_t)  # |p_t - 1|, exact for t = argmax
         self.loss_sum += float(loss.sum())
         self.top_sum += float(ptop.sum())
-        self.top_099 += int(np.count_nonzero(ptop > _CONF))
+        self.top_099 += int(np.count_nonzero(ptop > CONFIDENT))
         if t is not None:
             wrong = ~is_top & (x[ar, t] != x[ar, k])  # a tie with the max is not wrong
             self.wrong += int(wrong.sum())
-            self.conf_wrong += int(np.count_nonzero(wrong & (ptop > _CONF)))
+            self.conf_wrong += int(np.count_nonzero(wrong & (ptop > CONFIDENT)))
             self.sat_wrong += int(np.count_nonzero(wrong & (gap < FORMATS["float16"].eps)))
 
         # the target entry of the gradient is p_t - 1, not the p_t counted with the others
         wd = np.float32 if x.dtype.itemsize <= 4 else np.float64
-        self._exp_move(q["p_target"], -1, wd)
-        self._exp_move(g_t, +1, wd)
-        self.grad_max = max(self.grad_max, float(g_t.max()))
+        self.grad.move(q["p_target"], -1, wd)
+        self.grad.move(g_t, +1, wd)
+        self.grad.max = max(self.grad.max, float(g_t.max()))
 
         # Conditioning
         minabs = q["min_abs"]
@@ -271,87 +296,27 @@ class LogitStats:
         abs_xt = np.abs(xt)
         num_loss = np.maximum(spz - p_t * abs_xt, 0) + g_t * abs_xt
         k_loss = np.where(num_loss == 0, 0.0, num_loss / loss)
-        for name, v in (("ratio", k_ratio), ("lse", k_lse), ("loss", k_loss)):
-            hist = getattr(self, f"k_{name}")
-            hist += _hist_log10(v)
-            fin = np.isfinite(v)
-            setattr(self, f"k_{name}_inf", getattr(self, f"k_{name}_inf") + int((~fin).sum()))
-            if fin.any():
-                cur = getattr(self, f"k_{name}_max")
-                setattr(self, f"k_{name}_max", max(cur, float(v[fin].max())))
+        self.k_ratio.add(k_ratio)
+        self.k_lse.add(k_lse)
+        self.k_loss.add(k_loss)
 
         logv = math.log(V) if V > 1 else 1.0
         self.h_sum += float(ent.sum())
         self.h_min = min(self.h_min, float(ent.min()))
         self.h_max = max(self.h_max, float(ent.max()))
-        self.h_ent += np.histogram(np.clip(ent / logv, 0, 1), bins=_UNIT_BINS)[0]
-        self.h_top += np.histogram(ptop, bins=_UNIT_BINS)[0]
-
-    def _add_exp_hist(self, h: np.ndarray, bias: int) -> None:
-        # exponent field 0 (zero or below the work dtype's normal range) counts as zero for
-        # float16 purposes
-        nb = h.size
-        self.grad_zero += int(h[0])
-        idx = np.arange(1, nb) - bias + _EXP_OFFSET  # floor(log2 p) + offset
-        keep = (idx >= 0) & (idx < _EXP_BINS)
-        self.grad_hist[idx[keep]] += h[1:][keep]
-
-    def _exp_move(self, v: np.ndarray, sign: int, wd: Any) -> None:
-        vw = v.astype(wd)
-        fi = np.finfo(wd)
-        small = vw < fi.tiny  # zero or subnormal in the work dtype: the "zero" bucket
-        self.grad_zero += sign * int(small.sum())
-        _, ex = np.frexp(vw[~small].astype(np.float64))
-        np.add.at(self.grad_hist, ex - 1 + _EXP_OFFSET, sign)
-
-    def _dtype_rows(
-        self,
-        name: str,
-        f: Format,
-        x: np.ndarray,
-        a: np.ndarray,
-        b: np.ndarray,
-        lse: np.ndarray,
-        maxabs: np.ndarray,
-    ) -> None:
-        u = f.eps / 2  # unit roundoff
-        # Naive softmax. exp of the rounded max decides "some term is inf" and "all terms are 0"
-        # exactly (rounding is monotone, so max(round(x)) = round(max(x))).
-        e_max = _exp_in(round_to_format(a, name), name)
-        over_sure = np.isinf(e_max)
-        nan_sure = e_max == 0
-        # Otherwise the sum is exp(lse) times a factor within exp(+-delta): rounding x to D moves
-        # each term by at most exp(u |x|), exp and the float32 sum add a few u; 1e-4 (relative to
-        # lse) covers the error of lse itself in the work dtype. Rows inside the band are redone
-        # in real D arithmetic.
-        delta = 1.01 * u * maxabs + 8 * u + 1e-4 * (1 + np.abs(lse))
-        if name == "float64" or x.dtype in (np.float16, np.float32) and name == "float32":
-            delta = 8 * u + 1e-5 * (1 + np.abs(lse))  # x is exact in D: no input rounding
-        band = ~over_sure & ~nan_sure & (np.abs(lse - f.overflow_log) <= delta)
-        over = over_sure | (~nan_sure & (lse - delta > f.overflow_log))
-        # Stable softmax: the smallest probability is exp(b - lse); it rounds to 0 below
-        # min_subnormal / 2. Outside +-(2 + delta) nats of ln(min_subnormal) the rounding of the
-        # subnormal exp and of the division cannot change the verdict; inside, recompute.
-        z = b - lse
-        thr = math.log(f.min_subnormal)
-        delta2 = 2.0 + 1.01 * u * (np.abs(a) + np.abs(b)) + 1e-4 * (1 + np.abs(z))
-        zband = np.abs(z - thr) <= delta2
-        zero = ~zband & (z < thr)
-        need = band | zband
-        if need.any():
-            sim = simulate_softmax(x[need], name)  # float16 rows are widened exactly
-            over = over.copy()
-            over[need] = np.where(band[need], sim["naive_overflow"], over[need])
-            zero = zero.copy()
-            zero[need] = np.where(zband[need], sim["stable_zero"], zero[need])
-        self.naive_over[name] += int(np.count_nonzero(over))
-        self.naive_nan[name] += int(np.count_nonzero(nan_sure))
-        self.stable_zero[name] += int(np.count_nonzero(zero))
+        self.h_ent += np.histogram(np.clip(ent / logv, 0, 1), bins=UNIT_BINS)[0]
+        self.h_top += np.histogram(ptop, bins=UNIT_BINS)[0]
 
     # ----------------------------------------------------------------- merge
 
     def merge(self, other: LogitStats) -> LogitStats:
-        """Add the rows of ``other`` (built with the same number of classes) into ``self``.
+        """Add the rows of ``other`` (built with the same number of classes) into ``self``:
+        every field merges as it is declared (exact for counts and histograms; Chan's update for
+        the moments).
+
+        Raises:
+            ValueError: a different number of classes, or targets in one and not the other
+                (``self`` is unchanged then).
 
         Example:
             >>> import numpy as np
@@ -361,39 +326,7 @@ class LogitStats:
             >>> round(a.merge(b).finalize().basic.mean, 12) == round(float(x.mean()), 12)
             True
         """
-        if other.V != self.V:
-            raise ValueError(f"cannot merge stats over {other.V} and {self.V} classes")
-        if self.has_target is None:
-            self.has_target = other.has_target
-        elif other.has_target is not None and other.has_target != self.has_target:
-            raise ValueError("cannot merge stats with and without targets")
-        n1, n2 = self.ok_rows * self.V, other.ok_rows * self.V
-        if n2:
-            tot = n1 + n2
-            delta = other.mean - self.mean
-            self.mean += delta * n2 / tot
-            self.m2 += other.m2 + delta * delta * n1 * n2 / tot
-        for name in ("rows", "ok_rows", "nan", "posinf", "neginf", "bad_rows", "top_099"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("wrong", "conf_wrong", "sat_wrong", "grad_zero"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("loss_sum", "top_sum", "h_sum", "spread_sum"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("k_ratio_inf", "k_lse_inf", "k_loss_inf"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("vmin", "min_abs", "spread_min", "h_min"):
-            setattr(self, name, min(getattr(self, name), getattr(other, name)))
-        for name in ("vmax", "max_abs", "spread_max", "h_max", "grad_max"):
-            setattr(self, name, max(getattr(self, name), getattr(other, name)))
-        for name in ("k_ratio_max", "k_lse_max", "k_loss_max"):
-            setattr(self, name, max(getattr(self, name), getattr(other, name)))
-        for name in ("grad_hist", "k_ratio", "k_lse", "k_loss", "h_top", "h_ent", "h_logit"):
-            getattr(self, name)[...] += getattr(other, name)
-        for dct in ("naive_over", "naive_nan", "stable_zero", "saturated", "t_h", "t_top"):
-            mine, theirs = getattr(self, dct), getattr(other, dct)
-            for key in mine:
-                mine[key] += theirs[key]
-        return self
+        return merge_states(self, other)
 
     # ----------------------------------------------------------------- finalize
 
@@ -414,8 +347,8 @@ class LogitStats:
             finite_rows=n,
             min=self.vmin if n else nan,
             max=self.vmax if n else nan,
-            mean=self.mean if n else nan,
-            std=math.sqrt(self.m2 / (n * V)) if n else nan,
+            mean=self.moments.mean if n else nan,
+            std=math.sqrt(self.moments.m2 / self.moments.n) if n else nan,
             max_abs=self.max_abs if n else nan,
             min_abs=self.min_abs if n else nan,
             spread_mean=self.spread_sum / n if n else nan,
@@ -448,19 +381,19 @@ class LogitStats:
             saturated_wrong_rows=self.sat_wrong if has_t else None,
             mean_loss=frac(self.loss_sum),
         )
-        mp = self._mixed_precision(has_t)
+        mp = loss_scale_advice(self.grad, n * V, has_t)
         cond = Conditioning(
             ratio_global=(self.max_abs / self.min_abs if self.min_abs > 0 else math.inf)
             if n
             else nan,
-            ratio_median=_median_from_hist(self.k_ratio, _LOG_BINS, self.k_ratio_inf),
-            ratio_max=math.inf if self.k_ratio_inf else (self.k_ratio_max if n else nan),
-            ratio_inf_rows=self.k_ratio_inf,
-            lse_median=_median_from_hist(self.k_lse, _LOG_BINS, self.k_lse_inf),
-            lse_max=math.inf if self.k_lse_inf else (self.k_lse_max if n else nan),
-            loss_median=_median_from_hist(self.k_loss, _LOG_BINS, self.k_loss_inf),
-            loss_max=math.inf if self.k_loss_inf else (self.k_loss_max if n else nan),
-            loss_inf_rows=self.k_loss_inf,
+            ratio_median=self.k_ratio.median(),
+            ratio_max=self.k_ratio.maximum(n),
+            ratio_inf_rows=self.k_ratio.inf,
+            lse_median=self.k_lse.median(),
+            lse_max=self.k_lse.maximum(n),
+            loss_median=self.k_loss.median(),
+            loss_max=self.k_loss.maximum(n),
+            loss_inf_rows=self.k_loss.inf,
         )
         logv = math.log(V) if V > 1 else nan
         ln2 = math.log(2)
@@ -501,118 +434,9 @@ class LogitStats:
             conditioning=cond,
             entropy=ent,
             findings=[],
-            histograms=self._histograms(),
+            histograms=display_histograms(
+                self.h_logit, self.vmin, self.vmax, self.h_top, self.h_ent, self.grad
+            ),
         )
-        rep.findings = _findings(rep)
+        rep.findings = findings(rep)
         return rep
-
-    def _grad_counts(self, k: int) -> tuple[int, int, int]:
-        """Entries that are zero, subnormal and (surely) overflowing in float16 after scale 2^k."""
-        f16 = FORMATS["float16"]
-        # |g| 2^k < 2^-25 <=> floor(log2|g|) < -25 - k: rounds to 0 (2^-25 itself ties to 0 too,
-        # counted as subnormal here); < 2^-14 <=> floor < -14 - k: subnormal.
-        e = np.arange(_EXP_BINS) - _EXP_OFFSET
-        zero = self.grad_zero + int(self.grad_hist[e < -25 - k].sum())
-        sub = int(self.grad_hist[(e >= -25 - k) & (e < f16.emin - k)].sum())
-        # Overflow: exactly none if max|g| 2^k is below the boundary; else the bins surely above it.
-        if self.grad_max * 2.0**k < math.exp(f16.overflow_log):
-            over = 0
-        else:
-            over = max(1, int(self.grad_hist[e >= 16 - k].sum()))
-        return zero, sub, over
-
-    def _mixed_precision(self, has_t: bool) -> MixedPrecision:
-        ng = self.ok_rows * self.V
-        src = "target" if has_t else "argmax"
-        if ng == 0:
-            nan = math.nan
-            return MixedPrecision(src, 0, nan, nan, nan, nan, 1.0, nan, nan, nan, [])
-        f16 = FORMATS["float16"]
-        z0, s0, o0 = self._grad_counts(0)
-        nonzero_true = ng - self.grad_zero  # gradients that are not 0 in the work dtype
-        # Largest k keeping the largest gradient finite (with the exact max).
-        if self.grad_max > 0:
-            k_max = int(math.floor(math.log2(f16.max / self.grad_max)))
-            while self.grad_max * 2.0**k_max > f16.max:
-                k_max -= 1
-        else:
-            k_max = 24
-        k_max = max(0, min(k_max, 24))
-        # Smallest k leaving at most 1% of the nonzero gradients below the normal range.
-        k_need = None
-        for k in range(0, 64):
-            zk, sk, _ = self._grad_counts(k)
-            if zk + sk - self.grad_zero <= 0.01 * nonzero_true:
-                k_need = k
-                break
-        k = k_max if k_need is None else min(k_need, k_max)
-        zk, sk, ok_ = self._grad_counts(k)
-        why = [
-            f"gradient of cross-entropy w.r.t. the logits, softmax - onehot({src}), per row "
-            f"(sum reduction): {ng} entries, max |g| = {self.grad_max:.4g}",
-            f"in float16 at scale 1: {z0 / ng:.2%} round to 0 (|g| < 2^-25), "
-            f"{s0 / ng:.2%} are subnormal (|g| < 2^-14), none overflow (|g| <= 1)",
-            f"scale 2^{k_max} is the largest power of 2 with max|g| * S <= 65504 (finite)",
-        ]
-        if k_need is None:
-            why.append(
-                f"no scale up to 2^{k_max} lifts 99% of the nonzero gradients out of the "
-                "subnormal range: the gradients span more than float16's exponent range; "
-                "use bfloat16 or keep the gradient of the loss in float32"
-            )
-        elif k_need > k_max:
-            why.append(
-                f"lifting 99% of the nonzero gradients needs 2^{k_need} > 2^{k_max}: "
-                f"capped at 2^{k_max} to keep the largest gradient finite"
-            )
-        else:
-            why.append(
-                f"2^{k_need} is the smallest power of 2 that leaves at most 1% of the nonzero "
-                "gradients below the normal range (smaller scales keep more headroom)"
-            )
-        why.append(
-            f"at S = 2^{k}: {zk / ng:.2%} round to 0, {sk / ng:.2%} subnormal, "
-            f"{ok_ / ng:.2%} overflow; with a loss averaged over N rows the gradients are N times "
-            "smaller: multiply S by N (or use dynamic loss scaling)"
-        )
-        return MixedPrecision(
-            target_source=src,
-            n_gradients=ng,
-            max_abs_grad=self.grad_max,
-            zero_fraction=z0 / ng,
-            subnormal_fraction=s0 / ng,
-            overflow_fraction=o0 / ng,
-            loss_scale=float(2.0**k),
-            scaled_zero_fraction=zk / ng,
-            scaled_subnormal_fraction=sk / ng,
-            scaled_overflow_fraction=ok_ / ng,
-            reasoning=why,
-        )
-
-    def _histograms(self) -> dict[str, dict[str, list[Any]]]:
-        out: dict[str, dict[str, list[Any]]] = {}
-        # Logits: the exact bfloat16-resolution bins merged into 60 equal bins over [min, max]
-        # by the bins' lower edges (display only; exact counts stay in the accumulator).
-        keys = np.nonzero(self.h_logit)[0]
-        if keys.size and self.ok_rows:
-            lo = (keys.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-            fin = np.isfinite(lo)
-            lo, cnt = lo[fin], self.h_logit[keys][fin]
-            vmin, vmax = self.vmin, self.vmax
-            if vmax <= vmin:
-                vmax = vmin + 1.0
-            edges = np.linspace(vmin, vmax, 61)
-            idx = np.clip(np.searchsorted(edges, lo, side="right") - 1, 0, 59)
-            counts = np.bincount(idx, weights=cnt, minlength=60)
-            out["logits"] = {"edges": edges.tolist(), "counts": counts.tolist()}
-        out["top_prob"] = {"edges": _UNIT_BINS.tolist(), "counts": self.h_top.tolist()}
-        out["entropy_normalized"] = {"edges": _UNIT_BINS.tolist(), "counts": self.h_ent.tolist()}
-        e = np.arange(_EXP_BINS) - _EXP_OFFSET
-        nz = np.nonzero(self.grad_hist)[0]
-        if nz.size:
-            sl = slice(int(nz.min()), int(nz.max()) + 1)
-            out["grad_log2"] = {
-                "edges": [float(v) for v in e[sl]] + [float(e[sl][-1] + 1)],
-                "counts": self.grad_hist[sl].tolist(),
-            }
-        return out
