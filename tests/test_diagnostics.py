@@ -383,14 +383,64 @@ def test_report_json_html_rich() -> None:
     d = json.loads(rep.to_json())
     assert d["dtypes"]["float16"]["naive_overflow_rows"] == 1
     assert d["shape"] == [2, 3]
-    html = rep.to_html()
-    assert html.count("<img") == 5 and "float16 softmax overflows on 50.0% of rows" in html
+    # rendering is the application layer's: the report is data only
+    assert not hasattr(rep, "to_html") and not hasattr(rep, "__rich_console__")
     from rich.console import Console
 
+    from logitlab.report.diagnose import render_terminal, to_html
+
+    html = to_html(rep)
+    assert html.count("<img") == 5 and "float16 softmax overflows on 50.0% of rows" in html
     con = Console(record=True, width=120)
-    con.print(rep)
+    render_terminal(rep, con)
     text = con.export_text()
     assert "per dtype" in text and "loss-scale reasoning" in text and "bfloat16" in text
+
+
+def test_report_json_is_strict_with_non_finite_numbers() -> None:
+    rep = diagnose(np.array([[0.0, 1.0, 2.0], [np.nan, 0.0, 1.0]]))
+    d = json.loads(rep.to_json())  # allow_nan=False: "nan"/"inf" strings, never bare NaN
+    assert d["conditioning"]["ratio_global"] == "inf"
+    assert d["basic"]["nan_count"] == 1
+
+
+def test_the_package_imports_only_downward() -> None:
+    # logitlab.diagnostics may import the core helpers below it, never report/cli/app/torch:
+    # every import statement of the package, lazy ones inside functions included
+    import ast
+    from pathlib import Path
+
+    import logitlab.diagnostics as pkg
+
+    allowed = {"logitlab.io", "logitlab._native", "logitlab._array", "logitlab._json"}
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                names = [node.module] if node.module != "logitlab" else names[1:]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if name.startswith("logitlab") and not name.startswith("logitlab.diagnostics"):
+                    assert name in allowed, f"{path.name} imports {name}"
+
+
+def test_diagnose_loads_no_rendering_module() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, logitlab.diagnostics as d\n"
+        "d.diagnose(np.zeros((2, 3)), [0, 1]).to_json()\n"
+        "bad = [m for m in sys.modules if m.split('.')[:2] in (['logitlab', 'report'],"
+        " ['logitlab', 'cli'], ['logitlab', 'app'], ['logitlab', 'torch'])]\n"
+        "assert not bad, bad\n"
+        "assert 'rich' not in sys.modules and 'matplotlib' not in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 # ---------------------------------------------------------------- native kernel vs NumPy path

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from logitlab._json import to_json
+
 __all__ = [
     "BasicStats",
     "Conditioning",
@@ -128,7 +130,11 @@ class EntropyStats:
 
 @dataclass
 class LogitReport:
-    """Everything :func:`diagnose` found; ``to_dict`` / ``to_json`` / ``to_html`` render it."""
+    """Everything :func:`diagnose` found, as data: ``to_dict`` / ``to_json``.
+
+    Rendering lives in the application layer: :func:`logitlab.report.diagnose.render_terminal`
+    (rich tables) and :func:`logitlab.report.diagnose.to_html` (a page with plots).
+    """
 
     shape: tuple[int, ...]
     dtype: str
@@ -151,18 +157,6 @@ class LogitReport:
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
-        """Strict JSON (non-finite numbers as strings) via :func:`logitlab.report.to_json`."""
-        from logitlab.report.jsonout import to_json
-
+        """Strict JSON of :meth:`to_dict` (non-finite numbers as the strings ``"nan"``,
+        ``"inf"``, ``"-inf"``)."""
         return to_json(self.to_dict(), indent=indent)
-
-    def to_html(self) -> str:
-        """A self-contained HTML page with plots (needs matplotlib)."""
-        from logitlab.report.diagnose import to_html
-
-        return to_html(self)
-
-    def __rich_console__(self, console: Any, options: Any) -> Any:
-        from logitlab.report.diagnose import renderables
-
-        yield from renderables(self)
