@@ -125,8 +125,8 @@ typedef struct {
     double min;         /* min z */
     double sum_w;       /* s = sum w: lse = a + log1p(s), 1 - p_max = s / (1 + s) */
     double ent_w;       /* -sum d w >= 0: entropy = log1p(s) + ent_w / (1 + s) */
-    double sum_d;       /* sum d */
-    double sum_d2;      /* sum d^2 */
+    double mean;        /* mean of z */
+    double std;         /* population standard deviation of z */
     double sum_w_half;  /* temperature 1/2: sum w^2 */
     double ent_w_half;  /* -sum d w^2 / (1/2) */
     double sum_w_two;   /* temperature 2: sum sqrt(w) */

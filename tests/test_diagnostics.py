@@ -555,3 +555,80 @@ def test_native_mean_and_std_near_float64_truth(dtype: type) -> None:
     rep = diagnose(x)
     assert abs(rep.basic.mean - x64.mean()) <= 1e-7 * x64.std()
     assert rep.basic.std == pytest.approx(x64.std(), rel=1e-6)
+
+
+# ---------------------------------------------------------------- mean and std (mpmath truth)
+
+
+def _moments_truth(x: np.ndarray) -> tuple[float, float, float]:
+    """Mean, population std and mean |x| of every entry, at 60 digits from the stored values."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        v = [mpmath.mpf(float(e)) for e in x.ravel()]
+        n = len(v)
+        m = mpmath.fsum(v) / n
+        var = mpmath.fsum((e - m) ** 2 for e in v) / n
+        return float(m), float(mpmath.sqrt(var)), float(mpmath.fsum(abs(e) for e in v) / n)
+
+
+def _outlier_row(dtype: type) -> np.ndarray:
+    # one maximum far above V - 1 nearly equal values: centred at the maximum, the variance is
+    # the difference of two sums V times larger than itself
+    z = 1.0 + np.arange(3999) * 2.0**-20
+    return np.concatenate([[1e4], z]).astype(dtype)[None, :].repeat(3, 0)
+
+
+MOMENT_CASES = {
+    "issue-1e30": (np.array([[1e30, -1e30, 0.0]] * 3), (np.float32, np.float64)),
+    "spread-past-float32-max": (np.array([[3e38, -3e38, 0.0, 1.0]] * 2), (np.float32,)),
+    "float16-extremes": (np.array([[65504.0, -65504.0, 0.0, 1.0]] * 2), (np.float16,)),
+    "outlier-max": (None, (np.float32, np.float64)),
+    "offset-near-constant": (
+        (1000.0 + np.arange(600).reshape(3, 200) * 2.0**-13),
+        (np.float32, np.float64),
+    ),
+    "rows-far-apart": (
+        np.stack([1e6 + np.arange(50.0), -1e6 - np.arange(50.0), 3 + np.arange(50.0)]),
+        (np.float32, np.float64),
+    ),
+    "float64-1e308": (np.array([[1e308, -1e308, 0.0], [1e308, 1e308, 1e308]]), (np.float64,)),
+    "float64-squares-overflow": (
+        np.array([[1e155, 3e154, -2e155, 7.0], [-1e200, 1e200, 1.0, 0.0]]),
+        (np.float64,),
+    ),
+}
+
+
+def _moment_params() -> list[tuple[str, type, str]]:
+    out = []
+    for name, (_, dtypes) in MOMENT_CASES.items():
+        for dt in dtypes:
+            for backend in ("native", "numpy") if dt != np.float64 else ("numpy",):
+                out.append((name, dt, backend))
+    return out
+
+
+@pytest.mark.parametrize(("case", "dtype", "backend"), _moment_params())
+@pytest.mark.parametrize("chunked", [False, True])
+def test_mean_and_std_exact_for_any_finite_input(
+    case: str, dtype: type, backend: str, chunked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from logitlab import _native
+
+    if backend == "native" and _native.lib() is None:
+        pytest.skip("the native kernels are not built")
+    monkeypatch.setenv("LOGITLAB_NATIVE", "1" if backend == "native" else "0")
+    raw = MOMENT_CASES[case][0]
+    x = _outlier_row(dtype) if raw is None else np.asarray(raw).astype(dtype)
+    assert np.isfinite(x).all()
+    mean, std, mean_abs = _moments_truth(x)
+    # one row per chunk and two threads: the rows' moments meet in Chan's merge
+    kw = {"chunk_bytes": 1, "workers": 2} if chunked else {}
+    b = diagnose(x, **kw).basic
+    # float32 kernels sum g = z - mean in float32 blocks: a few 1e-7 of the deviations; the
+    # float64 sums of the NumPy path: a few ulps
+    tol = 4e-6 if backend == "native" else 1e-13
+    assert math.isfinite(b.std) and math.isfinite(b.mean)
+    assert b.std == pytest.approx(std, rel=tol, abs=0.0)
+    assert abs(b.mean - mean) <= tol * std + 1e-15 * mean_abs

@@ -50,8 +50,8 @@ def _truth(x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         "min": z.min(1),
         "sum_w": s,
         "ent_w": -(d * w).sum(1),
-        "sum_d": d.sum(1),
-        "sum_d2": (d * d).sum(1),
+        "mean": z.mean(1),
+        "std": z.std(1),
         "sum_w_half": (w * w).sum(1),
         "ent_w_half": -(d * w * w).sum(1) / 0.5,
         "sum_w_two": np.sqrt(w).sum(1),
@@ -83,6 +83,9 @@ def test_both_backends_fill_the_record_with_what_its_fields_name(
     keep = rp.ok
     want = _truth(x[keep], t[keep])
     for name in ROW_DTYPE.names:
-        # float32 work sums (blocks of 512 added in double, or NumPy's pairwise float32)
-        np.testing.assert_allclose(rp.q[name], want[name], rtol=2e-5, atol=0, err_msg=name)
+        # float32 work sums (blocks of 512 added in double, or NumPy's pairwise float32); a
+        # mean near 0 is held to the scale of the row's deviations
+        atol = 1e-6 * want["std"] if name == "mean" else 0.0
+        err = np.abs(rp.q[name] - want[name])
+        assert (err <= 2e-5 * np.abs(want[name]) + atol).all(), (name, err.max())
     assert h_logit.sum() == 39 * 700

@@ -15,8 +15,8 @@ histograms. With :math:`a = \max_i z_i` (first index :math:`k`), :math:`d_i = z_
 ``min``         :math:`\min_i z_i`
 ``sum_w``       :math:`s = \sum_i w_i`: :math:`\operatorname{lse} = a + \operatorname{log1p}(s)`
 ``ent_w``       :math:`h = -\sum_i d_i w_i \ge 0`: :math:`H = \operatorname{log1p}(s) + h / (1 + s)`
-``sum_d``       :math:`\sum_i d_i`
-``sum_d2``      :math:`\sum_i d_i^2`
+``mean``        :math:`\bar z = \frac1V \sum_i z_i`
+``std``         :math:`\sqrt{\frac1V \sum_i (z_i - \bar z)^2}` (population standard deviation)
 ``sum_w_half``  :math:`\sum_i w_i^2` (softmax at temperature 1/2)
 ``ent_w_half``  :math:`-\sum_i d_i w_i^2 / (1/2)`
 ``sum_w_two``   :math:`\sum_i \sqrt{w_i}` (temperature 2)
@@ -49,8 +49,8 @@ ROW_DTYPE = np.dtype(
             "min",
             "sum_w",
             "ent_w",
-            "sum_d",
-            "sum_d2",
+            "mean",
+            "std",
             "sum_w_half",
             "ent_w_half",
             "sum_w_two",
@@ -187,8 +187,6 @@ def _numpy_pass(
     q["max"], q["min"] = a, b
     q["sum_w"] = w.sum(axis=1, dtype=wd)
     q["ent_w"] = -np.einsum("ij,ij->i", e, w)  # sum d_i w_i >= 0
-    q["sum_d"] = e.sum(axis=1, dtype=wd)
-    q["sum_d2"] = np.einsum("ij,ij->i", e, e)
     # Temperature: softmax(z / T) reuses w: w^2 for T = 1/2, sqrt(w) for T = 2.
     buf = work.get("buf", (r, V), wd)
     for temp, (s_name, h_name) in TEMPERATURES.items():
@@ -221,7 +219,50 @@ def _numpy_pass(
     np.abs(x, out=e)
     q["min_abs"] = e.min(axis=1)
     q["abs_z_w"] = np.einsum("ij,ij->i", e, w)
+    # Moments in float64 (e is free again: float64 work reuses it)
+    g = e if wd == np.float64 else work.get("g", (r, V), np.float64)
+    q["mean"], q["std"] = row_moments(x, np.maximum(np.abs(a), np.abs(b)), g)
     return RowPass(ok, x, t, k, q, exp_counts, bias)
+
+
+_HUGE_EXP = 400  # rows beyond 2^400 (float64 only) are scaled down first: their squares stay finite
+
+
+def row_moments(x: np.ndarray, maxabs: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r"""Mean and population standard deviation of each row of finite ``x``, to a few float64 ulps.
+
+    The corrected two-pass algorithm (Chan, Golub & LeVeque 1983): :math:`m` = the row's pairwise
+    float64 sum over :math:`V`, :math:`g_i = x_i - m` in float64, then
+    :math:`ar x = m + \sum g / V` and :math:`M_2 = \sum g^2 - (\sum g)^2 / V`: no cancellation
+    whatever the row's offset, and no overflow (a float32 row's squares are below
+    :math:`10^{78}`; float64 rows with :math:`\max|x| > 2^{400}` are scaled by a power of two
+    first, which is exact).
+
+    Args:
+        x: finite rows, float32 or float64.
+        maxabs: :math:`\max_i |x_i|` of each row.
+        g: float64 work array of ``x``'s shape (overwritten).
+
+    Returns:
+        ``(mean, std)``, float64 per row.
+    """
+    V = x.shape[1]
+    mean = x.sum(axis=1, dtype=np.float64) / V
+    np.subtract(x, mean[:, None], out=g)
+    sg = g.sum(axis=1)
+    np.square(g, out=g)
+    m2 = g.sum(axis=1) - sg * sg / V
+    mean += sg / V
+    std = np.sqrt(np.maximum(m2, 0.0) / V)
+    if x.dtype != np.float64:
+        return mean, std  # float32 squares stay below 1e78: nothing to scale
+    huge = maxabs > 2.0**_HUGE_EXP
+    if huge.any():
+        e = np.frexp(maxabs[huge])[1] - _HUGE_EXP
+        xs = np.ldexp(x[huge], -e[:, None])
+        hm, hs = row_moments(xs, np.ldexp(maxabs[huge], -e), np.empty(xs.shape))
+        mean[huge], std[huge] = np.ldexp(hm, e), np.ldexp(hs, e)
+    return mean, std
 
 
 def _bincount_into(hist: np.ndarray, bits: np.ndarray, shift: int) -> None:

@@ -24,6 +24,7 @@ References:
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -93,38 +94,65 @@ def _agree(a: Any, b: Any) -> Any:
     return a
 
 
+_BIG_EXP = 400  # |mean| or std beyond 2^400: scale by a power of two so that squares stay finite
+
+
+def _scale_for(v: float) -> int:
+    # the power of two that brings v (>= 0) to at most 2^_BIG_EXP; 0 for every float32 value
+    return max(0, math.frexp(v)[1] - _BIG_EXP) if math.isfinite(v) else 0
+
+
 @dataclass(frozen=True)
 class Moments:
-    r"""Count, mean and sum of squared deviations :math:`M_2 = \sum_i (x_i - \bar x)^2`.
+    r"""Count, mean and sum of squared deviations :math:`M_2 = \sum_i (x_i - \bar x)^2` of
+    finite values, stored as ``m2`` :math:`= M_2 / 4^{\text{scale}}`: ``scale`` is 0 unless
+    the values exceed :math:`2^{400}` (float64 only), where :math:`M_2` itself would overflow
+    although the standard deviation does not.
 
     Example:
         >>> a, b = Moments(2, 1.5, 0.5), Moments(1, 3.0, 0.0)  # [1, 2] and [3]
         >>> m = a.merge(b)
-        >>> m.n, m.mean, m.m2
-        (3, 2.0, 2.0)
+        >>> m.n, m.mean, m.m2, m.std
+        (3, 2.0, 2.0, 0.816496580927726)
     """
 
     n: int = 0
     mean: float = 0.0
     m2: float = 0.0
+    scale: int = 0
+
+    @property
+    def std(self) -> float:
+        r"""Population standard deviation :math:`\sqrt{M_2 / n}` (NaN for no values)."""
+        return math.ldexp(math.sqrt(self.m2 / self.n), self.scale) if self.n else math.nan
 
     @classmethod
-    def of_rows(cls, means: np.ndarray, m2s: np.ndarray, per_row: int) -> Moments:
-        """The moments of rows of ``per_row`` entries each, from their means and :math:`M_2`."""
+    def of_rows(cls, means: np.ndarray, stds: np.ndarray, per_row: int) -> Moments:
+        r"""The moments of rows of ``per_row`` values each, from their means and standard
+        deviations: :math:`M_2 = V \sum_r (\sigma_r^2 + (\bar x_r - \bar x)^2)`."""
+        e = _scale_for(float(max(np.abs(means).max(), stds.max())))
+        if e:
+            means, stds = np.ldexp(means, -e), np.ldexp(stds, -e)
         mean = float(means.mean())
-        m2 = float(m2s.sum() + per_row * np.sum((means - mean) ** 2))
-        return cls(len(means) * per_row, mean, m2)
+        m2 = per_row * float(np.sum(stds * stds) + np.sum((means - mean) ** 2))
+        return cls(len(means) * per_row, math.ldexp(mean, e), m2, e)
 
     def merge(self, other: Moments) -> Moments:
         r"""Chan's update: :math:`\delta = \bar x_b - \bar x_a`,
         :math:`\bar x = \bar x_a + \delta n_b / n`,
-        :math:`M_2 = M_{2,a} + M_{2,b} + \delta^2 n_a n_b / n`."""
+        :math:`M_2 = M_{2,a} + M_{2,b} + \delta^2 n_a n_b / n` (in the larger scale)."""
         if other.n == 0:
             return self
+        if self.n == 0:
+            return other
+        e = max(self.scale, other.scale, _scale_for(max(abs(self.mean), abs(other.mean))))
+        a, b = math.ldexp(self.mean, -e), math.ldexp(other.mean, -e)
         tot = self.n + other.n
-        delta = other.mean - self.mean
-        mean = self.mean + delta * other.n / tot
-        return Moments(tot, mean, self.m2 + (other.m2 + delta * delta * self.n * other.n / tot))
+        delta = b - a
+        m2 = math.ldexp(self.m2, 2 * (self.scale - e)) + (
+            math.ldexp(other.m2, 2 * (other.scale - e)) + delta * delta * self.n * other.n / tot
+        )
+        return Moments(tot, math.ldexp(a + delta * other.n / tot, e), m2, e)
 
 
 SUM = Merge("sum", operator.add)

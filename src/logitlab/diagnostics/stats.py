@@ -231,7 +231,6 @@ class LogitStats:
         ar = np.arange(r)
         self.ok_rows += r
         a64, b64, s, edw = q["max"], q["min"], q["sum_w"], q["ent_w"]
-        sum_e, sum_e2 = q["sum_d"], q["sum_d2"]
         log1ps = np.log1p(s)
         lse = a64 + log1ps
         gap = s / (1 + s)  # 1 - p_max, exact
@@ -242,10 +241,8 @@ class LogitStats:
             self.t_h[temp] += float(np.sum(np.log1p(st) + sdw / (1 + st)))
             self.t_top[temp] += float(np.sum(1 / (1 + st)))
 
-        # Moments: row means/M2 from e (centred at the row max), merged with Chan's formula.
-        row_mean = a64 + sum_e / V
-        row_m2 = np.maximum(sum_e2 - sum_e * sum_e / V, 0.0)
-        self.moments = self.moments.merge(Moments.of_rows(row_mean, row_m2, V))
+        # Moments: rows' means and standard deviations, merged with Chan's update.
+        self.moments = self.moments.merge(Moments.of_rows(q["mean"], q["std"], V))
 
         self.vmin = min(self.vmin, float(b64.min()))
         self.vmax = max(self.vmax, float(a64.max()))
@@ -348,7 +345,7 @@ class LogitStats:
             min=self.vmin if n else nan,
             max=self.vmax if n else nan,
             mean=self.moments.mean if n else nan,
-            std=math.sqrt(self.moments.m2 / self.moments.n) if n else nan,
+            std=self.moments.std,
             max_abs=self.max_abs if n else nan,
             min_abs=self.min_abs if n else nan,
             spread_mean=self.spread_sum / n if n else nan,
