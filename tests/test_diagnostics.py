@@ -633,3 +633,86 @@ def test_mean_and_std_exact_for_any_finite_input(
     assert math.isfinite(b.std) and math.isfinite(b.mean)
     assert b.std == pytest.approx(std, rel=tol, abs=0.0)
     assert abs(b.mean - mean) <= tol * std + 1e-15 * mean_abs
+
+
+# ---------------------------------------------------------------- where the non-finite rows are
+
+
+def _first_rows(x: np.ndarray) -> dict[str, int | None]:
+    """The first row (C order, class axis last) holding each kind, found directly."""
+    rows = x.reshape(-1, x.shape[-1])
+    out: dict[str, int | None] = {}
+    for kind, mask in (
+        ("nan", np.isnan(rows)),
+        ("posinf", rows == np.inf),
+        ("neginf", rows == -np.inf),
+    ):
+        hit = np.flatnonzero(mask.any(axis=1))
+        out[kind] = int(hit[0]) if hit.size else None
+    return out
+
+
+@pytest.mark.parametrize("backend", ["native", "numpy"])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_nonfinite_finding_says_where(
+    backend: str, chunked: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOGITLAB_NATIVE", "1" if backend == "native" else "0")
+    x = RNG.normal(size=(400, 16)).astype(np.float32)
+    x[[37, 250], 3] = np.nan
+    x[[201, 390], 0] = np.inf
+    x[[5, 399], 1] = -np.inf
+    kw = {"chunk_bytes": 16 * 8 * 9, "workers": 2} if chunked else {}  # 45 chunks, two threads
+    rep = diagnose(x, **kw)
+    b = rep.basic
+    want = _first_rows(x)
+    assert (b.first_nan_row, b.first_posinf_row, b.first_neginf_row) == (37, 201, 5)
+    assert want == {"nan": 37, "posinf": 201, "neginf": 5}
+    f = next(f for f in rep.findings if f.code == "nonfinite")
+    assert "2 NaN, first in row 37; 2 +inf, first in row 201; 2 -inf, first in row 5" in f.message
+    clean = diagnose(np.zeros((3, 4)))
+    assert (clean.basic.first_nan_row, clean.basic.first_posinf_row) == (None, None)
+
+
+def test_nonfinite_rows_of_a_3d_input_and_another_axis() -> None:
+    x = RNG.normal(size=(3, 7, 5))  # class axis 1: rows are (batch, position) = 3 x 5
+    x[2, 4, 3] = np.nan  # row (2, 3) = row 13 in C order
+    x[1, 0, 0] = -np.inf  # row (1, 0) = 5
+    rep = diagnose(x, axis=1)
+    assert (rep.basic.first_nan_row, rep.basic.first_neginf_row) == (13, 5)
+    assert rep.basic.first_posinf_row is None
+    msg = next(f for f in rep.findings if f.code == "nonfinite").message
+    assert "first in row 13 (index (2, 3))" in msg and "first in row 5 (index (1, 0))" in msg
+
+
+def test_diagnose_file_names_the_row_in_the_file(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from logitlab.diagnostics import diagnose_file
+
+    x = RNG.normal(size=(3000, 24)).astype(np.float16)
+    x[2718, 5] = np.nan
+    x[1234, 0] = np.inf
+    x[2999, -1] = -np.inf
+    f = Path(str(tmp_path)) / "z.npy"
+    np.save(f, x)
+    rep = diagnose_file(f, chunk_bytes=24 * 8 * 100, workers=2)  # 30 chunks
+    assert (rep.basic.first_nan_row, rep.basic.first_posinf_row) == (2718, 1234)
+    assert rep.basic.first_neginf_row == 2999
+    y = RNG.normal(size=(40, 6, 9)).astype(np.float32)  # streamed by file rows, 6 rows each
+    y[33, 4, 2] = np.nan
+    g = Path(str(tmp_path)) / "y.npy"
+    np.save(g, y)
+    rep = diagnose_file(g, chunk_bytes=9 * 8 * 12, workers=2)
+    assert rep.basic.first_nan_row == 33 * 6 + 4
+    assert "first in row 202 (index (33, 4))" in rep.findings[0].message
+
+
+def test_first_rows_merge_and_follow_the_offsets() -> None:
+    a, b = LogitStats(3), LogitStats(3)
+    b.update(np.array([[0.0, np.nan, 1.0]]), row_offset=10)
+    a.update(np.array([[0.0, 1.0, 2.0], [np.inf, 0.0, 0.0]]))  # rows 0, 1
+    a.update(np.array([[np.nan, 0.0, 0.0]]))  # row 2: offsets follow the rows seen
+    b.merge(a)
+    rep = b.finalize()
+    assert (rep.basic.first_nan_row, rep.basic.first_posinf_row) == (2, 1)

@@ -105,7 +105,7 @@ def test_merge_over_any_split_equals_one_pass(
         parts = []
         for a, b in zip(bounds[:-1], bounds[1:], strict=True):
             p = LogitStats(37)  # an empty part is an identity of merge
-            p.update(x[a:b], None if tt is None else tt[a:b])
+            p.update(x[a:b], None if tt is None else tt[a:b], row_offset=a)
             parts.append(p)
         order.shuffle(parts)  # type: ignore[attr-defined]
         while len(parts) > 1:  # merge in a random tree

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from logitlab.diagnostics.formats import FORMATS
 from logitlab.diagnostics.hist import GradHist
 from logitlab.diagnostics.results import Finding, LogitReport, MixedPrecision
@@ -13,18 +15,35 @@ __all__ = ["CONFIDENT", "findings", "loss_scale_advice"]
 CONFIDENT = 0.99  # "confident": top probability above this
 
 
+def _first_in(rep: LogitReport, row: int | None) -> str:
+    # ", first in row 13" (with its index when the rows span more than one axis)
+    if row is None:
+        return ""
+    lead = [n for i, n in enumerate(rep.shape) if i != rep.axis % len(rep.shape)]
+    if len(lead) <= 1:
+        return f", first in row {row}"
+    return f", first in row {row} (index {tuple(int(i) for i in np.unravel_index(row, lead))})"
+
+
 def findings(rep: LogitReport) -> list[Finding]:
     """The findings of a report, most severe first."""
     out: list[Finding] = []
     b = rep.basic
     if b.nonfinite_rows:
+        kinds = [
+            f"{count} {name}" + _first_in(rep, row)
+            for name, count, row in (
+                ("NaN", b.nan_count, b.first_nan_row),
+                ("+inf", b.posinf_count, b.first_posinf_row),
+                ("-inf", b.neginf_count, b.first_neginf_row),
+            )
+        ]
         out.append(
             Finding(
                 "high",
                 "nonfinite",
                 f"{b.nonfinite_rows} of {rep.n_rows} rows contain NaN or inf "
-                f"(NaN {b.nan_count}, +inf {b.posinf_count}, -inf {b.neginf_count}); they are "
-                "excluded from the other statistics",
+                f"({'; '.join(kinds)}); they are excluded from the other statistics",
                 "NaN/+inf logits come from an earlier overflow; -inf is usually a mask: make sure "
                 "each row keeps a finite entry and use a masked softmax",
             )

@@ -31,7 +31,11 @@ class Finding:
 
 @dataclass
 class BasicStats:
-    """Counts of non-finite values and moments of the finite rows."""
+    """Counts of non-finite values, where they first are, and moments of the finite rows.
+
+    ``first_*_row``: the first row (the rows in C order of the input with the class axis
+    removed; in a file, its rows as stored) holding a NaN, a +inf or a -inf; ``None`` if none.
+    """
 
     nan_count: int
     posinf_count: int
@@ -47,6 +51,9 @@ class BasicStats:
     spread_mean: float
     spread_min: float
     spread_max: float
+    first_nan_row: int | None = None
+    first_posinf_row: int | None = None
+    first_neginf_row: int | None = None
 
 
 @dataclass

@@ -32,13 +32,15 @@ def _run_chunks(
     make: Callable[[], LogitStats],
     workers: int | None,
     progress: ProgressFn | None,
+    rows_per_unit: int = 1,
 ) -> LogitStats:
     # Worker threads pull chunk indices from a shared counter (NumPy releases the GIL in its
     # loops); each keeps its own accumulator and buffers, merged at the end. Chunks are read by the
     # worker that processes them, so at most `workers` chunks are in memory at once. They are read
     # under the lock, in file order: a sequential source (a compressed .npz member) is then never
     # asked to go back and decompress again from the start. A memory-mapped chunk is only a view
-    # there; its pages are read by the update, in parallel.
+    # there; its pages are read by the update, in parallel. A chunk starting at unit a starts at
+    # row a * rows_per_unit: the accumulators count the rows' positions from there.
     starts = list(range(0, n_rows, rows_per_chunk)) or [0]
     nw = _workers(len(starts), workers)
     lock = threading.Lock()
@@ -56,7 +58,7 @@ def _run_chunks(
                         return
                     bnd = min(n_rows, a + rows_per_chunk)
                     x, t = get(a, bnd)
-                st.update(x, t)
+                st.update(x, t, row_offset=a * rows_per_unit)
             except BaseException as exc:  # re-raised in the caller's thread
                 errors.append(exc)
                 return
@@ -308,4 +310,6 @@ def diagnose_file(
             c = np.moveaxis(c, ax, -1)
         return c, None if tgt is None else tgt[a:b]
 
-    return _run_chunks(n_rows, V, rows, get, make, workers, progress).finalize()
+    # a file row (along axis 0) holds per_row / V distributions: row offsets count those
+    unit = per_row // V if len(shape) > 1 else 1
+    return _run_chunks(n_rows, V, rows, get, make, workers, progress, unit).finalize()

@@ -23,6 +23,7 @@ from logitlab.diagnostics.state import (
     AGREE,
     ARRAY_SUM,
     CHAN,
+    FIRST,
     KEY_SUM,
     MAX,
     MIN,
@@ -48,6 +49,11 @@ def _per_format() -> dict[str, int]:
 
 def _unit_hist() -> np.ndarray:
     return np.zeros(len(UNIT_BINS) - 1, np.int64)
+
+
+def _first_row(mask: np.ndarray, rows: np.ndarray) -> int | None:
+    hit = mask.any(axis=1)
+    return int(rows[np.argmax(hit)]) if hit.any() else None
 
 
 @accumulator
@@ -102,6 +108,9 @@ class LogitStats:
     posinf: int = state(0, SUM)
     neginf: int = state(0, SUM)
     bad_rows: int = state(0, SUM)
+    first_nan_row: int | None = state(None, FIRST)  # row index among all rows (row_offset)
+    first_posinf_row: int | None = state(None, FIRST)
+    first_neginf_row: int | None = state(None, FIRST)
     # -- values
     vmin: float = state(math.inf, MIN)
     vmax: float = state(-math.inf, MAX)
@@ -158,9 +167,12 @@ class LogitStats:
 
     # ----------------------------------------------------------------- update
 
-    def update(self, chunk: Any, target: Any = None) -> None:
+    def update(self, chunk: Any, target: Any = None, *, row_offset: int | None = None) -> None:
         """Add rows: ``chunk`` has the class axis last (any leading shape), ``target`` the
         matching leading shape of integer class indices (or ``None``: use the argmax).
+        ``row_offset`` is the index of the chunk's first row among all rows, which the report's
+        ``first_*_row`` count from (default: the rows this accumulator has seen, right for
+        chunks added in order; accumulators to be merged need their own offsets).
 
         Raises:
             ValueError: wrong class count, target shape or out-of-range targets; mixing chunks
@@ -198,6 +210,7 @@ class LogitStats:
                 )
         if x.shape[0] == 0:
             return
+        row0 = self.rows if row_offset is None else int(row_offset)
         self.rows += x.shape[0]
         work = np.float64 if x.dtype.kind != "f" or x.dtype.itemsize > 4 else np.float32
         if x.dtype == work or native_lib(x) is not None:
@@ -206,19 +219,24 @@ class LogitStats:
             xw = self._work.get("x", x.shape, work)
             xw[...] = x  # exact widening (float16 -> float32, int -> float64)
         with np.errstate(all="ignore"):
-            self._update_rows(xw, t)
+            self._update_rows(xw, t, row0)
 
-    def _count_bad_rows(self, xb: np.ndarray) -> None:
-        # rows left out of every statistic: their NaN / +inf / -inf entries are counted exactly
-        self.nan += int(np.count_nonzero(np.isnan(xb)))
-        self.posinf += int(np.count_nonzero(xb == np.inf))
-        self.neginf += int(np.count_nonzero(xb == -np.inf))
+    def _count_bad_rows(self, xb: np.ndarray, rows: np.ndarray) -> None:
+        # rows left out of every statistic (their indices: rows): their NaN / +inf / -inf
+        # entries are counted exactly, and the first row holding each kind is kept
         self.bad_rows += xb.shape[0]
+        nan, pinf, ninf = np.isnan(xb), xb == np.inf, xb == -np.inf
+        self.nan += int(np.count_nonzero(nan))
+        self.posinf += int(np.count_nonzero(pinf))
+        self.neginf += int(np.count_nonzero(ninf))
+        self.first_nan_row = FIRST.fn(self.first_nan_row, _first_row(nan, rows))
+        self.first_posinf_row = FIRST.fn(self.first_posinf_row, _first_row(pinf, rows))
+        self.first_neginf_row = FIRST.fn(self.first_neginf_row, _first_row(ninf, rows))
 
-    def _update_rows(self, x: np.ndarray, t: np.ndarray | None) -> None:
+    def _update_rows(self, x: np.ndarray, t: np.ndarray | None, row0: int) -> None:
         rp = row_pass(x, t, self.h_logit, self._work)
         if not rp.ok.all():
-            self._count_bad_rows(x[~rp.ok])
+            self._count_bad_rows(x[~rp.ok], row0 + np.flatnonzero(~rp.ok))
         self.grad.add_exponents(rp.exp_counts, rp.exp_bias)
         if rp.x.shape[0]:
             self._accumulate(rp.x, rp.t, rp.k, rp.q)
@@ -351,6 +369,9 @@ class LogitStats:
             spread_mean=self.spread_sum / n if n else nan,
             spread_min=self.spread_min if n else nan,
             spread_max=self.spread_max if n else nan,
+            first_nan_row=self.first_nan_row,
+            first_posinf_row=self.first_posinf_row,
+            first_neginf_row=self.first_neginf_row,
         )
         dtypes = {}
         for name, f in FORMATS.items():
