@@ -118,7 +118,17 @@ void logitlab_diag_rows(const void *x, int is_half, const int64_t *t, int64_t n,
             continue;
         }
         kout[r] = k;
-        /* B */
+        /* B reads zb: z itself, except in a float32 row whose spread exceeds FLT_MAX, where
+         * d = z - a overflows to -inf and -inf * w is NaN although w = exp(d) = 0. There the
+         * entries below a - 2^127 (w = 0 either way) are clamped to it in the scratch row,
+         * unused for float32 input (a float16 row spans at most 2^17). */
+        const double spread = (double)a - (double)b;
+        const float *zb = z;
+        if (spread > FLT_MAX) {
+            const float lo = a - 0x1p127f;
+            for (int64_t i = 0; i < V; i++) zr[i] = z[i] < lo ? lo : z[i];
+            zb = zr;
+        }
         const v8f va = splat(a);
         double acc[7] = {0};
         for (int64_t i0 = 0; i0 < V; i0 += DIAG_BLOCK) {
@@ -127,7 +137,7 @@ void logitlab_diag_rows(const void *x, int is_half, const int64_t *t, int64_t n,
             v8f s05 = splat(0), sdw05 = splat(0), s2 = splat(0), sdw2 = splat(0);
             for (int64_t i = i0; i < i1; i += VL) {
                 const int64_t len = i1 - i < VL ? i1 - i : VL;
-                v8f v = len == VL ? loadu(z + i) : load_tail(z + i, len, a);
+                v8f v = len == VL ? loadu(zb + i) : load_tail(zb + i, len, a);
                 v8f d = v - va; /* tail lanes: d = 0, w masked below */
                 const v8i idx = lane + splati((int32_t)i);
                 const v8i keep = (idx < splati((int32_t)V)) & (idx != splati((int32_t)k));
@@ -188,7 +198,7 @@ void logitlab_diag_rows(const void *x, int is_half, const int64_t *t, int64_t n,
             sg2 += hsumd(g2) + t2;
         }
         double mean = c + sg * inv_v, m2 = sg2 - sg * sg * inv_v, std;
-        if ((double)a - (double)b > 0x1p60) moments_f64(z, V, &mean, &std);
+        if (spread > 0x1p60) moments_f64(z, V, &mean, &std);
         else std = sqrt((m2 > 0.0 ? m2 : 0.0) * inv_v);
         /* the maximal entry holds p_max, not the w_k * p_max = 0 counted in exponent bin 0 */
         {

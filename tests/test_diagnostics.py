@@ -716,3 +716,30 @@ def test_first_rows_merge_and_follow_the_offsets() -> None:
     b.merge(a)
     rep = b.finalize()
     assert (rep.basic.first_nan_row, rep.basic.first_posinf_row) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "backend"),
+    [(np.float32, "native"), (np.float32, "numpy"), (np.float64, "numpy")],
+)
+def test_rows_whose_spread_exceeds_the_dtype_range(
+    dtype: type, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # z - max overflows to -inf below max - MAX: exp gives 0 there, but -inf * 0 made the
+    # entropy NaN. The two maxima tie: p = (1/2, 1/2, 0, 0) at every temperature.
+    monkeypatch.setenv("LOGITLAB_NATIVE", "1" if backend == "native" else "0")
+    big = float(np.finfo(dtype).max) * 0.9
+    x = np.array([[big, big, -big, 0.0]] * 3, dtype=dtype)
+    rep = diagnose(x, [0, 2, 3])
+    e = rep.entropy
+    for got in (e.mean_nats, e.min_nats, e.max_nats):
+        assert got == pytest.approx(math.log(2), rel=1e-6)
+    for key in ("0.5", "2"):
+        assert e.temperature[key]["mean_entropy_nats"] == pytest.approx(math.log(2), rel=1e-6)
+        assert e.temperature[key]["mean_top_prob"] == pytest.approx(0.5, rel=1e-6)
+    assert rep.saturation.mean_top_prob == pytest.approx(0.5, rel=1e-6)
+    h = rep.histograms["logits"]
+    assert np.isfinite(h["edges"]).all()
+    # the plot bins logits by their float32 pattern: float64 ones past float32 are left out
+    assert sum(h["counts"]) == (x.size if dtype == np.float32 else 3)
+    assert json.loads(rep.to_json())["entropy"]["mean_nats"] == pytest.approx(math.log(2))

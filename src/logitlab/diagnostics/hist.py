@@ -106,7 +106,9 @@ def display_histograms(
     grad: GradHist,
 ) -> dict[str, dict[str, list[Any]]]:
     """The report's histograms: ``edges`` and ``counts`` of the logits (60 equal bins over
-    ``[vmin, vmax]``), the top probability, the normalised entropy and ``floor(log2 |g|)``."""
+    ``[vmin, vmax]``; float64 logits beyond the float32 range, whose float32 pattern is
+    infinite, are left out), the top probability, the normalised entropy and
+    ``floor(log2 |g|)``."""
     out: dict[str, dict[str, list[Any]]] = {}
     # Logits: the exact bfloat16-resolution bins merged into 60 equal bins over [min, max]
     # by the bins' lower edges (display only; exact counts stay in the accumulator).
@@ -117,7 +119,8 @@ def display_histograms(
         lo, cnt = lo[fin], h_logit[keys][fin]
         if vmax <= vmin:
             vmax = vmin + 1.0
-        edges = np.linspace(vmin, vmax, 61)
+        # halves: vmax - vmin may exceed the float64 range, (vmax - vmin) / 2 never does
+        edges = np.linspace(vmin / 2, vmax / 2, 61) * 2
         idx = np.clip(np.searchsorted(edges, lo, side="right") - 1, 0, 59)
         counts = np.bincount(idx, weights=cnt, minlength=60)
         out["logits"] = {"edges": edges.tolist(), "counts": counts.tolist()}

@@ -181,6 +181,9 @@ def _numpy_pass(
     # logitlab.special), so that s, 1 - p_max and the entropy carry no cancellation.
     e = work.get("e", (r, V), wd)
     np.subtract(x, a[:, None], out=e)
+    if np.any(a.astype(np.float64) - b > np.finfo(wd).max):
+        # a spread beyond the dtype's range: e = -inf, and e * exp(e) would be -inf * 0 = NaN
+        np.maximum(e, -np.finfo(wd).max, out=e)
     w = work.get("w", (r, V), wd)
     np.exp(e, out=w)
     w[ar, k] = 0
