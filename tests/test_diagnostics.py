@@ -404,6 +404,45 @@ def test_report_json_is_strict_with_non_finite_numbers() -> None:
     assert d["basic"]["nan_count"] == 1
 
 
+# every public name logitlab.diagnostics defined when it was one module (and the two that
+# logitlab re-exports): they stay importable from the same paths
+PUBLIC = [
+    "BasicStats",
+    "Conditioning",
+    "DtypeRisk",
+    "EntropyStats",
+    "FORMATS",
+    "Finding",
+    "Format",
+    "LogitReport",
+    "LogitStats",
+    "MixedPrecision",
+    "ProgressFn",
+    "Saturation",
+    "diagnose",
+    "diagnose_file",
+    "round_to_format",
+    "simulate_softmax",
+]
+
+
+def test_every_public_name_imports_from_the_same_path() -> None:
+    import importlib
+
+    import logitlab
+    import logitlab.diagnostics as pkg
+
+    for name in PUBLIC:
+        obj = getattr(pkg, name)
+        assert name in pkg.__all__
+        if hasattr(obj, "__module__") and not name.isupper() and name != "ProgressFn":
+            # defined in one of the package's modules, re-exported unchanged
+            mod = importlib.import_module(obj.__module__)
+            assert mod.__name__.startswith("logitlab.diagnostics.") and getattr(mod, name) is obj
+    assert logitlab.diagnose is pkg.diagnose and logitlab.LogitReport is pkg.LogitReport
+    assert {"diagnose", "LogitReport"} <= set(logitlab.__all__)
+
+
 def test_the_package_imports_only_downward() -> None:
     # logitlab.diagnostics may import the core helpers below it, never report/cli/app/torch:
     # every import statement of the package, lazy ones inside functions included

@@ -34,8 +34,28 @@ exact for the model at the cost of a few row vectors. bfloat16 has no NumPy dtyp
 by rounding float64 values to 8 significant bits with round-half-even (:func:`round_to_format`,
 checked against ``torch.bfloat16`` in the tests).
 
+Moments: each row's mean and standard deviation come from sums centred at the row's own mean
+(the corrected two-pass algorithm), in float64 or in float32 blocks added in double, and rows
+merge by Chan's parallel update, scaled by a power of two beyond :math:`2^{400}`: exact to a few
+ulps of the work dtype for any finite input.
+
 Non-finite values: rows that contain NaN or +-inf (including ``-inf`` masks) are counted exactly
-(NaN, +inf, -inf entries and rows) and excluded from every other statistic.
+(NaN, +inf, -inf entries and rows), the first row holding each is kept, and they are excluded
+from every other statistic.
+
+Modules, one concern each (imports flow down this list; none imports :mod:`logitlab.report`):
+
+* :mod:`~logitlab.diagnostics.runners`: :func:`diagnose`, :func:`diagnose_file`, the chunk and
+  thread runner;
+* :mod:`~logitlab.diagnostics.stats`: :class:`LogitStats`, the accumulator;
+* :mod:`~logitlab.diagnostics.findings`: findings and the loss-scale advice;
+* :mod:`~logitlab.diagnostics.rows`: the per-row entry pass (native kernel or NumPy) filling the
+  record :data:`~logitlab.diagnostics.rows.ROW_DTYPE`, the C struct ``logitlab_diag_row``;
+* :mod:`~logitlab.diagnostics.hist`: the fixed-bin histograms;
+* :mod:`~logitlab.diagnostics.state`: declared state fields and their merges;
+* :mod:`~logitlab.diagnostics.results`: :class:`LogitReport` and its parts, plain dataclasses
+  (``to_dict``, ``to_json``; rendering is :mod:`logitlab.report.diagnose`'s);
+* :mod:`~logitlab.diagnostics.formats`: the IEEE formats, rounding and the softmax model.
 
 References:
     P. Micikevicius et al., "Mixed Precision Training", ICLR 2018 (loss scaling).
