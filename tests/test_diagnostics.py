@@ -755,6 +755,8 @@ def test_first_rows_merge_and_follow_the_offsets() -> None:
     b.merge(a)
     rep = b.finalize()
     assert (rep.basic.first_nan_row, rep.basic.first_posinf_row) == (2, 1)
+    with pytest.raises(ValueError, match="row_offset"):
+        a.update(np.zeros((1, 3)), row_offset=-1)
 
 
 @pytest.mark.parametrize(

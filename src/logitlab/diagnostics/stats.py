@@ -62,10 +62,12 @@ class LogitStats:
 
     ``update`` takes row chunks with the class axis last; ``merge`` combines accumulators built on
     disjoint rows (threads, files, ranks) and is exact for every count and histogram (moments use
-    Chan's parallel update); ``finalize`` builds the :class:`LogitReport`. Memory is independent
-    of the number of rows: a few histograms of fixed size (about 0.6 MB) plus, during ``update``,
-    two rows of scratch for the native kernel (float16/float32 input) or four work-dtype
-    buffers of the chunk's size (the NumPy path).
+    Chan's parallel update); ``finalize`` builds the :class:`LogitReport`. Every field is state
+    declared once with its default and its merge (:mod:`logitlab.diagnostics.state`), so
+    ``merge`` needs no list of fields. Memory is independent of the number of rows: a few
+    histograms of fixed size (about 0.6 MB) plus, during ``update``, two rows of scratch for the
+    native kernel (float16/float32 input) or work buffers of about four times the chunk's size
+    in float64 (the NumPy path).
 
     Per row, with :math:`p = \operatorname{softmax}(z)`, target :math:`t` and
     :math:`\ell = -\log p_t`:
@@ -176,7 +178,7 @@ class LogitStats:
 
         Raises:
             ValueError: wrong class count, target shape or out-of-range targets; mixing chunks
-                with and without targets.
+                with and without targets; a negative ``row_offset``.
             TypeError: non-numeric chunk or non-integer targets.
         """
         x = np.asarray(chunk)
@@ -208,6 +210,8 @@ class LogitStats:
                 raise ValueError(
                     f"target values must be in [0, {self.V}), got {t.min()}..{t.max()}"
                 )
+        if row_offset is not None and int(row_offset) < 0:
+            raise ValueError(f"row_offset must be a row index >= 0, got {row_offset}")
         if x.shape[0] == 0:
             return
         row0 = self.rows if row_offset is None else int(row_offset)
