@@ -116,6 +116,26 @@ static inline double hsumd(v8f a) {
     return s;
 }
 
+/* One row of logitlab_diag_rows' output (csrc/diag_rows.c). logitlab.diagnostics.rows.ROW_DTYPE
+ * declares the same fields, all double, in the same order, and the NumPy pass fills the same
+ * record; tests/test_diagnostics_rows.py reads this declaration and compares the two.
+ * With a = max z (first index k), d_i = z_i - a and w_i = exp(d_i) for i != k, w_k = 0: */
+typedef struct {
+    double max;         /* a */
+    double min;         /* min z */
+    double sum_w;       /* s = sum w: lse = a + log1p(s), 1 - p_max = s / (1 + s) */
+    double ent_w;       /* -sum d w >= 0: entropy = log1p(s) + ent_w / (1 + s) */
+    double mean;        /* mean of z */
+    double std;         /* population standard deviation of z */
+    double sum_w_half;  /* temperature 1/2: sum w^2 */
+    double ent_w_half;  /* -sum d w^2 / (1/2) */
+    double sum_w_two;   /* temperature 2: sum sqrt(w) */
+    double ent_w_two;   /* -sum d sqrt(w) / 2 */
+    double abs_z_w;     /* sum |z| w */
+    double min_abs;     /* min |z| */
+    double p_target;    /* p at the target (the argmax without targets), as the kernel rounds it */
+} logitlab_diag_row;
+
 /* lane-wise min, |a| and sqrt */
 static inline v8f vmin8(v8f a, v8f b) { return (v8f)(((v8i)a & (v8i)(a < b)) | ((v8i)b & ~(v8i)(a < b))); }
 static inline v8f vabs8(v8f a) { return (v8f)((v8i)a & splati(0x7fffffff)); }

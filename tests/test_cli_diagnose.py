@@ -163,7 +163,8 @@ def test_chunks_are_read_in_file_order() -> None:
     # decompress again from the start. Reads now happen in order even with two workers.
     import time
 
-    from logitlab.diagnostics import LogitStats, _run_chunks
+    from logitlab.diagnostics import LogitStats
+    from logitlab.diagnostics.runners import _run_chunks
 
     x = np.random.default_rng(2).standard_normal((100, 6))
     seen: list[int] = []

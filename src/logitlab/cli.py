@@ -323,7 +323,9 @@ if typer is not None:
             with progress_bar("diagnose", enabled=not json_out) as update:
                 rep = diagnose_file(file, key, axis, target_key=target_key, progress=update)
             if html is not None:
-                atomic_write(html, rep.to_html())
+                from logitlab.report.diagnose import to_html
+
+                atomic_write(html, to_html(rep))
         if json_out:
             print(rep.to_json())
             return

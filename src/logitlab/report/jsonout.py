@@ -1,35 +1,5 @@
-"""JSON rendering that accepts NumPy scalars/arrays and non-finite floats."""
+"""Strict JSON for the reports: :func:`logitlab._json.to_json` (kept importable from here)."""
 
-from __future__ import annotations
+from logitlab._json import to_json
 
-import json
-import math
-from typing import Any
-
-import numpy as np
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _clean(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        # JSON has no inf/NaN: write them as strings so every parser can read the file.
-        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
-    return obj
-
-
-def to_json(obj: Any, indent: int | None = 2) -> str:
-    """Serialise ``obj`` (dicts/lists of numbers, NumPy values) to strict JSON.
-
-    Example:
-        >>> import numpy as np
-        >>> to_json({"a": np.float32(0.5), "b": float("inf")}, indent=None)
-        '{"a": 0.5, "b": "inf"}'
-    """
-    return json.dumps(_clean(obj), indent=indent, allow_nan=False)
+__all__ = ["to_json"]

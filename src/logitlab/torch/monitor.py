@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from logitlab.diagnostics import FORMATS
+from logitlab.diagnostics.formats import FORMATS
 
 __all__ = [
     "LogitMonitor",
