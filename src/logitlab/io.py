@@ -34,6 +34,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from logitlab._array import to_numpy
 from logitlab._outputs import atomic_write, write_files
 
 __all__ = [
@@ -112,15 +113,6 @@ def _check_numeric(where: str, dtype: Any) -> None:
 
 def _is_torch_dtype(dtype: Any) -> bool:
     return type(dtype).__module__ == "torch"
-
-
-def _torch_to_numpy(t: Any) -> np.ndarray:
-    import torch
-
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: widen exactly to float32
-        t = t.float()
-    return t.numpy()
 
 
 def _mib(nbytes: int) -> str:
@@ -609,12 +601,12 @@ def _open_pt(p: Path, key: str | None) -> ArraySource:
     # torch.load(mmap=True) maps the storage: convert row slices as they are asked for, so that
     # a bfloat16 tensor is widened chunk by chunk rather than as one float32 copy of the file
     t = obj.detach()
-    probe = _torch_to_numpy(t.reshape(-1)[:0])
+    probe = to_numpy(None, t.reshape(-1)[:0])
     _check_numeric(where, probe.dtype)
     src_name = str(t.dtype).removeprefix("torch.")
 
     def get_t(a: int | None, b: int | None) -> np.ndarray:
-        return _torch_to_numpy(t[a:b] if t.ndim else t)
+        return to_numpy(None, t[a:b] if t.ndim else t)  # bfloat16: float32
 
     return ArraySource(p, k, tuple(t.shape), probe.dtype, get_t, src_name)
 

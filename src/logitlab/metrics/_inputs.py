@@ -11,13 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from array_api_compat import is_torch_array
 
 from logitlab._array import (
     as_arrays,
     check_probabilities,
     input_eps,
-    is_half,
     to_numpy,
     warn_if_probabilities,
 )
@@ -34,13 +32,10 @@ __all__ = [
 
 
 def _numpy_of(x: Any, name: str) -> tuple[np.ndarray, float | None]:
-    """``x`` as a NumPy array, and the machine epsilon of the floating dtype it came in (``None``
-    for integers). Half-precision tensors (NumPy has no bfloat16) become float32."""
+    """``x`` as a NumPy array (bfloat16 widened to float32), and the machine epsilon of the
+    floating dtype it came in (``None`` for integers)."""
     xp, (arr,) = as_arrays(x, names=[name])
-    eps = input_eps(arr)
-    if is_torch_array(arr) and is_half(xp, arr.dtype):
-        arr = arr.float()
-    return np.asarray(to_numpy(xp, arr)), eps
+    return np.asarray(to_numpy(xp, arr)), input_eps(arr)
 
 
 def to_numpy_2d(x: Any, name: str) -> np.ndarray:
