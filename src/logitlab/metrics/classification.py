@@ -301,12 +301,17 @@ class EntropyStats:
 
 
 def entropy_stats(probs: Any = None, *, logits: Any = None) -> EntropyStats:
-    """Mean/min/max predictive entropy (exact, from logits when given).
+    r"""Mean/min/max predictive entropy :math:`H_i = -\sum_c p_{ic} \log p_{ic}` (exact, from
+    logits when given), normalised by :math:`\log C`.
+
+    ``(N,)`` input is binary, as in :func:`nll` and :func:`calibration_error`: the probability
+    ``p`` of class 1 is the distribution ``(1 - p, p)``, the logit ``z`` of class 1 is the
+    logits ``(0, z)``; ``C = 2``.
 
     Args:
         probs: probabilities ``(N, C)`` or ``(N,)`` (binary: class 1); positional, as in
             :func:`logitlab.entropy`.
-        logits: logits instead (keyword only).
+        logits: logits instead (keyword only); ``(N,)``: the logit of class 1.
 
     Returns:
         :class:`EntropyStats` in nats, with the mean normalised by ``log C``.
@@ -322,6 +327,8 @@ def entropy_stats(probs: Any = None, *, logits: Any = None) -> EntropyStats:
         1.0
         >>> entropy_stats([[0.5, 0.5], [1.0, 0.0]]).mean_normalized
         0.5
+        >>> entropy_stats(logits=[0.0, 0.0]).mean_normalized  # binary: logits (0, 0)
+        1.0
     """
     if logits is not None and probs is None:
         z, eps = _to_numpy_2d(logits, "logits")
