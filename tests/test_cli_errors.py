@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
 # (module, attribute, the failure it raises when called)
-EVALUATE = ("logitlab.metrics.summary", "evaluate_predictions")
+EVALUATE = ("logitlab.app.evaluate", "evaluate_predictions")
 RENDER = ("logitlab.report.evaluate", "metrics_rows")  # called after the error block
 
 

@@ -173,8 +173,8 @@ if typer is not None:
 
     # --- evaluation commands ---
     def _load(file: Path | None, labels: Path | None, probs: bool) -> tuple[Any, Any, str]:
+        from logitlab.app.evaluate import SAMPLE
         from logitlab.io import load_predictions
-        from logitlab.metrics.summary import SAMPLE
 
         path = SAMPLE if file is None else file
         scores, lab = load_predictions(path, labels)
@@ -192,7 +192,7 @@ if typer is not None:
     def _evaluate(
         file: Path | None, labels: Path | None, probs: bool, quiet: bool, fit_temp: bool
     ) -> Any:
-        from logitlab.metrics.summary import evaluate_predictions
+        from logitlab.app.evaluate import evaluate_predictions
 
         scores, lab, name = _load(file, labels, probs)
         with progress_bar("evaluating", enabled=not quiet) as update:

@@ -21,8 +21,8 @@ import sklearn.metrics
 
 import logitlab.metrics as M
 import logitlab.metrics.temperature as temperature
+from logitlab.app.evaluate import evaluate_predictions
 from logitlab.io import open_array
-from logitlab.metrics.summary import evaluate_predictions
 
 RNG = np.random.default_rng(0)
 Z = RNG.standard_normal((80, 5))

@@ -1,4 +1,6 @@
-"""Assemble everything ``logitlab report`` / ``evaluate`` show, from a predictions file.
+"""Assemble everything ``logitlab report`` / ``evaluate`` show, from a predictions file
+(application code: file IO and the assembly of the library's metrics, for the CLI; formerly
+``logitlab.metrics.summary``).
 
 Streaming where it matters: the core metrics and the temperature fit read the scores in row
 chunks (constant memory); the batch-only extras (classwise and equal-mass ECE variants, Brier
