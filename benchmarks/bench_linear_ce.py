@@ -1,6 +1,7 @@
 """Fused linear + cross-entropy: logitlab vs naive F.linear + F.cross_entropy vs PyTorch's
 F.linear_cross_entropy (default and compact options), with the GEMM floor, in one interleaved run
-on the harness of logitlab.app.bench (``logitlab bench`` runs the same for one shape).
+on the harness of logitlab.app.bench (``logitlab bench``, logitlab.app.linear_ce, runs the same
+for one shape).
 
     PYTHONPATH=src python benchmarks/bench_linear_ce.py                # the three target shapes
     PYTHONPATH=src python benchmarks/bench_linear_ce.py --scale        # + N and V scaling tables
@@ -23,13 +24,8 @@ SCALE_V = [(1024, 512, v) for v in (8000, 32000, 64000, 128256)]
 
 
 def main(argv: list[str] | None = None) -> None:
-    from logitlab.app.bench import (
-        LINEAR_VARIANTS,
-        Variant,
-        add_arguments,
-        run_linear_ce,
-        with_before,
-    )
+    from logitlab.app.bench import Variant, add_arguments, with_before
+    from logitlab.app.linear_ce import LINEAR_VARIANTS, run_linear_ce
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", nargs=3, type=int, action="append", metavar=("N", "d", "V"))

@@ -71,3 +71,25 @@ def test_rendering_an_evaluation_does_not_load_the_application_layer() -> None:
         env={"PYTHONPATH": str(SRC.parent), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_application_modules_stay_small() -> None:
+    # app/bench.py was 660 lines: the harness and the `logitlab bench` case are now apart
+    sizes = {f.name: len(f.read_text().splitlines()) for f in (SRC / "app").glob("*.py")}
+    assert max(sizes.values()) <= 600, sizes
+
+
+@pytest.mark.parametrize("name", ["bench.py", "linear_ce.py"])
+def test_worker_loaded_modules_need_no_logitlab_at_import(name: str) -> None:
+    # benchmark workers load these files by path, possibly against an older checkout (before:
+    # variants) that has no logitlab.app: their top level imports nothing of logitlab
+    code = (
+        "import importlib.util, sys\n"
+        "sys.modules['logitlab'] = None\n"
+        f"spec = importlib.util.spec_from_file_location('case', {str(SRC / 'app' / name)!r})\n"
+        "m = sys.modules['case'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(m)\n"
+        "print(sorted(m.__all__)[0])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -378,7 +378,7 @@ if typer is not None:
         interleaved rounds)."""
         with cli_errors():
             try:
-                from logitlab.app.bench import run_linear_ce
+                from logitlab.app.linear_ce import run_linear_ce
 
                 rows, table = run_linear_ce(shapes=((n, d, v),), repeats=repeats)
             except ImportError as exc:
