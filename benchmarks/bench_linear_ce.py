@@ -41,12 +41,16 @@ def main(argv: list[str] | None = None) -> None:
         vs = [Variant(name) for name in names]
         return with_before(vs, a.before, ["logitlab"]) if a.before else vs
 
-    print(run_linear_ce(shapes, variants(LINEAR_VARIANTS), a.repeats, pause_s=pause)[1], flush=True)
+    gemm = 256 if a.quick else 2048  # --quick: a smoke test, no meaningful floor
+    rows, table = run_linear_ce(
+        shapes, variants(LINEAR_VARIANTS), a.repeats, pause_s=pause, gemm_size=gemm
+    )
+    print(table, flush=True)
     if a.scale:
         for title, sh in (("N grows", SCALE_N), ("V grows", SCALE_V)):
             print(f"\n{title}")
             rows, table = run_linear_ce(
-                sh, variants(("naive", "logitlab")), a.repeats, pause_s=pause
+                sh, variants(("naive", "logitlab")), a.repeats, pause_s=pause, gemm_size=gemm
             )
             print(table, flush=True)
 

@@ -48,13 +48,14 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = ["Variant", "Case", "Result", "run_case", "run_cases", "with_before", "median_ratio"]
-__all__ += ["format_table", "add_arguments"]
+__all__ += ["format_table", "add_arguments", "shared_workers"]
 
 BEFORE = "before:"
 
@@ -391,11 +392,19 @@ class _Pool:
             out[v.name].label = v.name
 
     def give(self, workers: Sequence[_Worker]) -> None:
+        done = []
         for w in workers:
             if self.reuse and w.proc.poll() is None:
                 self.idle.append(w)
             else:
-                w.close()
+                done.append(w)
+        for w in done:  # end of input first, so that the workers exit side by side
+            try:
+                w.proc.stdin.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        for w in done:
+            w.close()
 
 
 def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
@@ -472,7 +481,8 @@ def run_cases(
         timeout_s: the longest wait for one reply of a worker.
         reuse_workers: a worker serves the next case (same interpreter, environment and path)
             instead of a fresh one per case: quick start-up for many small cases, at the price
-            of the isolation of cases from each other.
+            of the isolation of cases from each other. Inside :func:`shared_workers`, workers
+            are always reused, also by later calls.
 
     Returns:
         One list of :class:`Result` per case, in variant order.
@@ -485,10 +495,40 @@ def run_cases(
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     if not pause_s >= 0:
         raise ValueError(f"pause_s must be >= 0, got {pause_s!r}")
-    pool = _Pool(reuse_workers)
+    pool = _SHARED[0] if _SHARED else _Pool(reuse_workers)
     try:
         return [_run_one(c, rounds, pause_s, timeout_s, pool) for c in cases]
     finally:
+        if not _SHARED:
+            pool.reuse = False
+            pool.give(pool.idle)
+
+
+_SHARED: list[_Pool] = []  # the pool of the active shared_workers() block, if any
+
+
+@contextmanager
+def shared_workers() -> Iterator[None]:
+    """Within the block, every :func:`run_cases` (any caller: a benchmark script's ``main`` run
+    in this process, say) draws its workers from one pool that stays alive between calls: a
+    worker serves the next variant with the same interpreter, environment and path, as with
+    ``reuse_workers=True`` but across calls. Each such variant then starts one worker (one torch
+    import) for a whole series of runs: for smoke tests of many scripts, at the price of the
+    isolation of cases (memory figures included). The workers are closed when the block ends.
+    Nested blocks share the outer pool.
+
+    Example:
+        >>> with shared_workers():
+        ...     pass  # run_cases(...) calls here share their workers
+    """
+    if _SHARED:
+        yield
+        return
+    _SHARED.append(_Pool(reuse=True))
+    try:
+        yield
+    finally:
+        pool = _SHARED.pop()
         pool.reuse = False
         pool.give(pool.idle)
 

@@ -23,20 +23,23 @@ if TYPE_CHECKING:
 __all__ = ["LINEAR_VARIANTS", "linear_ce_setup", "run_linear_ce"]
 
 LINEAR_VARIANTS = ("naive", "torch_lce_default", "torch_lce_compact", "logitlab")
-_FLOOR = "gemm_2048"
+_FLOOR = "gemm"
 
 
-def linear_ce_setup(impl: str, n: int, d: int, v: int, chunk_size: int | None = None) -> Any:
+def linear_ce_setup(
+    impl: str, n: int, d: int, v: int, chunk_size: int | None = None, gemm_size: int = 2048
+) -> Any:
     """Worker side: fwd+bwd of the mean loss ``naive`` = ``F.cross_entropy(F.linear(h, W), t)``,
     ``torch_lce_default`` / ``torch_lce_compact`` = ``F.linear_cross_entropy`` with default
     options / ``acc_policy="compact", chunking_method=None``, ``logitlab`` =
-    ``logitlab.torch.linear_cross_entropy`` (with ``chunk_size`` when given); or ``gemm_2048``,
-    three 2048^3 float32 ``torch.mm`` (the GEMM rate of the floor)."""
+    ``logitlab.torch.linear_cross_entropy`` (with ``chunk_size`` when given); or ``gemm``, three
+    ``gemm_size``^3 float32 ``torch.mm`` (the GEMM rate of the floor)."""
     import torch
     import torch.nn.functional as F
 
     if impl == _FLOOR:
-        a, b, out = torch.randn(2048, 2048), torch.randn(2048, 2048), torch.empty(2048, 2048)
+        g = gemm_size
+        a, b, out = torch.randn(g, g), torch.randn(g, g), torch.empty(g, g)
         return lambda: [torch.mm(a, b, out=out) for _ in range(3)]
     torch.manual_seed(0)
     h = (torch.randn(n, d) * 0.5).requires_grad_()
@@ -69,12 +72,13 @@ def run_linear_ce(
     repeats: int = 3,
     *,
     pause_s: float = 0.25,
+    gemm_size: int = 2048,
 ) -> tuple[list[dict[str, Any]], str]:
     """Fused linear + cross-entropy fwd+bwd, one case per ``(N, d, V)`` shape.
 
     Rows: ``shape``, ``variant``, ``time_s``, ``best_s``; ``floor_s``, the GEMM floor
-    ``6 N d V / rate`` (the rate of three 2048^3 ``torch.mm``, timed in every round by a worker of
-    its own; median over rounds) and ``floor_x``, the median per-round time / floor;
+    ``6 N d V / rate`` (the rate of three ``gemm_size``^3 ``torch.mm``, timed in every round by a
+    worker of its own; median over rounds) and ``floor_x``, the median per-round time / floor;
     ``vs_compact``, the median per-round ratio to ``torch_lce_compact`` (when it runs);
     ``vs_before`` (variants with a ``before:`` twin, see :func:`with_before`); ``extra_mb``, the
     peak memory above the inputs and their gradients, and ``naive_mem_pct``, the same in % of
@@ -87,6 +91,7 @@ def run_linear_ce(
             or source tree.
         repeats: interleaved timing rounds.
         pause_s: pause before every timed step.
+        gemm_size: the size of the floor's square GEMMs (2048; smaller for smoke tests only).
 
     Returns:
         (rows, text table).
@@ -104,14 +109,15 @@ def run_linear_ce(
         if impl not in LINEAR_VARIANTS:
             raise ValueError(f"variants: unknown {impl!r} (known: {', '.join(LINEAR_VARIANTS)})")
         vs.append(dataclasses.replace(var, params={**var.params, "impl": impl}))
-    vs.append(Variant(_FLOOR, {"impl": _FLOOR}))
+    floor = f"gemm_{gemm_size}"  # its own worker, timed in every round; not a row
+    vs.append(Variant(floor, {"impl": _FLOOR, "gemm_size": gemm_size}))
     if importlib.util.find_spec("torch") is None:
         raise ModuleNotFoundError("No module named 'torch'", name="torch")
     cases = [Case(f"{n}x{d}x{v}", linear_ce_setup, vs, dict(n=n, d=d, v=v)) for n, d, v in shapes]
     rows: list[dict[str, Any]] = []
     for (n, d, v), res in zip(shapes, run_cases(cases, repeats, pause_s=pause_s), strict=True):
         by = {r.variant: r for r in res}
-        rates = [3 * 2 * 2048**3 / t for t in by.pop(_FLOOR).times]
+        rates = [3 * 2 * gemm_size**3 / t for t in by.pop(floor).times]
         floors = [6 * n * d * v / rate for rate in rates]
         naive, ref = by.get("naive"), by.get("torch_lce_compact")
         for r in by.values():
