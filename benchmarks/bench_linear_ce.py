@@ -1,6 +1,7 @@
 """Fused linear + cross-entropy: logitlab vs naive F.linear + F.cross_entropy vs PyTorch's
 F.linear_cross_entropy (default and compact options), with the GEMM floor, in one interleaved run
-on the harness of logitlab.app.bench (``logitlab bench`` runs the same for one shape).
+on the harness of logitlab.app.bench (``logitlab bench``, logitlab.app.linear_ce, runs the same
+for one shape).
 
     PYTHONPATH=src python benchmarks/bench_linear_ce.py                # the three target shapes
     PYTHONPATH=src python benchmarks/bench_linear_ce.py --scale        # + N and V scaling tables
@@ -23,13 +24,8 @@ SCALE_V = [(1024, 512, v) for v in (8000, 32000, 64000, 128256)]
 
 
 def main(argv: list[str] | None = None) -> None:
-    from logitlab.app.bench import (
-        LINEAR_VARIANTS,
-        Variant,
-        add_arguments,
-        run_linear_ce,
-        with_before,
-    )
+    from logitlab.app.bench import Variant, add_arguments, with_before
+    from logitlab.app.linear_ce import LINEAR_VARIANTS, run_linear_ce
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", nargs=3, type=int, action="append", metavar=("N", "d", "V"))
@@ -45,12 +41,16 @@ def main(argv: list[str] | None = None) -> None:
         vs = [Variant(name) for name in names]
         return with_before(vs, a.before, ["logitlab"]) if a.before else vs
 
-    print(run_linear_ce(shapes, variants(LINEAR_VARIANTS), a.repeats, pause_s=pause)[1], flush=True)
+    gemm = 256 if a.quick else 2048  # --quick: a smoke test, no meaningful floor
+    rows, table = run_linear_ce(
+        shapes, variants(LINEAR_VARIANTS), a.repeats, pause_s=pause, gemm_size=gemm
+    )
+    print(table, flush=True)
     if a.scale:
         for title, sh in (("N grows", SCALE_N), ("V grows", SCALE_V)):
             print(f"\n{title}")
             rows, table = run_linear_ce(
-                sh, variants(("naive", "logitlab")), a.repeats, pause_s=pause
+                sh, variants(("naive", "logitlab")), a.repeats, pause_s=pause, gemm_size=gemm
             )
             print(table, flush=True)
 

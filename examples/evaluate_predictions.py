@@ -7,6 +7,8 @@ Run: ``python examples/evaluate_predictions.py``.
 
 from __future__ import annotations
 
+from importlib.resources import files
+
 import numpy as np
 
 from logitlab.metrics import (
@@ -16,11 +18,12 @@ from logitlab.metrics import (
     fit_temperature,
     nll,
 )
-from logitlab.metrics.summary import SAMPLE
+
+SAMPLE = files("logitlab") / "data" / "digits_sample.npz"
 
 
 def main() -> None:
-    with np.load(SAMPLE) as f:
+    with SAMPLE.open("rb") as fh, np.load(fh) as f:
         logits, labels = f["logits"], f["labels"]
     print(f"{logits.shape[0]} samples, {logits.shape[1]} classes")
 

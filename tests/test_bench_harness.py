@@ -4,17 +4,27 @@ of their own, errors that name the variant."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 import bench_cases as bc
-from logitlab.app.bench import Case, Variant, format_table, run_case, run_cases, with_before
+from logitlab.app.bench import (
+    Case,
+    Variant,
+    format_table,
+    run_case,
+    run_cases,
+    shared_workers,
+    with_before,
+)
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 linux = pytest.mark.skipif(sys.platform != "linux", reason="peak memory from /proc")
@@ -86,6 +96,25 @@ def test_reused_workers_serve_the_next_case_fresh_ones_do_not() -> None:
         same = [x.info["pid"] == y.info["pid"] for x, y in zip(first, second, strict=True)]
         assert same == [reuse, reuse]
         assert first[0].info["pid"] != first[1].info["pid"]  # variants never share a process
+
+
+def test_shared_workers_serve_every_call_of_the_block() -> None:
+    # the benchmark smoke tests run every script's main in one such block
+    case = Case("c", bc.environment_setup, [Variant("a"), Variant("b")])
+
+    def pids(res: list[Any]) -> list[int]:
+        return [r.info["pid"] for r in res]
+
+    with shared_workers():
+        first = run_case(case, 1, pause_s=0)
+        with shared_workers():  # nested: the same pool
+            second = run_cases([case], 1, pause_s=0, reuse_workers=False)[0]
+    assert pids(first) == pids(second) and len(set(pids(first))) == 2
+    for pid in pids(first):  # closed (and reaped) when the block ended
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    third = run_case(case, 1, pause_s=0)
+    assert not set(pids(third)) & set(pids(first))
 
 
 @pytest.mark.parametrize(

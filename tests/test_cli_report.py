@@ -142,7 +142,7 @@ def test_health_findings_hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     import types
     from dataclasses import dataclass
 
-    from logitlab.metrics.summary import health_findings
+    from logitlab.app.evaluate import health_findings
 
     seen: dict[str, object] = {}
 

@@ -54,6 +54,30 @@ def test_npz_keys_and_predictions(tmp_path: Path, logits: np.ndarray, labels: np
     np.testing.assert_array_equal(lab, labels)
 
 
+def test_npz_keys_are_its_arrays(tmp_path: Path, logits: np.ndarray) -> None:
+    # np.load lists every member of the zip; only the .npy members are arrays (np.load returns
+    # the others' raw bytes): list_keys gives those, and a key naming another member says so
+    f = tmp_path / "m.npz"
+    np.savez(f, logits=logits, labels=np.arange(7))
+    with zipfile.ZipFile(f, "a") as zf:
+        zf.writestr("notes.txt", b"trained on split A\n")
+        zf.writestr("meta/", b"")
+    with np.load(f) as npz:
+        every = list(npz.files)
+        assert isinstance(npz["notes.txt"], bytes)
+    with zipfile.ZipFile(f) as zf:
+        arrays = [n.removesuffix(".npy") for n in zf.namelist() if n.endswith(".npy")]
+    assert sorted(every) == ["labels", "logits", "meta/", "notes.txt"]
+    assert list_keys(f) == [k for k in every if k in arrays] == ["logits", "labels"]
+    for key in ("notes.txt", "meta/"):
+        with pytest.raises(LoadError, match=rf"m\.npz: the member '{key}' is not a \.npy array"):
+            open_array(f, key)
+    with pytest.raises(LoadError, match=r"no array named 'nope'; it holds \['logits', 'labels'\]"):
+        open_array(f, "nope")
+    scores, lab = load_predictions(f)  # the non-array members are not in the way
+    np.testing.assert_array_equal(scores.read(), logits)
+
+
 def test_pt_bfloat16_widened(tmp_path: Path, labels: np.ndarray) -> None:
     f = tmp_path / "p.pt"
     t = torch.randn(7, 4).to(torch.bfloat16)

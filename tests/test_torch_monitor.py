@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,3 +100,44 @@ def test_outputs_and_bad_args() -> None:
     with pytest.raises(ValueError):
         LogitMonitor(m, check_every=0)
     assert math.isnan(LogitMonitor(torch.nn.Identity()).stats().max_abs)
+
+
+def test_float64_logits_stay_float64() -> None:
+    # float64 logits were cast to float32: rows that differ below float32's resolution were
+    # counted alike, and the maxima and mean top probability carried float32 rounding.
+    import mpmath
+
+    with mpmath.workdps(50):
+        _check_float64_monitor(mpmath)
+
+
+def _check_float64_monitor(mpmath: Any) -> None:
+    ln_f16 = mpmath.log(65520)  # naive float16 softmax overflows iff lse > ln 65520
+    sat = mpmath.log(1023)  # [0, -d] has 1 - p_max < 2^-10 iff d > ln 1023
+    tiny = mpmath.mpf("1e-11")
+    half = ln_f16 - mpmath.log(2)
+    rows_mp = [
+        [half + tiny, half + tiny],  # lse = ln 65520 + 1e-11: overflows
+        [half - tiny, half - tiny],  # just below: does not
+        [mpmath.mpf(0), -(sat + tiny)],  # saturated
+        [mpmath.mpf(0), -(sat - tiny)],  # just not
+        [mpmath.mpf(0), mpmath.mpf("1e-9")],  # p_max = 0.5 + 2.5e-10
+        [1 + mpmath.mpf(2) ** -30, mpmath.mpf(-3)],  # 1 + 2^-30 is 1 in float32
+    ]
+    z = torch.tensor([[float(v) for v in r] for r in rows_mp], dtype=torch.float64)
+    m = torch.nn.Identity()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LogitWarning)
+        with LogitMonitor(m) as mon:
+            m(z)
+    st = mon.stats()
+
+    # the truth of the float64 inputs as given, at 50 digits
+    rows = [[mpmath.mpf(float(v)) for v in r] for r in z.tolist()]
+    lse = [mpmath.log(sum(mpmath.exp(v) for v in r)) for r in rows]
+    top = [mpmath.exp(max(r) - s) for r, s in zip(rows, lse, strict=True)]
+    assert st.f16_overflow_rows == sum(s > ln_f16 for s in lse) == 1
+    assert st.saturated_rows == sum(1 - p < mpmath.mpf(2) ** -10 for p in top) == 1
+    assert st.max_logit == float(max(max(r) for r in rows))  # exact: a float64 input
+    assert st.max_abs == st.max_logit
+    assert st.mean_top_prob == pytest.approx(float(sum(top) / len(top)), rel=1e-14, abs=0)

@@ -42,14 +42,8 @@ def variant(name: str, n: int) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from logitlab.app.bench import (
-        Case,
-        add_arguments,
-        format_table,
-        linear_ce_setup,
-        run_case,
-        with_before,
-    )
+    from logitlab.app.bench import Case, add_arguments, format_table, run_case, with_before
+    from logitlab.app.linear_ce import linear_ce_setup
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(2048, 512, 32000))

@@ -303,9 +303,19 @@ def first_true(xp: Any, cond: Array) -> tuple[int, ...]:
 
 
 def to_numpy(xp: Any, x: Array) -> np.ndarray:
+    """``x`` as a NumPy array on the host (detached, copied off its device when it has one).
+
+    NumPy has no bfloat16: bfloat16 arrays (torch's, or ``ml_dtypes``' from other libraries)
+    come widened to float32, which is exact (a bfloat16 is the upper half of a float32). Every
+    other dtype keeps its own, float16 included.
+    """
     if is_torch_array(x):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
+        t = x.detach()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()
+        return t.cpu().numpy()
+    a = np.asarray(x)
+    return a.astype(np.float32) if a.dtype.name == "bfloat16" else a
 
 
 def pick(xp: Any, x: Array, idx: tuple[int, ...]) -> float:

@@ -1,12 +1,15 @@
 """The ``logitlab`` command line: report · evaluate · diagnose · perplexity · bench.
 
 Every command reads files through :mod:`logitlab.io`, renders through :mod:`logitlab.report`, takes
-``--json`` (machine-readable output on stdout and nothing else there) and exits non-zero with a
-one-line error, never a traceback, on bad input.
+``--json`` (machine-readable output on stdout and nothing else there) and exits with status 2 and
+a one-line ``logitlab: error: ...``, never a traceback, on bad input and on any other exception
+(``LOGITLAB_DEBUG=1`` re-raises it, with its traceback); SIGINT, SIGTERM and SIGHUP exit with
+128 + the signal's number.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -23,7 +26,7 @@ from typing import Any
 
 from logitlab._version import __version__
 
-__all__ = ["app", "main", "fail", "cli_errors"]
+__all__ = ["app", "main", "fail", "cli_errors", "error_line"]
 
 
 class CLIError(Exception):
@@ -69,17 +72,44 @@ def fail(msg: str) -> None:
     raise SystemExit(2)
 
 
-@contextmanager
-def cli_errors() -> Iterator[None]:
-    """Turn the errors bad input raises into one-line messages (exit 2)."""
+def _debug() -> bool:
+    """``LOGITLAB_DEBUG`` set (and not ``0``): errors keep their traceback. Read at every call."""
+    return os.environ.get("LOGITLAB_DEBUG", "").strip() not in ("", "0")
+
+
+def _is_click_control(exc: BaseException) -> bool:
+    """The CLI framework's own exceptions (``typer.Exit``, ``Abort``, usage errors; some derive
+    from RuntimeError): they are its control flow, not failures, and pass through."""
+    return type(exc).__module__.startswith("click.")
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line an exception becomes. Errors of the input (a LoadError, ValueError,
+    TypeError, OSError, ...) are their own first line; anything else names its type and is
+    flagged as internal, with the way to get the traceback."""
     from logitlab.io import LoadError
 
+    text = str(exc).strip()
+    msg = text.splitlines()[0] if text else ""
+    if isinstance(exc, LoadError | ValueError | TypeError | EOFError | CLIError | OSError):
+        return msg or type(exc).__name__
+    what = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    return f"{what} (an internal error; LOGITLAB_DEBUG=1 shows the traceback)"
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn any exception of the block into a one-line message (exit 2); ``LOGITLAB_DEBUG=1``
+    re-raises it instead. BaseExceptions (signals, KeyboardInterrupt, SystemExit) pass.
+
+    EOFError included: the CLI framework would take it for a user abort and print only
+    "Aborted."."""
     try:
         yield
-    # EOFError too: the CLI framework would take it for a user abort and print only "Aborted."
-    except (LoadError, ValueError, TypeError, EOFError, CLIError, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        fail(msg)
+    except Exception as exc:
+        if _debug() or _is_click_control(exc):
+            raise
+        fail(error_line(exc))
 
 
 @contextmanager
@@ -143,8 +173,8 @@ if typer is not None:
 
     # --- evaluation commands ---
     def _load(file: Path | None, labels: Path | None, probs: bool) -> tuple[Any, Any, str]:
+        from logitlab.app.evaluate import SAMPLE
         from logitlab.io import load_predictions
-        from logitlab.metrics.summary import SAMPLE
 
         path = SAMPLE if file is None else file
         scores, lab = load_predictions(path, labels)
@@ -162,7 +192,7 @@ if typer is not None:
     def _evaluate(
         file: Path | None, labels: Path | None, probs: bool, quiet: bool, fit_temp: bool
     ) -> Any:
-        from logitlab.metrics.summary import evaluate_predictions
+        from logitlab.app.evaluate import evaluate_predictions
 
         scores, lab, name = _load(file, labels, probs)
         with progress_bar("evaluating", enabled=not quiet) as update:
@@ -350,7 +380,7 @@ if typer is not None:
         interleaved rounds)."""
         with cli_errors():
             try:
-                from logitlab.app.bench import run_linear_ce
+                from logitlab.app.linear_ce import run_linear_ce
 
                 rows, table = run_linear_ce(shapes=((n, d, v),), repeats=repeats)
             except ImportError as exc:
@@ -383,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
             code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
         except _Signalled as exc:
             code = -exc.signum
+        except Exception as exc:  # raised outside a command's cli_errors block (rendering, say)
+            if _debug():
+                raise
+            print(f"logitlab: error: {error_line(exc)}", file=sys.stderr)
+            code = 2
     if code < 0:  # after the handlers are restored: a second signal now acts as usual
         print(f"logitlab: interrupted by {signal.Signals(-code).name}", file=sys.stderr)
         return 128 - code

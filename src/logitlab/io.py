@@ -34,6 +34,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from logitlab._array import to_numpy
 from logitlab._outputs import atomic_write, write_files
 
 __all__ = [
@@ -112,15 +113,6 @@ def _check_numeric(where: str, dtype: Any) -> None:
 
 def _is_torch_dtype(dtype: Any) -> bool:
     return type(dtype).__module__ == "torch"
-
-
-def _torch_to_numpy(t: Any) -> np.ndarray:
-    import torch
-
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:  # NumPy has no bfloat16: widen exactly to float32
-        t = t.float()
-    return t.numpy()
 
 
 def _mib(nbytes: int) -> str:
@@ -308,7 +300,19 @@ def _zip(p: Path) -> zipfile.ZipFile:
 
 
 def _npz_keys(zf: zipfile.ZipFile) -> list[str]:
+    """The arrays of an ``.npz``: its ``.npy`` members, without the suffix. ``np.load``'s
+    ``files`` also lists the other members of the zip, whose raw bytes are no array."""
     return [n.removesuffix(".npy") for n in zf.namelist() if n.endswith(".npy")]
+
+
+def _npz_key(p: Path, zf: zipfile.ZipFile, key: str | None) -> str:
+    keys = _npz_keys(zf)
+    if key is not None and key not in keys and key in zf.namelist():
+        raise LoadError(
+            f"{p}: the member {key!r} is not a .npy array (np.load gives its raw bytes); only "
+            f"the arrays can be read: {keys}"
+        )
+    return _pick_key(p, keys, key)
 
 
 def _open_npz(p: Path, key: str | None) -> ArraySource:
@@ -316,7 +320,7 @@ def _open_npz(p: Path, key: str | None) -> ArraySource:
     compressed (``np.savez_compressed``); the member is never read whole, except a compressed
     Fortran-ordered one of at most :data:`WHOLE_MEMBER_LIMIT` bytes."""
     with _zip(p) as zf:
-        zk = _pick_key(p, _npz_keys(zf), key)
+        zk = _npz_key(p, zf, key)
         info = zf.getinfo(zk + ".npy")
         where = f"{p}[{zk!r}]"
         if info.flag_bits & 0x1:
@@ -609,12 +613,12 @@ def _open_pt(p: Path, key: str | None) -> ArraySource:
     # torch.load(mmap=True) maps the storage: convert row slices as they are asked for, so that
     # a bfloat16 tensor is widened chunk by chunk rather than as one float32 copy of the file
     t = obj.detach()
-    probe = _torch_to_numpy(t.reshape(-1)[:0])
+    probe = to_numpy(None, t.reshape(-1)[:0])
     _check_numeric(where, probe.dtype)
     src_name = str(t.dtype).removeprefix("torch.")
 
     def get_t(a: int | None, b: int | None) -> np.ndarray:
-        return _torch_to_numpy(t[a:b] if t.ndim else t)
+        return to_numpy(None, t[a:b] if t.ndim else t)  # bfloat16: float32
 
     return ArraySource(p, k, tuple(t.shape), probe.dtype, get_t, src_name)
 
@@ -623,7 +627,13 @@ def _open_pt(p: Path, key: str | None) -> ArraySource:
 
 
 def list_keys(path: str | os.PathLike[str]) -> list[str]:
-    """Names of the arrays stored in ``path`` (``[]`` for ``.npy``).
+    """Names of the arrays stored in ``path`` (``[]`` for ``.npy``), the keys :func:`open_array`
+    takes.
+
+    For ``.npz``: its ``.npy`` members, without the suffix. ``np.load(path).files`` also lists
+    any other member of the zip (a text file, a directory entry); those hold no array (NumPy
+    returns their raw bytes), and :func:`open_array` refuses a key that names one, saying so.
+    For ``.pt``/``.pth``: the keys of a saved dict whose values are tensors or arrays.
 
     Raises:
         LoadError: missing, unreadable or unsupported file.

@@ -143,17 +143,17 @@ def _build(root: Path) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]
         (
             "posinf_row",
             ["evaluate", s["posinf"], "--json"],
-            {"file": s["posinf"], "has": "scores contain +inf (row 2500)"},
+            {"file": s["posinf"], "has": "logits contains +inf (first at index (2500, 3))"},
         ),
         (
             "masked_row",
             ["evaluate", s["neginf"], "--json"],
-            {"file": s["neginf"], "has": "row 2500 has no finite score"},
+            {"file": s["neginf"], "has": "logits row 2500 has no finite value"},
         ),
         (
             "nan_row",
             ["evaluate", s["nan"], "--json"],
-            {"file": s["nan"], "has": "scores contain NaN (row 2500)"},
+            {"file": s["nan"], "has": "logits contains NaN (first at index (2500, 3))"},
         ),
     ]
     rep = {k: root / k for k in ("rep_fsize", "rep_int", "rep_term", "rep_commit", "rep_diag")}

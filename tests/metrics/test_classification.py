@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import mpmath
 import numpy as np
 import pytest
+import scipy.stats
+from tests import reference as R
 
 from logitlab.metrics import accuracy, brier_decomposition, brier_score, entropy_stats, nll
 
@@ -84,6 +87,39 @@ def test_decomposition_exact_without_within_bin_terms_for_discrete_forecasts() -
 def test_entropy_stats() -> None:
     e = entropy_stats(logits=np.zeros((3, 4)))
     assert e.mean == pytest.approx(np.log(4)) and e.mean_normalized == pytest.approx(1.0)
+
+
+BINARY_LOGITS = [-40.0, -3.5, -1e-9, 0.0, 0.25, 2.0, 37.0]
+
+
+@pytest.mark.parametrize("kind", ["numpy", "list", "torch"])
+def test_entropy_stats_of_binary_logits(kind: str) -> None:
+    # (N,) logits are the logit of class 1, the pair (0, z), as nll and calibration_error read
+    # them; entropy_stats(logits=np.zeros(3)) raised IndexError before the metrics merge.
+    z = np.array(BINARY_LOGITS)
+    arg = {"numpy": z, "list": z.tolist(), "torch": torch.tensor(z)}[kind]
+    e = entropy_stats(logits=arg)
+    with mpmath.workdps(60):
+        h = [R.entropy_logits([0.0, v]) for v in BINARY_LOGITS]
+        want = [float(sum(h) / len(h)), float(min(h)), float(max(h))]
+        want.append(float(sum(h) / len(h) / mpmath.log(2)))
+    got = [e.mean, e.min, e.max, e.mean_normalized]
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+    # and exactly what the same scores give as two columns (0, z)
+    two = entropy_stats(logits=np.stack([np.zeros_like(z), z], 1))
+    assert [two.mean, two.min, two.max] == pytest.approx(got[:3], rel=1e-15)
+
+
+def test_entropy_stats_of_binary_probabilities() -> None:
+    # (N,) probabilities are P(class 1): scipy.stats.entropy of (1 - p, p)
+    p = np.array([0.0, 0.1, 0.5, 0.75, 1.0])
+    e = entropy_stats(p)
+    h = scipy.stats.entropy(np.stack([1 - p, p]), axis=0)
+    want = [h.mean(), h.min(), h.max(), h.mean() / np.log(2)]
+    np.testing.assert_allclose([e.mean, e.min, e.max, e.mean_normalized], want, rtol=1e-14)
+    assert entropy_stats(probs=p) == e
+    with pytest.raises(ValueError, match=r"probs"):
+        entropy_stats(np.array([0.5, 1.5]))  # not a probability of class 1
 
 
 def test_perfect_predictions_give_positive_zero() -> None:

@@ -99,7 +99,7 @@ def test_near_deterministic_rows_keep_their_tiny_nll() -> None:
     [
         (np.array([[0.0, np.nan], [1.0, 2.0]]), "NaN"),
         (np.array([[0.0, np.inf], [1.0, 2.0]]), r"\+inf"),
-        (np.array([[-np.inf, -np.inf], [1.0, 2.0]]), "no finite score"),
+        (np.array([[-np.inf, -np.inf], [1.0, 2.0]]), "no finite value"),
     ],
 )
 def test_bad_batch_leaves_state_unchanged(bad: np.ndarray, match: str) -> None:
@@ -252,7 +252,7 @@ def test_native_kernel_reports_the_first_bad_row(monkeypatch: pytest.MonkeyPatch
     z[250_001, 2] = np.nan
     z[270_000, 1] = np.inf
     ev = Evaluator()
-    with pytest.raises(ValueError, match=r"NaN \(row 250001 of the batch\)"):
+    with pytest.raises(ValueError, match=r"^scores contains NaN \(first at index \(250001, 2\)\)$"):
         ev.update(z, np.zeros(300_000, dtype=np.int64))
     assert ev.sums["n"] == 0
 

@@ -1,5 +1,5 @@
 """The benchmarks of the torch losses on the harness: `logitlab bench`'s rows and table
-(logitlab.app.bench.run_linear_ce) and benchmarks/bench_cross_entropy.py, on tiny shapes."""
+(logitlab.app.linear_ce.run_linear_ce) and benchmarks/bench_cross_entropy.py, on tiny shapes."""
 
 import importlib.util
 import sys
@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from logitlab.app import bench  # noqa: E402
+from logitlab.app import bench, linear_ce  # noqa: E402
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="peak RSS from /proc")
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -18,7 +18,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 def test_linear_bench_rows_and_table():
     # logits of 4 MB: well above the page granularity of the peak-RSS measurement
     variants = ("naive", "torch_lce_compact")
-    rows, table = bench.run_linear_ce([(512, 64, 2000)], variants=variants, repeats=2, pause_s=0)
+    shapes = [(512, 64, 2000)]
+    rows, table = linear_ce.run_linear_ce(shapes, variants=variants, repeats=2, pause_s=0)
     assert [r["variant"] for r in rows] == list(variants)  # the GEMM-floor worker is no row
     r, c = rows
     assert r["time_s"] > 0 and r["floor_s"] > 0 and r["extra_mb"] >= 0 and r["gemm_gflops"] > 0
@@ -35,9 +36,9 @@ def test_linear_bench_rows_and_table():
 
 def test_linear_bench_unknown_variant_starts_no_worker():
     with pytest.raises(ValueError, match="variants: unknown 'nope'"):
-        bench.run_linear_ce([(8, 4, 10)], variants=("nope",), repeats=1)
+        linear_ce.run_linear_ce([(8, 4, 10)], variants=("nope",), repeats=1)
     with pytest.raises(ValueError, match="variants: unknown 'compact'"):
-        bench.run_linear_ce([(8, 4, 10)], variants=[bench.Variant("x", {"impl": "compact"})])
+        linear_ce.run_linear_ce([(8, 4, 10)], variants=[bench.Variant("x", {"impl": "compact"})])
 
 
 def test_linear_bench_variants_with_chunks_and_environment():
@@ -46,7 +47,7 @@ def test_linear_bench_variants_with_chunks_and_environment():
         bench.Variant("logitlab@16", {"impl": "logitlab", "chunk_size": 16}),
         bench.Variant("logitlab_rows", {"impl": "logitlab"}, env=rows_layout),
     ]
-    rows, table = bench.run_linear_ce([(64, 16, 300)], variants=variants, repeats=1, pause_s=0)
+    rows, table = linear_ce.run_linear_ce([(64, 16, 300)], variants=variants, repeats=1, pause_s=0)
     assert [r["variant"] for r in rows] == ["logitlab@16", "logitlab_rows"]
     assert "vs_compact" not in rows[0] and "vs_compact" not in table
 
@@ -77,7 +78,7 @@ def test_cli_bench_worker_failure_is_one_line(monkeypatch):
     def failing(**kwargs):
         raise RuntimeError("benchmark worker naive failed: ValueError: boom\nTraceback ...")
 
-    monkeypatch.setattr(bench, "run_linear_ce", failing)
+    monkeypatch.setattr(linear_ce, "run_linear_ce", failing)
     r = CliRunner().invoke(app, ["bench", "--n", "8", "--d", "4", "--v", "10"])
     assert r.exit_code == 2
     assert "logitlab: error: benchmark worker naive failed: ValueError: boom" in r.output

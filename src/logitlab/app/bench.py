@@ -3,8 +3,8 @@
 A *case* is an operation on a shape: a module-level ``setup(**params)`` builds the inputs and
 returns the step to time. Each *variant* (an implementation, or the same one under another
 environment or source tree) runs the setup in a worker process of its own, and all workers of a
-case stay alive while the parent steps them in rounds. ``logitlab bench`` and ``benchmarks/``
-declare their cases on this module.
+case stay alive while the parent steps them in rounds. ``logitlab bench``
+(:mod:`logitlab.app.linear_ce`) and ``benchmarks/`` declare their cases on this module.
 
 Method (docs/performance.md has the reasons)
 ------
@@ -48,13 +48,14 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = ["Variant", "Case", "Result", "run_case", "run_cases", "with_before", "median_ratio"]
-__all__ += ["format_table", "add_arguments", "LINEAR_VARIANTS", "run_linear_ce"]
+__all__ += ["format_table", "add_arguments", "shared_workers"]
 
 BEFORE = "before:"
 
@@ -391,11 +392,19 @@ class _Pool:
             out[v.name].label = v.name
 
     def give(self, workers: Sequence[_Worker]) -> None:
+        done = []
         for w in workers:
             if self.reuse and w.proc.poll() is None:
                 self.idle.append(w)
             else:
-                w.close()
+                done.append(w)
+        for w in done:  # end of input first, so that the workers exit side by side
+            try:
+                w.proc.stdin.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        for w in done:
+            w.close()
 
 
 def median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
@@ -472,7 +481,8 @@ def run_cases(
         timeout_s: the longest wait for one reply of a worker.
         reuse_workers: a worker serves the next case (same interpreter, environment and path)
             instead of a fresh one per case: quick start-up for many small cases, at the price
-            of the isolation of cases from each other.
+            of the isolation of cases from each other. Inside :func:`shared_workers`, workers
+            are always reused, also by later calls.
 
     Returns:
         One list of :class:`Result` per case, in variant order.
@@ -485,10 +495,40 @@ def run_cases(
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     if not pause_s >= 0:
         raise ValueError(f"pause_s must be >= 0, got {pause_s!r}")
-    pool = _Pool(reuse_workers)
+    pool = _SHARED[0] if _SHARED else _Pool(reuse_workers)
     try:
         return [_run_one(c, rounds, pause_s, timeout_s, pool) for c in cases]
     finally:
+        if not _SHARED:
+            pool.reuse = False
+            pool.give(pool.idle)
+
+
+_SHARED: list[_Pool] = []  # the pool of the active shared_workers() block, if any
+
+
+@contextmanager
+def shared_workers() -> Iterator[None]:
+    """Within the block, every :func:`run_cases` (any caller: a benchmark script's ``main`` run
+    in this process, say) draws its workers from one pool that stays alive between calls: a
+    worker serves the next variant with the same interpreter, environment and path, as with
+    ``reuse_workers=True`` but across calls. Each such variant then starts one worker (one torch
+    import) for a whole series of runs: for smoke tests of many scripts, at the price of the
+    isolation of cases (memory figures included). The workers are closed when the block ends.
+    Nested blocks share the outer pool.
+
+    Example:
+        >>> with shared_workers():
+        ...     pass  # run_cases(...) calls here share their workers
+    """
+    if _SHARED:
+        yield
+        return
+    _SHARED.append(_Pool(reuse=True))
+    try:
+        yield
+    finally:
+        pool = _SHARED.pop()
         pool.reuse = False
         pool.give(pool.idle)
 
@@ -544,115 +584,6 @@ def add_arguments(parser: argparse.ArgumentParser, repeats: int = 3) -> None:
         metavar="PATH",
         help="a source tree (checkout of another commit) whose src/ the before: variants run",
     )
-
-
-# --------------------------------------------------------------------------- `logitlab bench`
-
-LINEAR_VARIANTS = ("naive", "torch_lce_default", "torch_lce_compact", "logitlab")
-_FLOOR = "gemm_2048"
-
-
-def linear_ce_setup(impl: str, n: int, d: int, v: int, chunk_size: int | None = None) -> Any:
-    """Worker side: fwd+bwd of the mean loss ``naive`` = ``F.cross_entropy(F.linear(h, W), t)``,
-    ``torch_lce_default`` / ``torch_lce_compact`` = ``F.linear_cross_entropy`` with default
-    options / ``acc_policy="compact", chunking_method=None``, ``logitlab`` =
-    ``logitlab.torch.linear_cross_entropy`` (with ``chunk_size`` when given); or ``gemm_2048``,
-    three 2048^3 float32 ``torch.mm`` (the GEMM rate of the floor)."""
-    import torch
-    import torch.nn.functional as F
-
-    if impl == _FLOOR:
-        a, b, out = torch.randn(2048, 2048), torch.randn(2048, 2048), torch.empty(2048, 2048)
-        return lambda: [torch.mm(a, b, out=out) for _ in range(3)]
-    torch.manual_seed(0)
-    h = (torch.randn(n, d) * 0.5).requires_grad_()
-    w = (torch.randn(v, d) / d**0.5).requires_grad_()
-    t = torch.randint(0, v, (n,))
-    if impl == "logitlab":
-        from logitlab.torch import linear_cross_entropy
-
-        kw = {} if chunk_size is None else {"chunk_size": chunk_size}
-        loss = lambda: linear_cross_entropy(h, w, t, **kw)  # noqa: E731
-    elif impl == "naive":
-        loss = lambda: F.cross_entropy(F.linear(h, w), t)  # noqa: E731
-    elif impl in ("torch_lce_default", "torch_lce_compact"):
-        compact = dict(acc_policy="compact", chunking_method=None) if "compact" in impl else {}
-        opts = torch.nn.LinearCrossEntropyOptions(**compact)  # type: ignore[arg-type]
-        loss = lambda: F.linear_cross_entropy(h, w, t, options=opts)  # noqa: E731
-    else:
-        raise ValueError(f"unknown linear cross-entropy variant {impl!r}")
-
-    def prepare() -> None:
-        h.grad = w.grad = None
-
-    # the step leaves grad_hidden and grad_weight behind: not overhead
-    return dict(step=lambda: loss().backward(), prepare=prepare, keep_bytes=4 * (n + v) * d)
-
-
-def run_linear_ce(
-    shapes: Sequence[tuple[int, int, int]] = ((2048, 512, 32000),),
-    variants: Sequence[str | Variant] = LINEAR_VARIANTS,
-    repeats: int = 3,
-    *,
-    pause_s: float = 0.25,
-) -> tuple[list[dict[str, Any]], str]:
-    """Fused linear + cross-entropy fwd+bwd, one case per ``(N, d, V)`` shape.
-
-    Rows: ``shape``, ``variant``, ``time_s``, ``best_s``; ``floor_s``, the GEMM floor
-    ``6 N d V / rate`` (the rate of three 2048^3 ``torch.mm``, timed in every round by a worker of
-    its own; median over rounds) and ``floor_x``, the median per-round time / floor;
-    ``vs_compact``, the median per-round ratio to ``torch_lce_compact`` (when it runs);
-    ``vs_before`` (variants with a ``before:`` twin, see :func:`with_before`); ``extra_mb``, the
-    peak memory above the inputs and their gradients, and ``naive_mem_pct``, the same in % of
-    the naive variant's; ``gemm_gflops``.
-
-    Args:
-        shapes: ``(N, d, V)`` triples.
-        variants: names from :data:`LINEAR_VARIANTS`, or :class:`Variant` objects with one in
-            ``params["impl"]`` (default: the name) and their own ``chunk_size``, environment
-            or source tree.
-        repeats: interleaved timing rounds.
-        pause_s: pause before every timed step.
-
-    Returns:
-        (rows, text table).
-
-    Raises:
-        ImportError: PyTorch is not installed.
-        ValueError: an unknown variant.
-    """
-    vs = []
-    for var in variants:
-        var = Variant(var) if isinstance(var, str) else var
-        impl = var.params.get("impl", var.name)
-        if impl not in LINEAR_VARIANTS:
-            raise ValueError(f"variants: unknown {impl!r} (known: {', '.join(LINEAR_VARIANTS)})")
-        vs.append(dataclasses.replace(var, params={**var.params, "impl": impl}))
-    vs.append(Variant(_FLOOR, {"impl": _FLOOR}))
-    if importlib.util.find_spec("torch") is None:
-        raise ModuleNotFoundError("No module named 'torch'", name="torch")
-    cases = [Case(f"{n}x{d}x{v}", linear_ce_setup, vs, dict(n=n, d=d, v=v)) for n, d, v in shapes]
-    rows: list[dict[str, Any]] = []
-    for (n, d, v), res in zip(shapes, run_cases(cases, repeats, pause_s=pause_s), strict=True):
-        by = {r.variant: r for r in res}
-        rates = [3 * 2 * 2048**3 / t for t in by.pop(_FLOOR).times]
-        floors = [6 * n * d * v / rate for rate in rates]
-        naive, ref = by.get("naive"), by.get("torch_lce_compact")
-        for r in by.values():
-            row = dict(shape=r.case, variant=r.variant, time_s=r.time_s, best_s=r.best_s)
-            row.update(floor_s=statistics.median(floors), floor_x=median_ratio(r.times, floors))
-            if ref is not None:
-                row["vs_compact"] = median_ratio(r.times, ref.times)
-            if r.vs_before is not None:
-                row["vs_before"] = r.vs_before
-            pct = 100 * r.extra_mb / naive.extra_mb if naive and naive.extra_mb else math.nan
-            gflops = statistics.median(rates) / 1e9
-            rows.append(
-                {**row, "extra_mb": r.extra_mb, "naive_mem_pct": pct, "gemm_gflops": gflops}
-            )
-    cols = ["shape", "variant", "time_s", "best_s", "floor_x", "vs_compact", "vs_before"]
-    cols = [c for c in [*cols, "extra_mb", "naive_mem_pct"] if any(c in r for r in rows)]
-    return rows, format_table(rows, cols)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from array_api_compat import is_torch_array
 
 from logitlab._array import (
     as_arrays,
     check_probabilities,
     input_eps,
-    is_half,
     to_numpy,
     warn_if_probabilities,
 )
@@ -26,6 +24,7 @@ from logitlab.special import softmax
 __all__ = [
     "check_logit_rows",
     "is_binary",
+    "logit_matrix",
     "to_numpy_2d",
     "to_labels",
     "to_probs",
@@ -34,13 +33,10 @@ __all__ = [
 
 
 def _numpy_of(x: Any, name: str) -> tuple[np.ndarray, float | None]:
-    """``x`` as a NumPy array, and the machine epsilon of the floating dtype it came in (``None``
-    for integers). Half-precision tensors (NumPy has no bfloat16) become float32."""
+    """``x`` as a NumPy array (bfloat16 widened to float32), and the machine epsilon of the
+    floating dtype it came in (``None`` for integers)."""
     xp, (arr,) = as_arrays(x, names=[name])
-    eps = input_eps(arr)
-    if is_torch_array(arr) and is_half(xp, arr.dtype):
-        arr = arr.float()
-    return np.asarray(to_numpy(xp, arr)), eps
+    return np.asarray(to_numpy(xp, arr)), input_eps(arr)
 
 
 def to_numpy_2d(x: Any, name: str) -> np.ndarray:
@@ -64,30 +60,56 @@ def _to_numpy_2d(x: Any, name: str) -> tuple[np.ndarray, float | None]:
     return a, eps
 
 
-def check_logit_rows(
-    z: np.ndarray, name: str = "logits", row0: int = 0, posinf: bool = False
-) -> None:
+def check_logit_rows(z: np.ndarray, name: str = "logits", row0: int = 0) -> None:
     """Raise a ValueError naming ``name`` and the row where a metric of ``softmax(z)`` is undefined.
 
-    NaN anywhere, a row of ``(N, C)`` logits with no finite entry (every class ``-inf``: no
-    distribution), and with ``posinf`` any ``+inf``. ``-inf`` in some classes is a mask, which is
-    valid. Rows are reported as ``row0 + i`` (the row in the caller's data when ``z`` is a chunk).
+    The one check of logits that every metric runs (the batch metrics, :func:`fit_temperature`,
+    :class:`Evaluator`, the files of ``logitlab evaluate``/``report``): NaN anywhere, ``+inf``
+    anywhere (an overflow upstream: ``softmax`` of a row with ``+inf`` has no value, only limits
+    that depend on how the overflow happened), and a row of ``(N, C)`` logits with no finite
+    entry (every class ``-inf``: no distribution). ``-inf`` in some classes is a mask, which is
+    valid; so is any ``-inf`` in ``(N,)`` binary logits (the row ``(0, -inf)``). Rows are reported
+    as ``row0 + i`` (the row in the caller's data when ``z`` is a chunk).
+
+    Example:
+        >>> check_logit_rows(np.array([[0.0, -np.inf], [1.0, np.inf]]), row0=10)
+        Traceback (most recent call last):
+        ...
+        ValueError: logits contains +inf (first at index (11, 1)): a +inf logit is an overflow ...
     """
     ok = np.isfinite(z)
     if ok.all():
         return
-    bad = np.isnan(z) | (np.isposinf(z) if posinf else False)
+    bad = np.isnan(z) | np.isposinf(z)
     if bad.any():
         i = np.argwhere(bad)[0]
         idx = tuple(int(v) for v in i)
         idx = (row0 + idx[0], *idx[1:])
-        what = "NaN" if np.isnan(z[tuple(i)]) else "+inf"
-        raise ValueError(f"{name} contains {what} (first at index {idx})")
+        if np.isnan(z[tuple(i)]):
+            raise ValueError(f"{name} contains NaN (first at index {idx})")
+        raise ValueError(
+            f"{name} contains +inf (first at index {idx}): a +inf logit is an overflow "
+            "upstream, not a certainty"
+        )
     if z.ndim == 2:
         empty = ~ok.any(axis=1)
         if empty.any():
             r = row0 + int(np.argmax(empty))
             raise ValueError(f"{name} row {r} has no finite value (every class is -inf)")
+
+
+def logit_matrix(z: np.ndarray, eps: float | None, fn: str) -> np.ndarray:
+    """Checked logits as ``(N, C)`` in their own dtype: ``(N, C)`` as given (with the
+    probabilities-as-logits warning), ``(N,)`` binary logits ``z`` as the rows ``(0, z)``.
+
+    Raises:
+        ValueError: see :func:`check_logit_rows` (indices are those of the caller's array).
+    """
+    check_logit_rows(z)
+    if z.ndim == 1:  # a single logit z is the pair (0, z)
+        return np.stack([np.zeros_like(z), z], axis=1)
+    warn_if_probabilities(np, z, 1, fn=fn, instead=f"{fn}(probs=...)", eps=eps)
+    return z
 
 
 def to_labels(target: Any, n: int, n_classes: int, name: str = "target") -> np.ndarray:
@@ -118,9 +140,7 @@ def is_binary(x: Any) -> bool:
     return x is not None and len(getattr(x, "shape", np.shape(x))) == 1
 
 
-def _binary_to_two_columns(a: np.ndarray, logits: bool) -> np.ndarray:
-    if logits:  # a single logit z is the pair (0, z)
-        return np.stack([np.zeros_like(a), a], axis=1)
+def _binary_to_two_columns(a: np.ndarray) -> np.ndarray:
     return np.stack([1 - a, a], axis=1)
 
 
@@ -161,14 +181,11 @@ def to_probs(*, probs: Any = None, logits: Any = None, fn: str = "metric") -> np
 
 def _probs_of(a: np.ndarray, eps: float | None, *, logits: bool, fn: str) -> np.ndarray:
     if logits:
-        if a.ndim == 2:
-            warn_if_probabilities(np, a, 1, fn=fn, instead=f"{fn}(probs=...)", eps=eps)
-        z = _binary_to_two_columns(a, True) if a.ndim == 1 else a
-        check_logit_rows(z)
+        z = logit_matrix(a, eps, fn)
         return np.asarray(softmax(z.astype(np.float64), axis=1))
     if a.ndim == 1:
         check_probabilities(np, a, "probs", None, normalized=False)
-        return _binary_to_two_columns(a.astype(np.float64), False)
+        return _binary_to_two_columns(a.astype(np.float64))
     # the row sums are checked in the dtype the probabilities came in (float32 softmax output
     # sums to 1 within float32 rounding only), before the float64 cast
     check_probabilities(np, a, "probs", 1, eps=eps)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import scores_already_guarded, validation, warn_if_probabilities
+from logitlab._array import scores_already_guarded, validation
 from logitlab.losses import cross_entropy, entropy
 from logitlab.metrics._inputs import (
     _numpy_of,
@@ -29,6 +29,7 @@ from logitlab.metrics._inputs import (
     check_logit_rows,
     check_not_swapped,
     is_binary,
+    logit_matrix,
     to_labels,
     to_probs,
     to_probs_and_labels,
@@ -82,12 +83,7 @@ def nll(probs: Any = None, target: Any = None, *, logits: Any = None) -> float:
         Bishop, *Pattern Recognition and Machine Learning*, section 4.3.4, 2006.
     """
     if logits is not None and probs is None and target is not None:
-        z, eps = _to_numpy_2d(logits, "logits")
-        if z.ndim == 1:
-            z = np.stack([np.zeros_like(z), z], axis=1)
-        else:
-            warn_if_probabilities(np, z, 1, fn="nll", instead="nll(probs=...)", eps=eps)
-        check_logit_rows(z)
+        z = logit_matrix(*_to_numpy_2d(logits, "logits"), fn="nll")
         y = to_labels(target, z.shape[0], z.shape[1])
         with scores_already_guarded():
             return float(cross_entropy(z.astype(np.float64), y))
@@ -132,6 +128,7 @@ def accuracy(scores: Any, target: Any, k: int = 1) -> float:
     s, _ = _to_numpy_2d(scores, "scores")
     yv, _ = _numpy_of(target, "target")
     check_not_swapped(s, yv, "accuracy", "scores")
+    check_logit_rows(s, "scores")  # logits or probabilities: +inf or no finite score is no rank
     if s.ndim == 1:
         probs = bool(np.all((s >= 0) & (s <= 1)))
         s = np.stack([1 - s, s] if probs else [np.zeros_like(s), s], axis=1)
@@ -301,12 +298,17 @@ class EntropyStats:
 
 
 def entropy_stats(probs: Any = None, *, logits: Any = None) -> EntropyStats:
-    """Mean/min/max predictive entropy (exact, from logits when given).
+    r"""Mean/min/max predictive entropy :math:`H_i = -\sum_c p_{ic} \log p_{ic}` (exact, from
+    logits when given), normalised by :math:`\log C`.
+
+    ``(N,)`` input is binary, as in :func:`nll` and :func:`calibration_error`: the probability
+    ``p`` of class 1 is the distribution ``(1 - p, p)``, the logit ``z`` of class 1 is the
+    logits ``(0, z)``; ``C = 2``.
 
     Args:
         probs: probabilities ``(N, C)`` or ``(N,)`` (binary: class 1); positional, as in
             :func:`logitlab.entropy`.
-        logits: logits instead (keyword only).
+        logits: logits instead (keyword only); ``(N,)``: the logit of class 1.
 
     Returns:
         :class:`EntropyStats` in nats, with the mean normalised by ``log C``.
@@ -322,16 +324,11 @@ def entropy_stats(probs: Any = None, *, logits: Any = None) -> EntropyStats:
         1.0
         >>> entropy_stats([[0.5, 0.5], [1.0, 0.0]]).mean_normalized
         0.5
+        >>> entropy_stats(logits=[0.0, 0.0]).mean_normalized  # binary: logits (0, 0)
+        1.0
     """
     if logits is not None and probs is None:
-        z, eps = _to_numpy_2d(logits, "logits")
-        if z.ndim == 1:  # binary: the logit of class 1
-            z = np.stack([np.zeros_like(z), z], axis=1)
-        else:
-            warn_if_probabilities(
-                np, z, 1, fn="entropy_stats", instead="entropy_stats(probs=...)", eps=eps
-            )
-        check_logit_rows(z)
+        z = logit_matrix(*_to_numpy_2d(logits, "logits"), fn="entropy_stats")
         with scores_already_guarded():
             h = np.asarray(entropy(logits=z.astype(np.float64)))
         c = z.shape[1]

@@ -69,6 +69,7 @@ from logitlab._array import (
     validation_enabled,
     warn_if_probabilities,
 )
+from logitlab.metrics._inputs import check_logit_rows
 from logitlab.metrics.calibration import BinTable, error_from_table, uniform_edges
 
 __all__ = ["Evaluator", "EvaluationResult", "all_reduce_state"]
@@ -233,6 +234,7 @@ def _binary_columns(x: Any, from_probs: bool, torch: Any) -> tuple[Any, np.ndarr
             p1 = xn
             cols = np.stack([np.log1p(-xn), np.log(xn)], 1)  # p = 0 or 1: a masked class
         else:
+            check_logit_rows(xn, "scores")  # in the caller's (B,) indices
             e = np.exp(-np.abs(xn))  # sigmoid without overflow
             p1 = np.where(xn >= 0, 1 / (1 + e), e / (1 + e))
             cols = np.stack([np.zeros_like(xn), xn], 1)
@@ -458,21 +460,9 @@ class Evaluator:
     def _raise_nonfinite(self, x: Any, a: int, block: int) -> None:
         xb = x[a : a + block]
         xn = xb.cpu().numpy() if hasattr(xb, "cpu") else np.asarray(xb)
-        nan_rows = np.isnan(xn).any(axis=1)
-        if nan_rows.any():
-            i = a + int(np.argmax(nan_rows))
-            raise ValueError(f"scores contain NaN (row {i} of the batch)")
-        pinf = np.isposinf(xn).any(axis=1)
-        if pinf.any():
-            raise ValueError(f"scores contain +inf (row {a + int(np.argmax(pinf))} of the batch)")
-        empty = ~np.isfinite(xn).any(axis=1)
-        if empty.any():
-            raise ValueError(
-                f"row {a + int(np.argmax(empty))} of the batch has no finite score "
-                "(every class masked)"
-            )
-        # a target class masked with -inf: its NLL is +inf, which is the honest value
-        return
+        # the metrics' one check; a target class masked with -inf passes (its NLL is +inf,
+        # which is the honest value)
+        check_logit_rows(xn, "scores", a)
 
     def _add_hist(self, hist: np.ndarray, conf: np.ndarray, correct: np.ndarray) -> None:
         f = self.fine_bins

@@ -3,8 +3,9 @@ r"""Training-time logit monitor: a forward hook with cheap running statistics an
 :class:`LogitMonitor` watches the output of a module (typically ``lm_head``) and keeps, without
 any extra host synchronisation between checks, the largest ``|z|``, the number of rows whose naive
 float16 softmax would overflow and the number of saturated rows. Per call it does one max and one
-log-sum-exp over the class axis in float32 (:math:`O(V)` per row, against :math:`O(dV)` for the
-matmul that produced the logits), then compares on the device.
+log-sum-exp over the class axis in the logits' dtype (float32 for float16/bfloat16; float64 stays
+float64), :math:`O(V)` per row against :math:`O(dV)` for the matmul that produced the logits,
+then compares on the device.
 
 Per row, with :math:`a = \max_i z_i` and :math:`\ell = \operatorname{lse}(z)`:
 
@@ -141,7 +142,9 @@ class LogitMonitor:
         if z is None or z.ndim == 0 or not z.is_floating_point():
             return
         with torch.no_grad():
-            x = z.detach().movedim(self.axis, -1).float()  # float32: exact for half inputs
+            x = z.detach().movedim(self.axis, -1)
+            if x.dtype in (torch.float16, torch.bfloat16):
+                x = x.float()  # exact; half-precision exp and sums would lose the counts
             rows = x.numel() // max(1, x.shape[-1])
             a = x.amax(dim=-1)
             lse = torch.logsumexp(x, dim=-1)

@@ -1,4 +1,6 @@
-"""Assemble everything ``logitlab report`` / ``evaluate`` show, from a predictions file.
+"""Assemble everything ``logitlab report`` / ``evaluate`` show, from a predictions file
+(application code: file IO and the assembly of the library's metrics, for the CLI; formerly
+``logitlab.metrics.summary``).
 
 Streaming where it matters: the core metrics and the temperature fit read the scores in row
 chunks (constant memory); the batch-only extras (classwise and equal-mass ECE variants, Brier
@@ -19,6 +21,7 @@ import numpy as np
 
 from logitlab._array import looks_like_probabilities, scores_already_guarded, validation
 from logitlab.io import ArraySource, iter_row_chunks, rows_for_budget
+from logitlab.metrics._inputs import check_logit_rows
 from logitlab.metrics.calibration import BinTable, bin_table, calibration_error, error_from_table
 from logitlab.metrics.classification import brier_decomposition
 from logitlab.metrics.evaluator import Evaluator
@@ -92,25 +95,14 @@ class _LogitView:
         return _as_logits(self.src.rows(a, b), self.probs)
 
 
-def _check_finite(x: np.ndarray, a: int, source: str) -> None:
-    """NaN, +inf, or a row with no finite score: a ValueError naming the file and the row in it
-    (``a`` is the chunk's first row). ``-inf`` alone is a masked class, which is valid."""
-    finite = np.isfinite(x)
-    if finite.all():
-        return
-    # only chunks with non-finite entries get here (every row of a masked-vocabulary file does)
-    x2 = x.reshape(x.shape[0], -1)  # binary scores: the logit z is one row (0, z) ...
-    nan = np.asarray(np.isnan(x2).any(axis=1))
-    pinf = np.asarray(np.isposinf(x2).any(axis=1))
-    # ... which always has a finite entry
-    empty = np.asarray(~finite.reshape(x2.shape).any(axis=1)) & (x.ndim == 2)
-    i = int(np.argmax(nan | pinf | empty))
-    if nan[i]:
-        raise ValueError(f"{source}: scores contain NaN (row {a + i})")
-    if pinf[i]:
-        raise ValueError(f"{source}: scores contain +inf (row {a + i})")
-    if empty[i]:
-        raise ValueError(f"{source}: row {a + i} has no finite score (every class is -inf)")
+def _check_finite(x: np.ndarray, a: int, source: str, probs: bool) -> None:
+    """NaN, +inf, or a row with no finite score: the metrics' own check (``-inf`` alone is a
+    masked class, which is valid), its message prefixed with the file; ``a`` is the chunk's first
+    row, so the index is the one in the file."""
+    try:
+        check_logit_rows(x, "probs" if probs else "logits", a)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}") from None
 
 
 def _check_probs(own: np.ndarray, a: int, source: str, eps: float | None) -> None:
@@ -191,7 +183,7 @@ def evaluate_predictions(
 
     for a, chunk in iter_row_chunks(scores, step):
         x = np.asarray(chunk, dtype=np.float64)
-        _check_finite(x, a, source)
+        _check_finite(x, a, source, probs)
         if probs:
             # the tolerance is that of the file's own dtype (float32 probabilities sum to 1
             # only within float32 rounding)
