@@ -31,13 +31,12 @@ import numpy as np
 from array_api_compat import array_namespace, device, is_array_api_obj
 from array_api_compat import is_torch_array as _compat_is_torch_array
 
+from logitlab._config import validation_enabled
+
 __all__ = [
     "Array",
     "as_arrays",
     "compute_dtype",
-    "validation",
-    "set_validation",
-    "validation_enabled",
     "ProbabilitiesAsLogitsWarning",
 ]
 
@@ -54,51 +53,6 @@ def is_torch_array(x: object) -> TypeGuard[Any]:
     if sys.modules.get("torch") is None:
         return False
     return bool(_compat_is_torch_array(x))
-
-
-_VALIDATE: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "logitlab_validate", default=os.environ.get("LOGITLAB_VALIDATE", "1") not in ("0", "false")
-)
-
-
-def validation_enabled() -> bool:
-    """Whether value checks that read array contents (and so sync a GPU) are on."""
-    return _VALIDATE.get()
-
-
-def set_validation(enabled: bool) -> None:
-    """Turn value checks on or off for the current context.
-
-    Checks of shapes and dtypes are always done (they cost nothing). Checks that read values
-    (class index in range, probabilities in [0, 1] and summing to one, NaN targets) force a
-    device-to-host synchronisation on GPUs; turn them off inside a training loop with
-    ``set_validation(False)``, the :func:`validation` context manager, or the environment variable
-    ``LOGITLAB_VALIDATE=0``.
-
-    Example:
-        >>> import logitlab
-        >>> logitlab.set_validation(False); logitlab.validation_enabled()
-        False
-        >>> logitlab.set_validation(True)
-    """
-    _VALIDATE.set(bool(enabled))
-
-
-@contextlib.contextmanager
-def validation(enabled: bool) -> Iterator[None]:
-    """Context manager form of :func:`set_validation`.
-
-    Example:
-        >>> import logitlab
-        >>> with logitlab.validation(False):
-        ...     logitlab.validation_enabled()
-        False
-    """
-    token = _VALIDATE.set(bool(enabled))
-    try:
-        yield
-    finally:
-        _VALIDATE.reset(token)
 
 
 F = TypeVar("F", bound=Callable[..., Any])

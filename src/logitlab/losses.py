@@ -50,9 +50,9 @@ from logitlab._array import (
     result_dtype,
     scores_already_guarded,
     to_float,
-    validation_enabled,
     warn_if_probabilities,
 )
+from logitlab._config import validation_enabled
 from logitlab.special import (
     _finish,
     _wants_grad,

@@ -48,8 +48,8 @@ from logitlab._array import (
     quiet,
     result_dtype,
     to_float,
-    validation_enabled,
 )
+from logitlab._config import validation_enabled
 
 __all__ = [
     "logsumexp",

@@ -29,15 +29,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from logitlab._config import LEVELS as _CONFIG_LEVELS
+from logitlab._config import native_level
 from logitlab._native._build import CSRC, LEVELS, library_name
 
 __all__ = ["LEVELS", "info", "lib", "split_rows"]
 
 R = TypeVar("R")
 
+# _build imports nothing from logitlab (setup.py loads it by path): the two lists must agree
+assert _CONFIG_LEVELS == LEVELS
+
 _DIR = Path(__file__).parent
-_OFF = ("0", "false", "off", "no")
-_BEST = ("", "1", "true", "on", "yes", "auto")
 
 _p, _i64, _int, _f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 # argument and result types of every exported function, in the order of their C prototypes
@@ -120,19 +123,8 @@ def cpu_level() -> str | None:
 
 
 def _requested() -> str | None:
-    """``LOGITLAB_NATIVE`` as a level, ``"best"``, or None (off)."""
-    raw = os.environ.get("LOGITLAB_NATIVE", "")
-    value = raw.strip().lower()
-    if value in _OFF:
-        return None
-    if value in _BEST:
-        return "best"
-    if value in LEVELS:
-        return value
-    raise ValueError(
-        f"LOGITLAB_NATIVE={raw!r}: expected 0 (off), 1 (the best level), "
-        f"or one of {', '.join(LEVELS)}"
-    )
+    """``LOGITLAB_NATIVE`` as a level, ``"best"``, or None (off): :mod:`logitlab._config`."""
+    return native_level()
 
 
 def lib() -> Any:

@@ -66,9 +66,9 @@ from logitlab._array import (
     check_probabilities,
     input_eps,
     torch_view,
-    validation_enabled,
     warn_if_probabilities,
 )
+from logitlab._config import validation_enabled
 from logitlab.metrics.calibration import BinTable, error_from_table, uniform_edges
 
 __all__ = ["Evaluator", "EvaluationResult", "all_reduce_state"]

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import looks_like_probabilities, scores_already_guarded, validation
+from logitlab._array import looks_like_probabilities, scores_already_guarded
+from logitlab._config import validation
 from logitlab.io import ArraySource, iter_row_chunks, rows_for_budget
 from logitlab.metrics.calibration import BinTable, bin_table, calibration_error, error_from_table
 from logitlab.metrics.classification import brier_decomposition

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 # isort: split
-from logitlab._array import validation_enabled
+from logitlab._config import validation_enabled
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _INTS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
