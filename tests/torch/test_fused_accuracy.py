@@ -32,8 +32,8 @@ from tests import reference as R
 
 torch = pytest.importorskip("torch")
 
+from logitlab._rows.fused import native_available  # noqa: E402
 from logitlab.torch import cross_entropy, linear_cross_entropy  # noqa: E402
-from logitlab.torch._kernels import native_available  # noqa: E402
 
 _lce = sys.modules["logitlab.torch.linear_cross_entropy"]
 NEG = -math.inf

@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from logitlab._rows.fused import native_available  # noqa: E402
 from logitlab.torch import linear_cross_entropy  # noqa: E402
-from logitlab.torch._kernels import native_available  # noqa: E402
 
 N, D, V = 37, 12, 53
 # native_rows: token-major chunks and the row kernel; native_cols: class-major chunks and the

@@ -2,7 +2,7 @@
 
 The kernels: log-softmax and log-sum-exp rows of the exact core (:mod:`logitlab._fast`), the
 streaming evaluator's rows, the diagnose rows, and the fused cross-entropy row and column
-kernels of :mod:`logitlab.torch._kernels`. The build (:mod:`logitlab._native._build`, run by
+kernels of :mod:`logitlab._rows.fused`. The build (:mod:`logitlab._native._build`, run by
 ``setup.py``) compiles them once per ISA level into ``liblogitlab_<level>.so`` beside this file;
 nothing is compiled at run time and no torch is imported here.
 

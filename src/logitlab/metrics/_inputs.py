@@ -13,14 +13,8 @@ from typing import Any
 import numpy as np
 from array_api_compat import is_torch_array
 
-from logitlab._array import (
-    as_arrays,
-    check_probabilities,
-    input_eps,
-    is_half,
-    to_numpy,
-    warn_if_probabilities,
-)
+from logitlab._array import as_arrays, is_half, to_numpy
+from logitlab._checks import check_probabilities, input_eps, warn_if_probabilities
 from logitlab.special import softmax
 
 __all__ = [

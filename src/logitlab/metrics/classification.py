@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import scores_already_guarded, warn_if_probabilities
+from logitlab._checks import scores_already_guarded, warn_if_probabilities
 from logitlab._config import validation
 from logitlab.losses import cross_entropy, entropy
 from logitlab.metrics._inputs import (

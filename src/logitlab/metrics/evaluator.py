@@ -62,12 +62,8 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import (
-    check_probabilities,
-    input_eps,
-    torch_view,
-    warn_if_probabilities,
-)
+from logitlab._array import torch_view
+from logitlab._checks import check_probabilities, input_eps, warn_if_probabilities
 from logitlab._config import validation_enabled
 from logitlab.metrics.calibration import BinTable, error_from_table, uniform_edges
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import looks_like_probabilities, scores_already_guarded
+from logitlab._checks import looks_like_probabilities, scores_already_guarded
 from logitlab._config import validation
 from logitlab.io import ArraySource, iter_row_chunks, rows_for_budget
 from logitlab.metrics.calibration import BinTable, bin_table, calibration_error, error_from_table
@@ -116,7 +116,7 @@ def _check_finite(x: np.ndarray, a: int, source: str) -> None:
 
 def _check_probs(own: np.ndarray, a: int, source: str, eps: float | None) -> None:
     """Rows that are not probability vectors: a ValueError naming the file and the row in it."""
-    from logitlab._array import check_probabilities
+    from logitlab._checks import check_probabilities
 
     def bad(rows: np.ndarray) -> ValueError | None:
         xx = rows if rows.ndim == 2 else np.stack([1 - rows, rows], 1)

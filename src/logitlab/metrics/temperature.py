@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import as_arrays, torch_view, warn_if_probabilities
+from logitlab._array import as_arrays, torch_view
+from logitlab._checks import warn_if_probabilities
 from logitlab.metrics._inputs import check_logit_rows, to_labels, to_probs_and_labels
 
 __all__ = ["TemperatureResult", "fit_temperature", "nll_and_derivatives"]

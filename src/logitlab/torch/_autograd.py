@@ -57,7 +57,8 @@ from typing import Any
 import array_api_compat.torch as xp
 import torch
 
-from logitlab._array import normalize_axis
+from logitlab import _formulas, _rows
+from logitlab._checks import CEOptions, normalize_axis
 
 __all__ = [
     "bce_grad",
@@ -65,8 +66,7 @@ __all__ = [
     "ce_grads",
     "cross_entropy_grad",
     "entropy_grad",
-    "js_grad",
-    "kl_grad",
+    "divergence_grad",
     "log_softmax_fn",
     "log_softmax_vjp",
     "logsumexp_b_grad",
@@ -181,10 +181,8 @@ class _Softmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, axis: int, t: float, log: bool) -> torch.Tensor:
-        from logitlab.special import log_softmax, softmax
-
         ax = normalize_axis(axis, x.ndim)
-        y = (log_softmax if log else softmax)(x.detach(), ax, t)
+        y = (_rows.log_softmax if log else _rows.softmax)(xp, x.detach(), ax, t)
         ctx.save_for_backward(x if log else None, y, _dead(x, ax))
         ctx.args = (ax, t, log)
         return y
@@ -223,17 +221,22 @@ def log_softmax_fn(x: torch.Tensor, axis: int, t: float = 1.0) -> torch.Tensor:
 
 
 def softmax_grad(x: torch.Tensor, axis: int, t: float, *, log: bool) -> torch.Tensor:
-    return _down(_Softmax.apply(_up(x), axis, t, log), x)
+    """softmax (``log=False``) or log-softmax of a float32/float64 tensor, for autograd."""
+    out: torch.Tensor = _Softmax.apply(x, axis, t, log)
+    return out
 
 
 class _LogSumExp(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, axis: int | None, keepdims: bool) -> torch.Tensor:
-        from logitlab.special import logsumexp
-
         ctx.save_for_backward(x)
         ctx.args = (axis, keepdims)
-        out: torch.Tensor = logsumexp(x.detach(), axis, keepdims)
+        xd = x.detach()
+        out: torch.Tensor
+        if axis is None:
+            out = _rows.lse(xp, xd.reshape(-1), 0)
+            return out.reshape((1,) * x.ndim) if keepdims else out
+        out = _rows.lse(xp, xd, normalize_axis(axis, x.ndim), keepdims)
         return out
 
     @staticmethod
@@ -259,7 +262,8 @@ def logsumexp_fn(x: torch.Tensor, axis: int | None, keepdims: bool = False) -> t
 
 
 def logsumexp_grad(x: torch.Tensor, axis: int | None, keepdims: bool) -> torch.Tensor:
-    return _down(logsumexp_fn(_up(x), axis, keepdims), x)
+    """log-sum-exp of a float32/float64 tensor, for autograd."""
+    return logsumexp_fn(x, axis, keepdims)
 
 
 class _LogSumExpB(torch.autograd.Function):
@@ -275,9 +279,14 @@ class _LogSumExpB(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, b: torch.Tensor, axis: int | None, keepdims: bool, sign: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        from logitlab.special import logsumexp
-
-        out, sgn = logsumexp(x.detach(), axis, keepdims, b=b.detach(), return_sign=True)
+        ax = normalize_axis(axis, x.ndim) if axis is not None else None
+        xd, bd = x.detach(), b.detach()
+        if ax is None:
+            out, sgn = _rows.lse_weighted(xp, xd.reshape(-1), bd.reshape(-1), 0, False)
+            if keepdims:
+                out, sgn = out.reshape((1,) * x.ndim), sgn.reshape((1,) * x.ndim)
+        else:
+            out, sgn = _rows.lse_weighted(xp, xd, bd, ax, keepdims)
         if not sign:
             out = torch.where(sgn < 0, math.nan, out)
         ctx.save_for_backward(x, b, out, sgn)
@@ -314,19 +323,14 @@ class _LogSumExpB(torch.autograd.Function):
         return gx.reshape(shape), gb.reshape(shape), None, None, None
 
 
-def logsumexp_b_grad(x: Any, axis: int | None, keepdims: bool, b: Any, return_sign: bool) -> Any:
-    """logsumexp with ``b`` and/or ``return_sign`` for tensors that require grad."""
-    ref = x if isinstance(x, torch.Tensor) else b
-    x = _as_tensor(x, ref)
-    b = torch.ones_like(x) if b is None else _as_tensor(b, ref)
-    dt = torch.promote_types(_up(x).dtype, _up(b).dtype)
-    if not dt.is_floating_point:
-        dt = torch.get_default_dtype()
-    xx, bb = torch.broadcast_tensors(x.to(dt), b.to(dt))
-    out, sgn = _LogSumExpB.apply(xx, bb, axis, keepdims, return_sign)
-    like = x if x.is_floating_point() else out
-    out, sgn = _down(out, like), _down(sgn, like)
-    return (out, sgn) if return_sign else out
+def logsumexp_b_grad(
+    x: torch.Tensor, axis: int | None, keepdims: bool, b: torch.Tensor | None, return_sign: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log |sum b e^x|, sign)`` of checked float32/float64 tensors of one shape (``b``: ones
+    when None); NaN for a negative sum unless ``return_sign``."""
+    bb = torch.ones_like(x) if b is None else b
+    out, sgn = _LogSumExpB.apply(x, bb, axis, keepdims, return_sign)
+    return out, sgn
 
 
 # --------------------------------------------------------------------------- sigmoid / softplus
@@ -358,10 +362,8 @@ class _Softplus(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        from logitlab.special import log1pexp_impl
-
         ctx.save_for_backward(x)
-        out: torch.Tensor = log1pexp_impl(xp, x.detach())
+        out: torch.Tensor = _formulas.log1pexp(xp, x.detach())
         return out
 
     @staticmethod
@@ -381,11 +383,11 @@ def softplus_fn(x: torch.Tensor) -> torch.Tensor:
 class _Entropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, src: torch.Tensor, axis: int, from_logits: bool) -> torch.Tensor:
-        from logitlab.losses import entropy
-
         ax = normalize_axis(axis, src.ndim)
         s = src.detach()
-        out: torch.Tensor = entropy(logits=s, axis=ax) if from_logits else entropy(probs=s, axis=ax)
+        out: torch.Tensor = (
+            _rows.entropy(xp, s, ax) if from_logits else _formulas.entropy_probs(xp, s, ax)
+        )
         ctx.save_for_backward(src)
         ctx.args = (ax, from_logits)
         return out
@@ -413,7 +415,9 @@ class _Entropy(torch.autograd.Function):
 
 
 def entropy_grad(src: torch.Tensor, axis: int, *, from_logits: bool) -> torch.Tensor:
-    return _down(_Entropy.apply(_up(src), axis, from_logits), src)
+    """Entropy of float32/float64 logits or probabilities along ``axis``, for autograd."""
+    out: torch.Tensor = _Entropy.apply(src, axis, from_logits)
+    return out
 
 
 # --------------------------------------------------------------------------- cross-entropy
@@ -527,73 +531,62 @@ def ce_grads(
 
 
 class _CrossEntropy(torch.autograd.Function):
+    """Cross-entropy of logits (class axis last) and class or probability targets: the forward
+    is :func:`logitlab._formulas.cross_entropy`, the backward :func:`ce_grads`."""
+
     @staticmethod
     def forward(
         ctx: Any,
-        logits: torch.Tensor,
+        x: torch.Tensor,
         target: torch.Tensor,
         weight: torch.Tensor | None,
-        axis: int,
-        ignore_index: int,
-        ls: float,
-        reduction: str,
-        t: float,
+        soft: bool,
+        opts: CEOptions,
     ) -> torch.Tensor:
-        from logitlab.losses import cross_entropy
-
         d = lambda v: None if v is None else v.detach()  # noqa: E731
-        out: torch.Tensor = cross_entropy(
-            d(logits), d(target), axis, ignore_index, ls, d(weight), reduction, t
-        )
-        ctx.save_for_backward(logits, target, weight, out)
-        ctx.args = (normalize_axis(axis, logits.ndim), ignore_index, ls, reduction, t)
+        out: torch.Tensor = _formulas.cross_entropy(xp, d(x), d(target), d(weight), soft, opts)
+        ctx.save_for_backward(x, target, weight, out)
+        ctx.opts = opts
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        logits, target, weight, out = ctx.saved_tensors
-        ax, ignore_index, ls, reduction, t = ctx.args
+        x, target, weight, out = ctx.saved_tensors
+        opts = ctx.opts
         soft = target.is_floating_point()
         need = ctx.needs_input_grad
         gx, gt, gw = ce_grads(
-            logits.movedim(ax, -1),
-            target.movedim(ax, -1) if soft else target,
+            x,
+            target,
             weight,
             g,
             out,
-            ignore_index=ignore_index,
-            label_smoothing=ls,
-            reduction=reduction,
-            temperature=t,
+            ignore_index=opts.ignore_index,
+            label_smoothing=opts.label_smoothing,
+            reduction=opts.reduction,
+            temperature=opts.temperature,
             need=(need[0], need[1] and soft, need[2] and weight is not None),
         )
-        if gx is not None:
-            gx = gx.movedim(-1, ax).to(logits.dtype)
-        if gt is not None:
-            gt = gt.movedim(-1, ax).to(target.dtype)
-        if gw is not None:
-            gw = gw.to(weight.dtype)
-        return gx, gt, gw, None, None, None, None, None
+        return gx, gt, gw, None, None
 
 
 def cross_entropy_grad(
-    logits: Any,
-    target: Any,
-    axis: int,
-    ignore_index: int,
-    ls: float,
-    weight: Any,
-    reduction: str,
-    t: float,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    soft: bool,
+    opts: CEOptions,
 ) -> torch.Tensor:
-    logits = _as_tensor(logits, target) if not isinstance(logits, torch.Tensor) else logits
-    target = _as_tensor(target, logits)
-    weight = _as_tensor(weight, logits)
-    lg = _up(logits) if logits.is_floating_point() else logits
-    tg = _up(target) if target.is_floating_point() else target
-    wg = None if weight is None else (_up(weight) if weight.is_floating_point() else weight)
-    out = _CrossEntropy.apply(lg, tg, wg, axis, ignore_index, ls, reduction, t)
-    return _down(out, logits) if logits.is_floating_point() else out
+    """Cross-entropy of checked tensors (class axis last, float32/float64 logits, int64 class or
+    float probability targets) for autograd. Class targets of 2-D logits take the fused kernel of
+    :mod:`logitlab.torch.cross_entropy` (loss and gradient in one visit of each row); the rest
+    :class:`_CrossEntropy`. Both have closed-form derivatives of every order."""
+    if not soft and x.ndim == 2 and not opts.z_loss and opts.softcap is None:
+        from logitlab.torch.cross_entropy import fused_cross_entropy
+
+        return fused_cross_entropy(x, target, weight, opts, axis=1, inplace_backward=False)
+    out: torch.Tensor = _CrossEntropy.apply(x, target, weight, soft, opts)
+    return out
 
 
 # --------------------------------------------------------------------------- binary CE
@@ -639,15 +632,10 @@ class _BCE(torch.autograd.Function):
         reduction: str,
         from_logits: bool,
     ) -> torch.Tensor:
-        from logitlab.losses import binary_cross_entropy, binary_cross_entropy_with_logits
-
         d = lambda v: None if v is None else v.detach()  # noqa: E731
-        if from_logits:
-            out = binary_cross_entropy_with_logits(
-                d(pred), d(target), d(weight), d(pos_weight), reduction
-            )
-        else:
-            out = binary_cross_entropy(d(pred), d(target), d(weight), reduction)
+        out = _formulas.binary_cross_entropy(
+            xp, d(pred), d(target), d(weight), d(pos_weight), reduction, from_logits=from_logits
+        )
         ctx.save_for_backward(pred, target, weight, pos_weight)
         ctx.args = (reduction, from_logits)
         return out  # type: ignore[no-any-return]
@@ -682,21 +670,17 @@ class _BCE(torch.autograd.Function):
 
 
 def bce_grad(
-    pred: Any, target: Any, weight: Any, pos_weight: Any, reduction: str, *, from_logits: bool
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    pos_weight: torch.Tensor | None,
+    reduction: str,
+    *,
+    from_logits: bool,
 ) -> torch.Tensor:
-    ref = next(v for v in (pred, target, weight, pos_weight) if isinstance(v, torch.Tensor))
-    pred, target = _as_tensor(pred, ref), _as_tensor(target, ref)
-    weight, pos_weight = _as_tensor(weight, ref), _as_tensor(pos_weight, ref)
-    if not pred.is_floating_point():
-        fdt = target.dtype if target.is_floating_point() else torch.get_default_dtype()
-        pred = pred.to(fdt)
-    dt = _up(pred).dtype
-
-    def fl(v: Any) -> Any:
-        return None if v is None else _up(v) if v.is_floating_point() else v.to(dt)
-
-    out = _BCE.apply(_up(pred), fl(target), fl(weight), fl(pos_weight), reduction, from_logits)
-    return _down(out, pred)
+    """Binary cross-entropy of checked float32/float64 tensors of one dtype, for autograd."""
+    out: torch.Tensor = _BCE.apply(pred, target, weight, pos_weight, reduction, from_logits)
+    return out
 
 
 # --------------------------------------------------------------------------- KL / JS
@@ -762,15 +746,9 @@ class _Divergence(torch.autograd.Function):
         axis: int,
         js: bool,
     ) -> torch.Tensor:
-        from logitlab.losses import js_divergence, kl_divergence
-
-        a0, b0 = a.detach(), b.detach()
-        out: torch.Tensor = (js_divergence if js else kl_divergence)(
-            None if a_logits else a0,
-            None if b_logits else b0,
-            p_logits=a0 if a_logits else None,
-            q_logits=b0 if b_logits else None,
-            axis=axis,
+        ax = normalize_axis(axis, a.ndim)
+        out: torch.Tensor = _formulas.divergence(
+            xp, a.detach(), b.detach(), a_logits, b_logits, ax, jensen=js
         )
         ctx.save_for_backward(a, b)
         ctx.args = (a_logits, b_logits, normalize_axis(axis, a.ndim), js)
@@ -829,26 +807,10 @@ class _Divergence(torch.autograd.Function):
         )
 
 
-def _pair(p: Any, q: Any, p_logits: Any, q_logits: Any) -> tuple[Any, Any, bool, bool]:
-    if (p is None) == (p_logits is None) or (q is None) == (q_logits is None):
-        raise ValueError("give exactly one of p / p_logits and exactly one of q / q_logits")
-    a, b = (p_logits if p is None else p), (q_logits if q is None else q)
-    ref = a if isinstance(a, torch.Tensor) else b
-    a, b = _as_tensor(a, ref), _as_tensor(b, ref)
-    return a, b, p is None, q is None
-
-
-def _div(js: bool, p: Any, q: Any, p_logits: Any, q_logits: Any, axis: int) -> torch.Tensor:
-    a, b, al, bl = _pair(p, q, p_logits, q_logits)
-    fa = a if a.is_floating_point() else a.to(torch.get_default_dtype())
-    fb = b if b.is_floating_point() else b.to(torch.get_default_dtype())
-    out = _Divergence.apply(_up(fa), _up(fb), al, bl, axis, js)
-    return _down(out, fa)
-
-
-def kl_grad(p: Any, q: Any, p_logits: Any, q_logits: Any, axis: int) -> torch.Tensor:
-    return _div(False, p, q, p_logits, q_logits, axis)
-
-
-def js_grad(p: Any, q: Any, p_logits: Any, q_logits: Any, axis: int) -> torch.Tensor:
-    return _div(True, p, q, p_logits, q_logits, axis)
+def divergence_grad(
+    a: torch.Tensor, b: torch.Tensor, a_logits: bool, b_logits: bool, ax: int, *, jensen: bool
+) -> torch.Tensor:
+    """KL (or JS) per distribution of two checked float32/float64 tensors of one shape, each
+    probabilities or logits (``a_logits``/``b_logits``), for autograd."""
+    out: torch.Tensor = _Divergence.apply(a, b, a_logits, b_logits, ax, jensen)
+    return out

@@ -5,21 +5,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import array_api_compat.torch as torch_xp
 import torch
 
 # isort: split
+from logitlab._checks import CEOptions, ce_options, check_class_indices, normalize_axis
+from logitlab._rows.fused import ce_grad_rows, ce_rows, native_available
 from logitlab.torch._autograd import ce_grads
 from logitlab.torch._common import (
     check_float,
-    check_options,
-    check_range,
     check_same_device,
     check_target,
     empty_scratch,
 )
-from logitlab.torch._kernels import ce_grad_rows, ce_rows, native_available
 
-__all__ = ["cross_entropy"]
+__all__ = ["cross_entropy", "fused_cross_entropy"]
 
 
 def _rows(x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -53,30 +53,32 @@ class _CE(torch.autograd.Function):
         x: torch.Tensor,
         t: torch.Tensor,
         w: torch.Tensor | None,
-        cfg: dict[str, Any],
+        opts: CEOptions,
+        axis: int,
+        inplace_backward: bool,
     ) -> torch.Tensor:
-        red = cfg["reduction"]
+        red = opts.reduction
         ctx.dtype_out = logits.dtype
         cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-        valid = t != cfg["ignore_index"]
+        valid = t != opts.ignore_index
         if w is None:
             wt = valid.to(cdt)
         else:
             wt = torch.where(valid, w.to(cdt)[torch.where(valid, t, 0)], 0.0)
         total = wt.sum()
         denom = total.clamp_min(torch.finfo(cdt).tiny)
-        inplace = cfg["inplace"] and x.dtype == cdt and x.data_ptr() == logits.data_ptr()
+        inplace = inplace_backward and x.dtype == cdt and x.data_ptr() == logits.data_ptr()
         ctx.inplace = inplace
         ctx.consumed = False
         kw: dict[str, Any] = dict(
-            ignore_index=cfg["ignore_index"],
+            ignore_index=opts.ignore_index,
             class_weight=w,
-            inv_temp=1.0 / cfg["temperature"],
-            label_smoothing=cfg["label_smoothing"],
+            inv_temp=opts.inv_temp,
+            label_smoothing=opts.label_smoothing,
         )
         ctx.kw = kw
-        ctx.temperature = cfg["temperature"]
-        ctx.shape = (logits.shape, cfg["axis"])
+        ctx.temperature = opts.temperature
+        ctx.shape = (logits.shape, axis)
         need = ctx.needs_input_grad[0]
         if red == "mean":
             # the mean of an all-ignored batch is 0 (not 0/0): every row scale is 0 then
@@ -87,7 +89,7 @@ class _CE(torch.autograd.Function):
         # reads the logits and the backward writes the gradient once, into a fresh buffer or,
         # with inplace_backward, over the logits
         one_pass = (
-            cfg["label_smoothing"] == 0.0
+            opts.label_smoothing == 0.0
             and x.dtype == torch.float32
             and x.device.type == "cpu"
             and native_available()
@@ -103,7 +105,7 @@ class _CE(torch.autograd.Function):
             # the torch one leaves x / T in its buffer, which must then not be the caller's logits
             xin = x if x.dtype == cdt else x.to(cdt)
             native = x.dtype == torch.float32 and x.device.type == "cpu" and native_available()
-            if xin is x and cfg["temperature"] != 1.0 and not native:
+            if xin is x and opts.temperature != 1.0 and not native:
                 xin = x.clone()
             r = ce_rows(xin, t, **kw)
             ctx.grad = None
@@ -129,7 +131,7 @@ class _CE(torch.autograd.Function):
     def backward(ctx: Any, g_out: torch.Tensor) -> tuple[Any, ...]:
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         if not (need_x or need_w):
-            return None, None, None, None, None
+            return None, None, None, None, None, None, None
         if torch.is_grad_enabled():
             # create_graph=True: the kernels' gradient is a constant to autograd, so the
             # gradient is recomputed with the core's differentiable closed form instead
@@ -139,7 +141,7 @@ class _CE(torch.autograd.Function):
             gw = _CE.weight_grad(ctx, g_out)
         if need_x:
             g = _CE.logit_grad(ctx, g_out)
-        return g, None, None, gw, None
+        return g, None, None, gw, None, None, None
 
     @staticmethod
     def logit_grad(ctx: Any, g_out: torch.Tensor) -> torch.Tensor:
@@ -261,7 +263,7 @@ class _CE(torch.autograd.Function):
         logits = ctx.saved_tensors[4]
         need = (ctx.needs_input_grad[0], False, ctx.needs_input_grad[3])
         gx, gw = _CE.core_grads(ctx, g_out, logits, need)
-        return gx, None, None, gw, None
+        return gx, None, None, gw, None, None, None
 
 
 @torch.compiler.disable
@@ -353,16 +355,18 @@ def cross_entropy(
         log-sum-exp and softmax functions", IMA J. Numer. Anal., 2021. T. Dao, flash-attention
         ``ops/triton/cross_entropy.py`` (in-place backward).
     """
+    opts = ce_options(
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        temperature=temperature,
+        reduction=reduction,
+    )
     check_float(logits, "logits")
     check_target(target)
-    check_options(reduction, label_smoothing, temperature)
     check_same_device(logits, target, "target", "logits")
-    nd = logits.dim()
-    if nd == 0:
+    if logits.dim() == 0:
         raise ValueError("logits must have at least one dimension (the classes)")
-    ax = axis + nd if axis < 0 else axis
-    if not 0 <= ax < nd:
-        raise ValueError(f"axis {axis} is out of range for logits with {nd} dimensions")
+    ax = normalize_axis(axis, logits.dim())
     n_classes = logits.shape[ax]
     if n_classes == 0:
         raise ValueError(
@@ -380,17 +384,28 @@ def cross_entropy(
         check_same_device(logits, weight, "weight", "logits")
         if tuple(weight.shape) != (n_classes,):
             raise ValueError(f"weight must have shape ({n_classes},), got {tuple(weight.shape)}")
-    check_range(target, n_classes, ignore_index)
-    x = _rows(logits, ax)
-    cfg = dict(
-        ignore_index=int(ignore_index),
-        label_smoothing=float(label_smoothing),
-        temperature=float(temperature),
-        reduction=reduction,
-        inplace=bool(inplace_backward),
-        axis=ax,
+    check_class_indices(torch_xp, target, n_classes, opts.ignore_index)
+    return fused_cross_entropy(
+        logits, target, weight, opts, axis=ax, inplace_backward=inplace_backward
     )
-    out = _CE.apply(logits, x.detach(), target.reshape(-1), weight, cfg)
-    if reduction == "none":
+
+
+def fused_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    opts: CEOptions,
+    *,
+    axis: int,
+    inplace_backward: bool,
+) -> torch.Tensor:
+    """:func:`cross_entropy` of checked arguments (``axis`` non-negative): the entry of
+    :func:`logitlab.cross_entropy` for 2-D class targets that autograd differentiates."""
+    x = _rows(logits, axis)
+    t = target.reshape(-1)
+    if t.dtype != torch.int64:
+        t = t.long()
+    out: torch.Tensor = _CE.apply(logits, x.detach(), t, weight, opts, axis, inplace_backward)
+    if opts.reduction == "none":
         out = out.reshape(target.shape)
     return out

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 # isort: split
+from logitlab import _formulas, _rows
 from logitlab.torch._common import check_float, check_options, check_same_device
 from logitlab.torch._graph_grads import linear_kl_graph_grads
 from logitlab.torch.linear_cross_entropy import default_chunk_size
@@ -30,21 +31,18 @@ def _kl_rows(
     """
     import array_api_compat.torch as xp
 
-    from logitlab.losses import _log_ratio, kl_terms
-    from logitlab.special import log_softmax_impl, softmax_impl
-
     t = temperature
-    q, lq = softmax_impl(xp, zs, 1, t), log_softmax_impl(xp, zs, 1, t)
-    p, lp = softmax_impl(xp, zt, 1, t), log_softmax_impl(xp, zt, 1, t)
-    u = _log_ratio(xp, p, q, lp, lq, zt, zs, 1, temperature=t)
+    q, lq = _rows.softmax(xp, zs, 1, t), _rows.log_softmax(xp, zs, 1, t)
+    p, lp = _rows.softmax(xp, zt, 1, t), _rows.log_softmax(xp, zt, 1, t)
+    u = _formulas.log_ratio(xp, p, q, lp, lq, zt, zs, 1, temperature=t)
     del lp, lq
     if not reverse:
-        kl = kl_terms(xp, p, q, u).sum(1)
+        kl = _formulas.kl_terms(xp, p, q, u).sum(1)
         if not grad:
             return kl, None
         g = torch.where(u.abs() <= 1, -q * torch.expm1(u), q - p)
     else:
-        kl = kl_terms(xp, q, p, -u).sum(1)
+        kl = _formulas.kl_terms(xp, q, p, -u).sum(1)
         if not grad:
             return kl, None
         # d/dz_s sum q (log q - log p) = q (log q - log p - KL); 0 where q = 0

@@ -1,7 +1,7 @@
 """Chunked fused linear + cross-entropy: the N x V logits never exist.
 
 Per chunk of tokens the logits are formed by one GEMM into a reused float32 buffer, a native
-kernel (:mod:`logitlab.torch._kernels`) turns them into the loss, the statistics and the gradient
+kernel (:mod:`logitlab._rows.fused`) turns them into the loss, the statistics and the gradient
 with respect to the logits, written over them; two more GEMMs then accumulate
 ``grad_hidden = G W`` and ``grad_weight += G^T h``. The backward only rescales the stored
 gradients by the incoming scalar, so the whole step costs the three GEMMs of the naive version
@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import torch
 
 # isort: split
+from logitlab._rows.fused import _ce_rows_torch, ce_cols, ce_rows, native_available
 from logitlab.torch._common import (
     check_float,
     check_options,
@@ -31,7 +32,6 @@ from logitlab.torch._common import (
     empty_scratch,
 )
 from logitlab.torch._graph_grads import linear_ce_graph_grads
-from logitlab.torch._kernels import _ce_rows_torch, ce_cols, ce_rows, native_available
 
 __all__ = ["LinearCEStats", "linear_cross_entropy", "default_chunk_size"]
 

@@ -40,7 +40,7 @@ def native_available() -> bool:
     off, also after import).
 
     Example:
-        >>> from logitlab.torch._kernels import native_available
+        >>> from logitlab._rows.fused import native_available
         >>> isinstance(native_available(), bool)
         True
     """
