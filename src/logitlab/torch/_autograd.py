@@ -579,10 +579,10 @@ def cross_entropy_grad(
 ) -> torch.Tensor:
     """Cross-entropy of checked tensors (class axis last, float32/float64 logits, int64 class or
     float probability targets) for autograd. Class targets of 2-D logits take the fused kernel of
-    :mod:`logitlab.torch.cross_entropy` (loss and gradient in one visit of each row); the rest
+    :mod:`logitlab.torch._cross_entropy` (loss and gradient in one visit of each row); the rest
     :class:`_CrossEntropy`. Both have closed-form derivatives of every order."""
     if not soft and x.ndim == 2 and not opts.z_loss and opts.softcap is None:
-        from logitlab.torch.cross_entropy import fused_cross_entropy
+        from logitlab.torch._cross_entropy import fused_cross_entropy
 
         return fused_cross_entropy(x, target, weight, opts, axis=1, inplace_backward=False)
     out: torch.Tensor = _CrossEntropy.apply(x, target, weight, soft, opts)
