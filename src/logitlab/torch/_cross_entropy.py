@@ -10,8 +10,8 @@ import torch
 
 # isort: split
 from logitlab._checks import CEOptions, ce_options, check_class_indices, normalize_axis
-from logitlab._rows.fused import ce_grad_rows, ce_rows, native_available
-from logitlab.torch._autograd import ce_grads
+from logitlab._rows.fused import RowOut, ce_grad_rows, ce_rows, native_available
+from logitlab.torch._ce_grads import ce_grads
 from logitlab.torch._common import (
     check_float,
     check_same_device,
@@ -45,6 +45,20 @@ def _lse_small(lse: torch.Tensor) -> bool:
     return fin.numel() == 0 or float(fin.abs().max()) <= _ONE_PASS_MAX_LSE
 
 
+def _rows_of(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    opts: CEOptions,
+    w: torch.Tensor | None,
+    scale: torch.Tensor | None,
+) -> RowOut:
+    """:func:`~logitlab._rows.fused.ce_rows` of ``z`` with this loss's options."""
+    return ce_rows(
+        z, t, ignore_index=opts.ignore_index, class_weight=w, grad_scale=scale,
+        inv_temp=opts.inv_temp, label_smoothing=opts.label_smoothing,
+    )  # fmt: skip
+
+
 class _CE(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -70,14 +84,8 @@ class _CE(torch.autograd.Function):
         inplace = inplace_backward and x.dtype == cdt and x.data_ptr() == logits.data_ptr()
         ctx.inplace = inplace
         ctx.consumed = False
-        kw: dict[str, Any] = dict(
-            ignore_index=opts.ignore_index,
-            class_weight=w,
-            inv_temp=opts.inv_temp,
-            label_smoothing=opts.label_smoothing,
-        )
-        ctx.kw = kw
-        ctx.temperature = opts.temperature
+        ctx.opts = opts
+        ctx.weight = w
         ctx.shape = (logits.shape, axis)
         need = ctx.needs_input_grad[0]
         if red == "mean":
@@ -97,7 +105,7 @@ class _CE(torch.autograd.Function):
         if need and red != "none" and not inplace and not one_pass:
             # gradient into a fresh buffer (which becomes the returned gradient itself)
             buf = x.to(cdt, copy=True)
-            r = ce_rows(buf, t, grad_scale=gs, **kw)
+            r = _rows_of(buf, t, opts, w, gs)
             ctx.grad = buf
             ctx.prebuilt = True
         else:
@@ -107,7 +115,7 @@ class _CE(torch.autograd.Function):
             native = x.dtype == torch.float32 and x.device.type == "cpu" and native_available()
             if xin is x and opts.temperature != 1.0 and not native:
                 xin = x.clone()
-            r = ce_rows(xin, t, **kw)
+            r = _rows_of(xin, t, opts, w, None)
             ctx.grad = None
             ctx.prebuilt = False
         ctx.red = red
@@ -170,10 +178,10 @@ class _CE(torch.autograd.Function):
             else:
                 scale = gs * g_out.reshape(-1).to(cdt)
             # inplace_backward: the gradient overwrites the logits buffer, no second N x V tensor
-            kw = ctx.kw
+            opts, w = ctx.opts, ctx.weight
             g = x if ctx.inplace else empty_scratch(tuple(x.shape), cdt, x.device)
             one_pass = (
-                kw["label_smoothing"] == 0.0
+                opts.label_smoothing == 0.0
                 and _lse_small(lse)
                 and ce_grad_rows(
                     g,
@@ -181,15 +189,15 @@ class _CE(torch.autograd.Function):
                     t,
                     lse,
                     scale,
-                    ignore_index=kw["ignore_index"],
-                    class_weight=kw["class_weight"],
-                    inv_temp=kw["inv_temp"],
+                    ignore_index=opts.ignore_index,
+                    class_weight=w,
+                    inv_temp=opts.inv_temp,
                 )
             )
             if not one_pass:
                 if not ctx.inplace:
                     g.copy_(x)
-                ce_rows(g, t, grad_scale=scale, **kw)
+                _rows_of(g, t, opts, w, scale)
             if late and (g_out.device.type != "cpu" or float(g_out) != 1.0):
                 g.mul_(g_out.to(g.dtype))
             if ctx.inplace:
@@ -212,29 +220,29 @@ class _CE(torch.autograd.Function):
         ctx: Any, g_out: torch.Tensor, logits: torch.Tensor, need: tuple[bool, bool, bool]
     ) -> tuple[Any, Any]:
         """(d/d logits, d/d weight) by the core's differentiable formulas
-        (:func:`logitlab.torch._autograd.ce_grads`), in the caller's layout."""
+        (:func:`logitlab.torch._ce_grads.ce_grads`), in the caller's layout."""
         shape, axis = ctx.shape
         _, t, _, _, _, w, out = ctx.saved_tensors
         x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
         x = x.movedim(axis, -1)
-        kw = ctx.kw
+        opts = ctx.opts
         gx, _, gw = ce_grads(
             x,
             t.reshape(x.shape[:-1]),
             w,
             g_out.reshape(x.shape[:-1]) if ctx.red == "none" else g_out,
             out,
-            ignore_index=kw["ignore_index"],
-            label_smoothing=kw["label_smoothing"],
+            ignore_index=opts.ignore_index,
+            label_smoothing=opts.label_smoothing,
             reduction=ctx.red,
-            temperature=ctx.temperature,
+            temperature=opts.temperature,
             need=need,
         )
         if gx is not None:
             # rows the forward gives NaN (a +inf or NaN maximum, not ignored): NaN gradient, as
             # the kernels' first-order one
             top = x.detach().amax(-1, keepdim=True)
-            bad = ~(top < math.inf) & (t.reshape(x.shape[:-1]) != kw["ignore_index"]).unsqueeze(-1)
+            bad = ~(top < math.inf) & (t.reshape(x.shape[:-1]) != opts.ignore_index).unsqueeze(-1)
             gx = torch.where(bad, math.nan, gx).movedim(-1, axis).to(ctx.dtype_out)
         if gw is not None:
             gw = gw.to(w.dtype)

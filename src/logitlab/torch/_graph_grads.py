@@ -5,7 +5,7 @@ with in-place and native operations that autograd does not record: to autograd t
 constant. When a backward runs with grad mode on (``create_graph=True``: double backward,
 gradient penalties, Hessian-vector products), the fused losses call these functions instead. They
 recompute the same closed form, chunk by chunk, from the core's exact softmax, log-softmax and
-log-sum-exp Functions (:mod:`logitlab.torch._autograd`), whose own backward passes are closed-form
+log-sum-exp Functions (:mod:`logitlab.torch._functions`), whose own backward passes are closed-form
 at every order. The price is the memory of an unfused computation: the graph keeps each chunk's
 ``chunk x V`` tensors until it is freed.
 """
@@ -18,15 +18,15 @@ from typing import Any
 import torch
 
 # isort: split
-from logitlab.torch._autograd import (
-    ce_alpha,
+from logitlab.torch._ce_grads import ce_alpha
+from logitlab.torch._common import LinearCEConfig, LinearKLConfig
+from logitlab.torch._functions import (
     log_softmax_fn,
     log_softmax_vjp,
     logsumexp_fn,
     softmax_fn,
     softmax_vjp,
 )
-from logitlab.torch._common import LinearCEConfig, LinearKLConfig
 
 __all__ = ["linear_ce_graph_grads", "linear_kl_graph_grads"]
 

@@ -24,7 +24,7 @@ import torch
 # isort: split
 from logitlab._checks import ce_options, check_class_indices, check_positive_int
 from logitlab._config import current
-from logitlab._rows.fused import _ce_rows_torch, ce_cols, ce_rows, native_available
+from logitlab._rows.fused import ce_cols, ce_rows, native_available
 from logitlab.torch._common import (
     LinearCEConfig,
     check_float,
@@ -163,13 +163,7 @@ def _run(
     cols = _class_major(h, cfg, rows_per_chunk)
     buf = empty_scratch((rows_per_chunk * v,), cdt, h.device)
     wt = w.t()
-    kw: dict[str, Any] = dict(
-        inv_temp=1.0 / cfg.loss.temperature,
-        softcap=cfg.loss.softcap,
-        eps=cfg.loss.label_smoothing,
-        zl=cfg.loss.z_loss,
-        stats=stats,
-    )
+    o = cfg.loss
     for i in range(0, n, c):
         j = min(i + c, n)
         hc = h[i:j]
@@ -181,13 +175,9 @@ def _run(
             else:
                 torch.addmm(b.unsqueeze(1), w, hc.t(), out=zt)
             r = ce_cols(
-                zt,
-                t[i:j],
-                ignore_index=cfg.loss.ignore_index,
-                grad_scale=g_rows,
-                z_loss=kw["zl"],
+                zt, t[i:j], ignore_index=o.ignore_index, grad_scale=g_rows, z_loss=o.z_loss,
                 stats=stats,
-            )
+            )  # fmt: skip
             z = zt.t()  # tokens x classes, like the token-major buffer
         else:
             z = buf[: (j - i) * v].view(j - i, v)
@@ -199,22 +189,11 @@ def _run(
             else:
                 # the GEMM runs (and rounds) in the input dtype, exactly like F.linear
                 z.copy_(torch.mm(hc, wt) if b is None else torch.addmm(b, hc, wt))
-            if group is None:
-                r = ce_rows(
-                    z,
-                    t[i:j],
-                    ignore_index=cfg.loss.ignore_index,
-                    grad_scale=g_rows,
-                    inv_temp=kw["inv_temp"],
-                    softcap=kw["softcap"],
-                    label_smoothing=kw["eps"],
-                    z_loss=kw["zl"],
-                    stats=stats,
-                )
-            else:
-                r = _ce_rows_torch(
-                    z, t[i:j], cfg.loss.ignore_index, None, g_rows, **kw, group=group, offset=offset
-                )
+            r = ce_rows(
+                z, t[i:j], ignore_index=o.ignore_index, grad_scale=g_rows, inv_temp=o.inv_temp,
+                softcap=o.softcap, label_smoothing=o.label_smoothing, z_loss=o.z_loss,
+                stats=stats, group=group, offset=offset,
+            )  # fmt: skip
         loss[i:j] = r.loss
         lse[i:j] = r.lse
         if stats:
