@@ -60,8 +60,8 @@ _SIGNATURES: dict[str, tuple[list[Any], Any]] = {
         None,
     ),
     "logitlab_ce_cols_part": ([_p, _i64, _i64, _i64, _i64, _i64, *[_p] * 8, _int, _int], _int),
-    "logitlab_ce_cols_merge": ([_i64, _i64, *[_p] * 12, _i64, _f32, _p, _p, _p], None),
-    "logitlab_ce_cols_grad": ([_p, _i64, _i64, _i64, _i64, _i64, *[_p] * 6, _i64], _int),
+    "logitlab_ce_cols_merge": ([_i64, _i64, *[_p] * 12, _i64, _f32, _p, _p, _p, _p], None),
+    "logitlab_ce_cols_grad": ([_p, _i64, _i64, _i64, _i64, _i64, *[_p] * 7, _i64], _int),
 }
 
 _lock = threading.Lock()

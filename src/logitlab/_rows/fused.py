@@ -250,17 +250,18 @@ def ce_cols(
     a = torch.empty(mv, dtype=torch.float32)
     fac = torch.empty(mv, dtype=torch.float32)
     fix = torch.empty(mv, dtype=torch.float32)
+    tg = torch.empty(mv, dtype=torch.float32)
     lib.logitlab_ce_cols_merge(
         m, nparts, _ptr(rc), _ptr(s_), _ptr(e_), _ptr(k_), _ptr(nan), _ptr(ztg), _ptr(target),
         _ptr(gs), _ptr(loss), _ptr(lse), _ptr(ent), _ptr(amax), int(ignore_index),
-        float(z_loss), _ptr(a), _ptr(fac), _ptr(fix),
+        float(z_loss), _ptr(a), _ptr(fac), _ptr(fix), _ptr(tg),
     )  # fmt: skip
     if gs is not None:
 
         def grad(p: int, v0: int, v1: int) -> int:
             return lib.logitlab_ce_cols_grad(
                 zt.data_ptr(), m, m, v0, v1, cb, _ptr(rb, p * per), _ptr(a), _ptr(fac),
-                _ptr(fix), _ptr(target), _ptr(gs), int(ignore_index),
+                _ptr(fix), _ptr(tg), _ptr(target), _ptr(gs), int(ignore_index),
             )  # fmt: skip
 
         each_part(grad)
@@ -413,6 +414,15 @@ def _ce_rows_torch(z: torch.Tensor, job: _Job, group: Any = None, offset: int = 
             sm = es * (cw.to(z.dtype)[offset : offset + v].unsqueeze(0) if cw is not None else 1.0)
             z.sub_(torch.where(finite, g * sm, torch.zeros_like(z)))
         z.scatter_add_(1, t, torch.where(local, -(g * (1 - eps) * wt), torch.zeros_like(a)))
+        # The target is the row maximum: its entry holds (1 - eps) wt (p_t - 1), and
+        # p_t - 1 = -s / (1 + s) exactly, where the subtraction above cancels to 0 on a confident
+        # row ([0, -40]: -4.2e-18, not 0).
+        tk = local & (gk == t + offset)
+        exact = g * ((1 - eps) * wt * -s + (coef - (1 - eps) * wt)) / (1 + s)
+        if eps > 0:
+            cwt = cw.to(z.dtype)[t + offset] if cw is not None else 1.0
+            exact = exact - g * es * cwt
+        z.scatter_(1, t, torch.where(tk, exact, z.gather(1, t)))
         if inv_temp != 1.0:
             z.mul_(inv_temp)
         if dcap is not None:
