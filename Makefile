@@ -27,6 +27,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check src tests benchmarks scripts examples
 	$(BIN)/ruff format --check src tests benchmarks scripts examples
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy src

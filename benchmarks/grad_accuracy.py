@@ -34,7 +34,7 @@ from tests import reference_grad as RG  # noqa: E402
 
 import logitlab as ll  # noqa: E402
 import logitlab.torch as lt  # noqa: E402
-from logitlab.torch._kernels import native_available  # noqa: E402
+from logitlab._rows.fused import native_available  # noqa: E402
 
 NEG = -math.inf
 RAND = list(np.random.default_rng(0).standard_normal(1000))

@@ -131,13 +131,16 @@ int logitlab_ce_cols_part(float *x, int64_t m, int64_t ld, int64_t v0, int64_t v
 }
 
 /* Combines np partial states (row p of each np x mv array, in class order) into the outputs and,
- * for ce_cols_grad, a (final maximum), fac = gs A / (1 + s) (0 for ignored or special columns)
- * and fix: NaN for a column whose gradient is NaN, 0 for one that is all zero, else 1. */
+ * for ce_cols_grad, a (final maximum), fac = gs A / (1 + s) (0 for ignored or special columns),
+ * fix: NaN for a column whose gradient is NaN, 0 for one that is all zero, else 1, and tg: the
+ * target entry of the gradient where the target is the column maximum, else NaN. There
+ * fac w_t - gs = gs (2 zloss L - s) / (1 + s) is formed from s itself: the subtraction would
+ * cancel to 0 on a confident column (-4.2e-18 for [0, -40]). */
 void logitlab_ce_cols_merge(int64_t m, int64_t np, float *Rc, double *S, double *E,
                             const int32_t *K, const int32_t *nan, const float *zt,
                             const int64_t *target, const float *gs, float *loss, float *lse,
                             float *ent, int64_t *amax, int64_t ignore_index, float zloss,
-                            float *a_out, float *fac, float *fix) {
+                            float *a_out, float *fac, float *fix, float *tg) {
     const int64_t mv = (m + VL - 1) / VL * VL;
     for (int64_t j = 0; j < m; j++) {
         int64_t best = 0, has_nan = 0;
@@ -158,6 +161,7 @@ void logitlab_ce_cols_merge(int64_t m, int64_t np, float *Rc, double *S, double 
         a_out[j] = a;
         fac[j] = 0.0f;
         fix[j] = 1.0f;
+        tg[j] = NAN;
         if (has_nan || a == INFINITY || a == -INFINITY) {
             /* NaN propagates; an all -inf column has lse = -inf, target probability 0 */
             lse[j] = has_nan ? NAN : a;
@@ -176,16 +180,21 @@ void logitlab_ce_cols_merge(int64_t m, int64_t np, float *Rc, double *S, double 
         float zt_j = 0.0f;
         for (int64_t p = 0; p < np; p++) zt_j += zt[p * mv + j];
         loss[j] = ((a - zt_j) + l1) + zloss * L * L;
-        if (gs) fac[j] = gs[j] * (1.0f + 2.0f * zloss * L) / (1.0f + sf);
+        if (gs) {
+            fac[j] = gs[j] * (1.0f + 2.0f * zloss * L) / (1.0f + sf);
+            if (target[j] == K[best * mv + j])
+                tg[j] = gs[j] * (2.0f * zloss * L - sf) / (1.0f + sf);
+        }
     }
-    for (int64_t j = m; j < mv; j++) a_out[j] = 0.0f, fac[j] = 0.0f, fix[j] = 1.0f;
+    for (int64_t j = m; j < mv; j++) a_out[j] = 0.0f, fac[j] = 0.0f, fix[j] = 1.0f, tg[j] = NAN;
 }
 
 /* Gradient over classes [v0, v1) from ce_cols_part's w and Rb (this range's blocks) and
  * ce_cols_merge's a, fac and fix. */
 int logitlab_ce_cols_grad(float *x, int64_t m, int64_t ld, int64_t v0, int64_t v1, int64_t cb,
                           const float *Rb, const float *a, const float *fac, const float *fix,
-                          const int64_t *target, const float *gs, int64_t ignore_index) {
+                          const float *tg, const int64_t *target, const float *gs,
+                          int64_t ignore_index) {
     const int64_t mv = (m + VL - 1) / VL * VL;
     float *fb = malloc(sizeof(float) * (size_t)mv);
     if (!fb) return -1;
@@ -206,7 +215,8 @@ int logitlab_ce_cols_grad(float *x, int64_t m, int64_t ld, int64_t v0, int64_t v
         if (fix[j] != 1.0f) {
             for (int64_t v = v0; v < v1; v++) x[v * ld + j] = fix[j];
         } else if (t != ignore_index && t >= v0 && t < v1) {
-            x[t * ld + j] -= gs[j];
+            if (tg[j] == tg[j]) x[t * ld + j] = tg[j];
+            else x[t * ld + j] -= gs[j];
         }
     }
     free(fb);

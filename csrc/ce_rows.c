@@ -244,7 +244,16 @@ static inline __attribute__((always_inline)) void one_row(
     }
     if (local) {
         const float dz = cap > 0.0f ? it * dcaps(xt, cap) : it;
-        x[tl] -= gs * (1.0f - P->eps) * wt * dz;
+        if (tl == k) {
+            /* The target is the row maximum: its entry A p_k - alpha_k holds (1 - eps) w_t
+             * (p_k - 1), and p_k - 1 = -s / (1 + s) exactly; subtracting alpha_k from the stored
+             * A p_k would cancel to 0 on a confident row ([0, -40]: -4.2e-18, not 0). */
+            float gk = (1.0f - P->eps) * wt * (-s * inv1s) + (A - (1.0f - P->eps) * wt) * inv1s;
+            if (smooth) gk -= es * (cw ? cw[k] : 1.0f);
+            x[tl] = gs * gk * dz;
+        } else {
+            x[tl] -= gs * (1.0f - P->eps) * wt * dz;
+        }
     }
 }
 
@@ -313,6 +322,23 @@ void logitlab_ce_grad_rows(float *dst, const float *src, int64_t n, const int64_
             if (len == VL) storeu(row + j, g);
             else for (int64_t q = 0; q < len; q++) row[j + q] = g[q];
         }
-        row[t] -= scale;
+        if (row[t] / scale > 0.5f) {
+            /* p_t > 1/2: the target is the row maximum and p_t - 1 would cancel (to 0 on a
+             * confident row). 1 - p_t is the sum of the other probabilities, all positive: sum
+             * the entries just written (in cache, no exp), in float32 blocks added in double. */
+            row[t] = 0.0f;
+            double acc = 0.0;
+            for (int64_t b = 0; b < V; b += RB) {
+                const int64_t e = b + RB < V ? b + RB : V;
+                v8f blk = splat(0.0f);
+                int64_t j = b;
+                for (; j + VL <= e; j += VL) blk += loadu(row + j);
+                acc += hsumd(blk);
+                for (; j < e; j++) acc += (double)row[j];
+            }
+            row[t] = -(float)acc;
+        } else {
+            row[t] -= scale;
+        }
     }
 }

@@ -451,7 +451,12 @@ def test_the_package_imports_only_downward() -> None:
 
     import logitlab.diagnostics as pkg
 
-    allowed = {"logitlab.io", "logitlab._native", "logitlab._array", "logitlab._json"}
+    # the layers below diagnostics in pyproject.toml's import-linter contract
+    allowed = {
+        "logitlab.special", "logitlab.losses", "logitlab._formulas", "logitlab._rows",
+        "logitlab._native", "logitlab._checks", "logitlab.io", "logitlab._outputs",
+        "logitlab._json", "logitlab._array", "logitlab._config", "logitlab._version",
+    }  # fmt: skip
     for path in Path(pkg.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module:
@@ -463,7 +468,8 @@ def test_the_package_imports_only_downward() -> None:
                 continue
             for name in names:
                 if name.startswith("logitlab") and not name.startswith("logitlab.diagnostics"):
-                    assert name in allowed, f"{path.name} imports {name}"
+                    top = ".".join(name.split(".")[:2])
+                    assert top in allowed, f"{path.name} imports {name}"
 
 
 def test_diagnose_loads_no_rendering_module() -> None:

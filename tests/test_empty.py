@@ -178,8 +178,9 @@ def test_cross_entropy_over_no_classes(backend: Backend) -> None:
 @pytest.mark.parametrize("dtype", DT, ids=["f64", "f32"])
 @pytest.mark.parametrize("shape", [(0, 7), (2, 0, 7), (0, 3, 7)], ids=str)
 def test_row_chunked_and_native_paths_on_empty_batches(shape: tuple[int, ...], dtype: type) -> None:
-    """Last-axis reductions of contiguous float32/float64 input take ``_fast`` (and the native
-    float32 kernels) when there are rows; an empty batch must give empty results there too."""
+    """Last-axis reductions of contiguous float32/float64 input take the row engine's chunked
+    backend (and the native float32 kernels) when there are rows; an empty batch must give empty
+    results there too."""
     torch = _torch()
     for x in (
         np.zeros(shape, dtype),

@@ -148,7 +148,7 @@ def test_torch_kernels_follow_logitlab_native_at_call_time(
 ) -> None:
     torch = pytest.importorskip("torch")
     _require_library()
-    from logitlab.torch._kernels import ce_rows, native_available
+    from logitlab._rows.fused import ce_rows, native_available
 
     monkeypatch.delenv("LOGITLAB_NATIVE", raising=False)
     assert native_available()
@@ -269,7 +269,7 @@ def test_every_level_the_cpu_runs_meets_the_cross_entropy_bounds(
     # within the bounds of tests/torch/test_ce_rows_accuracy.py against float64
     torch = pytest.importorskip("torch")
     _require_library()
-    from logitlab.torch._kernels import ce_rows
+    from logitlab._rows.fused import ce_rows
 
     g = torch.Generator().manual_seed(5)
     z = torch.randn(8, 50_000, generator=g) * 3

@@ -154,7 +154,7 @@ def test_float32_values_given_as_float64_are_checked_as_float64() -> None:
 
 
 def test_tolerance_is_a_few_ulps_times_the_row_length() -> None:
-    from logitlab._array import probability_tolerance
+    from logitlab._checks import probability_tolerance
 
     eps64, eps32 = np.finfo(np.float64).eps, np.finfo(np.float32).eps
     assert probability_tolerance(1000, eps64) == pytest.approx(4 * eps64 * 1001)

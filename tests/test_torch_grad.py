@@ -148,8 +148,9 @@ def test_saturated_logits_keep_exact_gradient() -> None:
     x = torch.tensor([[0.0, -40.0]], dtype=torch.float64, requires_grad=True)
     (grad,) = torch.autograd.grad(ll.cross_entropy(x, torch.tensor([0])), x)
     p1 = float(np.exp(-40) / (1 + np.exp(-40)))
-    assert grad[0, 1].item() == pytest.approx(p1, rel=1e-15)
-    assert grad[0, 0].item() == pytest.approx(-p1, rel=1e-15)
+    # abs=0: pytest.approx's default absolute tolerance (1e-12) would accept 0 for -4.2e-18
+    assert grad[0, 1].item() == pytest.approx(p1, rel=1e-15, abs=0)
+    assert grad[0, 0].item() == pytest.approx(-p1, rel=1e-15, abs=0)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])

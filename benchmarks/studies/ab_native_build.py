@@ -151,18 +151,19 @@ def kernels(d: Inputs) -> Iterator[tuple[str, str, Callable[[Any, bool], Callabl
             s_, e_ = np.empty(mv), np.empty(mv)
             k_, nan, ztg = np.empty(mv, np.int32), np.empty(mv, np.int32), np.zeros(mv, np.float32)
             lo, ls = np.empty(cm, np.float32), np.empty(cm, np.float32)
-            a, fac, fix = (np.empty(mv, np.float32) for _ in range(3))
+            a, fac, fix, tg = (np.empty(mv, np.float32) for _ in range(4))
+            new = [] if old else [p(tg)]  # the target entry of confident columns (after 2026-12)
             lib.logitlab_ce_cols_part(
                 p(d.ztw), i64(cm), i64(cm), i64(0), i64(cv), i64(cb), p(d.ct), p(rb), p(rc),
                 p(s_), p(e_), p(k_), p(nan), p(ztg), ci(1), ci(0),
             )  # fmt: skip
             lib.logitlab_ce_cols_merge(
                 i64(cm), i64(1), p(rc), p(s_), p(e_), p(k_), p(nan), p(ztg), p(d.ct), p(d.cgs),
-                p(lo), p(ls), None, None, i64(-100), f32(0.0), p(a), p(fac), p(fix),
+                p(lo), p(ls), None, None, i64(-100), f32(0.0), p(a), p(fac), p(fix), *new,
             )  # fmt: skip
             lib.logitlab_ce_cols_grad(
                 p(d.ztw), i64(cm), i64(cm), i64(0), i64(cv), i64(cb), p(rb), p(a), p(fac),
-                p(fix), p(d.ct), p(d.cgs), i64(-100),
+                p(fix), *new, p(d.ct), p(d.cgs), i64(-100),
             )  # fmt: skip
 
         return f

@@ -1,11 +1,7 @@
 """logitlab: exact, fast and explained softmax, log-sum-exp, entropy, cross-entropy, calibration."""
 
-from logitlab._array import (
-    ProbabilitiesAsLogitsWarning,
-    set_validation,
-    validation,
-    validation_enabled,
-)
+from logitlab._checks import ProbabilitiesAsLogitsWarning
+from logitlab._config import set_validation, validation, validation_enabled
 from logitlab._sysinfo import show_config
 from logitlab._version import __version__
 from logitlab.losses import (

@@ -17,14 +17,10 @@ Numerical choices
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
-import math
-import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeGuard, TypeVar, cast
 
 import numpy as np
@@ -35,10 +31,6 @@ __all__ = [
     "Array",
     "as_arrays",
     "compute_dtype",
-    "validation",
-    "set_validation",
-    "validation_enabled",
-    "ProbabilitiesAsLogitsWarning",
 ]
 
 Array = Any  # any array-API array (NumPy, torch, array_api_strict, CuPy, JAX ...)
@@ -54,51 +46,6 @@ def is_torch_array(x: object) -> TypeGuard[Any]:
     if sys.modules.get("torch") is None:
         return False
     return bool(_compat_is_torch_array(x))
-
-
-_VALIDATE: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "logitlab_validate", default=os.environ.get("LOGITLAB_VALIDATE", "1") not in ("0", "false")
-)
-
-
-def validation_enabled() -> bool:
-    """Whether value checks that read array contents (and so sync a GPU) are on."""
-    return _VALIDATE.get()
-
-
-def set_validation(enabled: bool) -> None:
-    """Turn value checks on or off for the current context.
-
-    Checks of shapes and dtypes are always done (they cost nothing). Checks that read values
-    (class index in range, probabilities in [0, 1] and summing to one, NaN targets) force a
-    device-to-host synchronisation on GPUs; turn them off inside a training loop with
-    ``set_validation(False)``, the :func:`validation` context manager, or the environment variable
-    ``LOGITLAB_VALIDATE=0``.
-
-    Example:
-        >>> import logitlab
-        >>> logitlab.set_validation(False); logitlab.validation_enabled()
-        False
-        >>> logitlab.set_validation(True)
-    """
-    _VALIDATE.set(bool(enabled))
-
-
-@contextlib.contextmanager
-def validation(enabled: bool) -> Iterator[None]:
-    """Context manager form of :func:`set_validation`.
-
-    Example:
-        >>> import logitlab
-        >>> with logitlab.validation(False):
-        ...     logitlab.validation_enabled()
-        False
-    """
-    token = _VALIDATE.set(bool(enabled))
-    try:
-        yield
-    finally:
-        _VALIDATE.reset(token)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -217,91 +164,6 @@ def to_float(xp: Any, x: Array, name: str) -> Array:
     return x if x.dtype == dt else xp.astype(x, dt)
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
-
-
-def normalize_axis(axis: int, ndim: int, name: str = "axis") -> int:
-    """``axis`` as a non-negative index into ``ndim`` dimensions.
-
-    Raises:
-        TypeError: ``axis`` is not an integer (``bool`` included).
-        ValueError: ``axis`` out of range, or ``ndim == 0``.
-    """
-    if not _is_int(axis):
-        raise TypeError(f"{name} must be an int, got {type(axis).__name__}")
-    if ndim == 0:
-        raise ValueError(f"{name}={axis} needs an input with at least one dimension, got a scalar")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{name}={axis} is out of range for an input with {ndim} dimensions")
-    return int(axis) % ndim
-
-
-def normalize_axes(
-    axis: int | tuple[int, ...] | None, ndim: int, name: str = "axis"
-) -> tuple[int, ...]:
-    """``axis`` (an int, a tuple of ints, or ``None`` for all axes) as sorted non-negative indices.
-
-    The semantics of NumPy's and SciPy's reductions: negative axes count from the end, ``()``
-    reduces nothing, ``None`` reduces every axis (``()`` for a 0-d input), and an axis named twice
-    (``(0, 0)``, or ``(1, -1)`` of a 2-D input) is an error.
-
-    Raises:
-        TypeError: ``axis`` is neither an int, a tuple of ints, nor ``None``.
-        ValueError: an axis out of range or repeated; an int axis of a 0-d input.
-    """
-    if axis is None:
-        return tuple(range(ndim))
-    if not isinstance(axis, tuple):
-        if not _is_int(axis):
-            raise TypeError(
-                f"{name} must be an int, a tuple of ints or None, got {type(axis).__name__}"
-            )
-        return (normalize_axis(axis, ndim, name),)
-    bad = [v for v in axis if not _is_int(v)]
-    if bad:
-        raise TypeError(f"{name}={axis!r} must hold ints only, got {type(bad[0]).__name__}")
-    out: list[int] = []
-    for v in axis:
-        if not -ndim <= v < ndim:
-            raise ValueError(f"{name}={axis!r} is out of range for an input with {ndim} dimensions")
-        i = int(v) % ndim
-        if i in out:
-            raise ValueError(f"{name}={axis!r} names dimension {i} twice")
-        out.append(i)
-    return tuple(sorted(out))
-
-
-def check_temperature(temperature: float) -> float:
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"temperature must be a real number, got {temperature!r}") from exc
-    if not t >= 0:  # also catches NaN
-        raise ValueError(
-            f"temperature must be >= 0 (0 = argmax, inf = uniform), got {temperature!r}"
-        )
-    return t
-
-
-def check_reduction(reduction: str) -> str:
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    return reduction
-
-
-def any_true(xp: Any, cond: Array) -> bool:
-    """Host-side ``bool(any(cond))`` (syncs a GPU; only used by validation)."""
-    return bool(xp.any(cond))
-
-
-def first_true(xp: Any, cond: Array) -> tuple[int, ...]:
-    """Index of the first True of ``cond`` (for error messages)."""
-    flat = np.asarray(to_numpy(xp, xp.reshape(cond, (-1,))))
-    i = int(np.argmax(flat))
-    return tuple(int(v) for v in np.unravel_index(i, tuple(cond.shape)))
-
-
 def to_numpy(xp: Any, x: Array) -> np.ndarray:
     """``x`` as a NumPy array on the host (detached, copied off its device when it has one).
 
@@ -318,239 +180,29 @@ def to_numpy(xp: Any, x: Array) -> np.ndarray:
     return a.astype(np.float32) if a.dtype.name == "bfloat16" else a
 
 
-def pick(xp: Any, x: Array, idx: tuple[int, ...]) -> float:
-    return float(to_numpy(xp, x)[idx])
-
-
-def probability_tolerance(n: int, eps: float) -> float:
-    r"""How far from 1 the sum of ``n`` probabilities held with machine epsilon ``eps`` may be.
-
-    .. math::
-
-        \tau = 4\,\big(\varepsilon + n\,\min(\varepsilon, \varepsilon_{32})\big)
-
-    A softmax rounds each output to the input dtype (relative error ``eps / 2`` per entry, at most
-    ``eps / 2`` on the sum of entries that sum to 1) after a normalisation whose error grows at
-    worst like ``n`` ulps of the dtype it runs in: the input's own for float32/float64, at least
-    float32 for float16/bfloat16 (every framework, and logitlab, computes half-precision softmax
-    in float32). The factor 4 ("a few ulps") covers naive summation; measured errors of torch and
-    SciPy softmax are below ``eps * (2 + n / 500)`` for ``n`` up to 3e5. Logits in [0, 1] and
-    unnormalised scores (sigmoid outputs, ``p / 2``) are off by far more: float64 with ``n = 1e5``
-    gives ``tau = 8.9e-11``, float32 ``0.048``, bfloat16 ``0.079``.
-
-    Example:
-        >>> [f"{probability_tolerance(n, 2.0**-52):.2g}" for n in (2, 100_000)]  # float64
-        ['2.7e-15', '8.9e-11']
-    """
-    return 4.0 * (eps + n * min(eps, _EPS32))
-
-
-_EPS32 = 2.0**-23
-
-
-def _row_sums(xp: Any, p: Array, axis: int) -> Array:
-    """Sums along ``axis`` accumulated in float64 (float32 where the device has no float64), so
-    that the check's own rounding stays far below :func:`probability_tolerance`."""
-    try:
-        return xp.sum(p, axis=axis, dtype=xp.float64)
-    except (TypeError, RuntimeError):  # e.g. Apple MPS tensors have no float64
-        return xp.sum(p, axis=axis)
-
-
-def check_probabilities(
-    xp: Any,
-    p: Array,
-    name: str,
-    axis: int | None = -1,
-    *,
-    normalized: bool = True,
-    eps: float | None = None,
-    hint: str = "did you pass logits? use logits=...",
-) -> None:
-    """Raise ValueError if ``p`` has NaN, values outside [0, 1], or rows not summing to 1.
-
-    The row-sum tolerance is :func:`probability_tolerance` of the row length and of the machine
-    epsilon ``eps`` of the dtype the caller *received* the probabilities in (``p`` may already be
-    cast to a wider compute dtype; by default ``p``'s own floating dtype, or float64 for integers).
-    It accepts the softmax output of any floating dtype and rejects logits and unnormalised scores.
-    ``hint`` ends the message for values outside [0, 1] (what the caller was probably given).
-
-    Only done while validation is on (:func:`set_validation`).
-
-    Example:
-        >>> import numpy as np
-        >>> check_probabilities(np, np.array([[0.2, 0.3]]), "probs", -1)
-        Traceback (most recent call last):
-        ValueError: probs must sum to 1 along axis -1 (tolerance 2.7e-15); row (0,) sums to 0.5
-        >>> p = np.array([[0.1, 0.2, 0.7]], np.float32).astype(np.float64)  # float32 values
-        >>> check_probabilities(np, p, "probs", -1, eps=2.0**-23)  # received as float32: accepted
-    """
-    if not validation_enabled():
-        return
-    bad = xp.isnan(p)
-    if any_true(xp, bad):
-        raise ValueError(f"{name} contains NaN (first at index {first_true(xp, bad)})")
-    bad = (p < 0) | (p > 1)
-    if any_true(xp, bad):
-        i = first_true(xp, bad)
-        raise ValueError(
-            f"{name} must be probabilities in [0, 1]; {name}[{', '.join(map(str, i))}] = "
-            f"{pick(xp, p, i)!r}" + (f" ({hint})" if normalized else "")
-        )
-    if normalized and axis is not None and p.ndim > 0 and p.shape[axis] > 0:
-        if eps is None:
-            eps = float(xp.finfo(p.dtype).eps) if is_floating(xp, p) else float(np.finfo(float).eps)
-        tol = probability_tolerance(int(p.shape[axis]), eps)
-        total = _row_sums(xp, p, axis)
-        bad = xp.abs(total - 1) > tol
-        if any_true(xp, bad):
-            i = first_true(xp, bad)
-            got = pick(xp, total, i)
-            hint = ""
-            if eps < _EPS32 and abs(got - 1) <= probability_tolerance(int(p.shape[axis]), _EPS32):
-                hint = (
-                    " (that is float32 rounding: if they were computed in float32, pass them as "
-                    "float32 and the tolerance follows)"
-                )
-            raise ValueError(
-                f"{name} must sum to 1 along axis {axis} (tolerance {tol:.2g}); "
-                f"row {i} sums to {got!r}{hint}"
-            )
-
-
-class ProbabilitiesAsLogitsWarning(UserWarning):
-    """Scores given as logits look like probabilities (every row in [0, 1] and summing to 1).
-
-    A function that takes logits applies a softmax: ``softmax(p)`` is not ``p``, so probabilities
-    passed as logits give a silent wrong number (``cross_entropy([.7, .2, .1], [.5, .3, .2])`` is
-    1.038 instead of the 1.122 of ``cross_entropy(probs=...)``). Issued only while validation is
-    on; silence it with ``warnings.filterwarnings("ignore", category=...)`` for logits that really
-    are in [0, 1] and sum to 1.
-    """
-
-
-def _rows_view(xp: Any, x: Array, axis: int) -> Array:
-    """``x`` as ``(rows, classes)`` with the class axis last (a detached view for torch)."""
-    if is_torch_array(x):
-        x = x.detach()
-    if axis != x.ndim - 1:
-        x = xp.moveaxis(x, axis, -1)
-    return xp.reshape(x, (-1, x.shape[-1]))
-
-
-def _all_rows_are_distributions(xp: Any, rows: Array, eps: float) -> bool:
-    if any_true(xp, (rows < 0) | (rows > 1) | xp.isnan(rows)):
-        return False
-    tol = probability_tolerance(int(rows.shape[-1]), eps)
-    return not any_true(xp, xp.abs(_row_sums(xp, rows, -1) - 1) > tol)
-
-
-def looks_like_probabilities(xp: Any, x: Array, axis: int, eps: float | None = None) -> bool:
-    """Whether every row of ``x`` along ``axis`` (at least 2 classes) is in [0, 1] and sums to 1.
-
-    Row 0 is tested first, so that real logits cost one row; only a batch whose first row is a
-    distribution is read in full. ``eps``: machine epsilon of the dtype ``x`` was given in.
-
-    Example:
-        >>> import numpy as np
-        >>> looks_like_probabilities(np, np.array([[0.7, 0.2, 0.1]]), -1)
-        True
-        >>> looks_like_probabilities(np, np.array([[0.7, 0.2, 0.1], [2.0, 0.0, -1.0]]), -1)
-        False
-    """
-    if x.ndim == 0 or math.prod(x.shape) == 0:
-        return False
-    ax = normalize_axis(axis, x.ndim)
-    if x.shape[ax] < 2 or not is_floating(xp, x):
-        return False
-    rows = _rows_view(xp, x, ax)
-    e = float(xp.finfo(x.dtype).eps) if eps is None else eps
-    return _all_rows_are_distributions(xp, rows[:1, :], e) and _all_rows_are_distributions(
-        xp, rows, e
-    )
-
-
-def warn_if_probabilities(
-    xp: Any,
-    x: Array,
-    axis: int,
-    *,
-    fn: str,
-    instead: str,
-    eps: float | None = None,
-    name: str = "logits",
-) -> None:
-    """Issue :class:`ProbabilitiesAsLogitsWarning` if ``x``, given as ``name`` to ``fn``, looks
-    like probabilities (see :func:`looks_like_probabilities`); ``instead`` names the call to make.
-    Only while validation is on, and not inside :func:`scores_already_guarded`. The warning
-    points at the caller's line outside logitlab."""
-    if _GUARDED.get() or not validation_enabled():
-        return
-    if looks_like_probabilities(xp, x, axis, eps):
-        warnings.warn(
-            f"{fn}: every row of {name} is in [0, 1] and sums to 1: these look like "
-            f"probabilities, which {fn} would treat as logits (softmax(p) is not p). Pass them "
-            f"as {instead}; if they really are logits, filter "
-            "logitlab.ProbabilitiesAsLogitsWarning",
-            ProbabilitiesAsLogitsWarning,
-            stacklevel=_user_stacklevel(),
-        )
-
-
-_GUARDED: contextvars.ContextVar[bool] = contextvars.ContextVar("logitlab_guarded", default=False)
-
-
-@contextlib.contextmanager
-def scores_already_guarded() -> Iterator[None]:
-    """Inside, :func:`warn_if_probabilities` is silent: for a public function that has checked
-    its own argument (and named its own ``probs=``) before calling another one."""
-    token = _GUARDED.set(True)
-    try:
-        yield
-    finally:
-        _GUARDED.reset(token)
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-def _user_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside the logitlab package, as seen from the
-    ``warnings.warn`` call in the function that calls this one."""
-    frame = sys._getframe(2)  # the caller of the function that calls this one
-    level = 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
-        frame = frame.f_back  # type: ignore[assignment]
-        level += 1
-    return level
-
-
-def input_eps(x: Any) -> float | None:
-    """Machine epsilon of ``x``'s floating dtype (NumPy, torch or array API), else ``None``."""
-    dt = getattr(x, "dtype", None)
-    if dt is None:
-        return None
-    if is_torch_array(x):
-        import torch
-
-        return float(torch.finfo(dt).eps) if x.is_floating_point() else None
-    try:
-        xp = array_namespace(x)
-        return float(xp.finfo(dt).eps) if xp.isdtype(dt, "real floating") else None
-    except TypeError:
-        return None
-
-
 def torch_view(arr: np.ndarray) -> Any:
     """A zero-copy torch tensor over a NumPy array that logitlab only reads.
 
     Memory-mapped inputs are read-only; ``torch.from_numpy`` warns about them because the tensor
     could be written. Every caller of this helper reads only, so the warning is silenced here.
     """
-    import warnings
 
     import torch
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def finish(xp: Any, y: Array, dtype: Any) -> Array:
+    """``y`` in the result ``dtype`` (one rounding of a half input computed in float32)."""
+    return y if y.dtype == dtype else xp.astype(y, dtype)
+
+
+def wants_grad(x: object) -> bool:
+    """Whether ``x`` is a torch tensor that autograd will differentiate in this context."""
+    if not is_torch_array(x):
+        return False
+    import torch
+
+    return bool(torch.is_grad_enabled() and x.requires_grad)

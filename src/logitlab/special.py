@@ -37,19 +37,19 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from logitlab import _fast
+from logitlab import _formulas, _grad, _rows
 from logitlab._array import (
     Array,
     as_arrays,
-    check_temperature,
+    finish,
     is_half,
-    is_torch_array,
-    normalize_axes,
     quiet,
     result_dtype,
     to_float,
-    validation_enabled,
+    wants_grad,
 )
+from logitlab._checks import check_temperature, normalize_axes
+from logitlab._config import validation_enabled
 
 __all__ = [
     "logsumexp",
@@ -63,74 +63,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- shared numerics
-
-
-class Parts(NamedTuple):
-    """The decomposition of the module docstring, all with ``keepdims=True`` along ``axis``."""
-
-    a: Array  # row maximum (of x, not x / T)
-    d: Array  # (a - x) / T >= 0; +inf for masked entries
-    w: Array  # exp(-d) with the one excluded maximal entry set to 0
-    s: Array  # sum of w
-    top: Array  # boolean mask of the excluded maximal entry
-
-
-def _axis_index(xp: Any, n: int, ndim: int, axis: int, like: Array) -> Array:
-    shape = [1] * ndim
-    shape[axis] = n
-    return xp.reshape(xp.arange(n, device=_device(like)), tuple(shape))
-
-
-def _device(x: Array) -> Any:
-    from array_api_compat import device
-
-    return device(x)
-
-
-def _size(x: Array) -> int:
-    return math.prod(x.shape)
-
-
-def parts(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Parts:
-    """Compute :class:`Parts` for a floating array ``x`` (already in its compute dtype).
-
-    An empty row (``x.shape[axis] == 0``) has the maximum of the empty set, ``a = -inf``, and
-    ``s = 0``: ``lse = -inf`` (the log of an empty sum), entropy and cross-entropy 0 (empty sums),
-    softmax and log-softmax empty. NumPy and torch refuse ``max`` over a zero-length axis, so no
-    reduction runs on an input without elements.
-    """
-    n = x.shape[axis]
-    if _size(x) == 0:
-        kept = tuple(1 if i == axis else k for i, k in enumerate(x.shape))
-        a0 = xp.full(kept, -math.inf, dtype=x.dtype, device=_device(x))
-        zeros = xp.zeros_like(x)
-        top0 = xp.zeros(tuple(x.shape), dtype=xp.bool, device=_device(x))
-        return Parts(a0, zeros, zeros, xp.zeros_like(a0), top0)
-    a = xp.max(x, axis=axis, keepdims=True)
-    a_finite = xp.isfinite(a)
-    if bool(xp.all(a_finite)):
-        d = a - x
-    else:
-        # Rows whose max is +-inf or NaN: ties with the max get d = 0 (they share the mass), the
-        # rest d = inf; NaN rows get NaN everywhere. Only taken when such a row exists.
-        a_safe = xp.where(a_finite, a, xp.zeros_like(a))
-        inf = xp.full_like(x, math.inf)
-        fix = xp.where(x == a, xp.zeros_like(x), inf)
-        fix = xp.where(xp.isnan(a), xp.full_like(x, math.nan), fix)
-        d = xp.where(a_finite, a_safe - x, fix)
-    if temperature != 1.0:
-        d = d / temperature
-    k = xp.argmax(x, axis=axis, keepdims=True)
-    top = _axis_index(xp, n, x.ndim, axis, x) == k
-    w = xp.where(top, xp.zeros_like(d), xp.exp(-d))
-    # exp amplifies the rounding error e of a - x by |d|: exp(-(d + e) / T) = w * (1 - e / T).
-    w = w * (1 - sub_error(xp, a, x) / temperature)
-    s = xp.sum(w, axis=axis, keepdims=True)
-    return Parts(a, d, w, s, top)
-
-
-def _finish(xp: Any, y: Array, dtype: Any) -> Array:
-    return y if y.dtype == dtype else xp.astype(y, dtype)
 
 
 def _prepare(x: object, name: str) -> tuple[Any, Array, Any]:
@@ -175,10 +107,19 @@ def merge_axes(xp: Any, x: Array, axis: Axis) -> Merged:
     autograd Functions keep taking one int axis. The kept axes stay in their order, so a
     reduction of the merged array over its last axis is already in the caller's layout.
 
+    A 0-d input is one element along its only axis (``0``, ``-1``, ``None``): torch's
+    convention, so that ``softmax(x, axis=0)`` of a 0-d ``x`` is 1 and ``logsumexp`` is ``x``.
+
     Raises:
-        TypeError, ValueError: as :func:`logitlab._array.normalize_axes`.
+        TypeError, ValueError: as :func:`logitlab._checks.normalize_axes`.
     """
-    axes = normalize_axes(axis, x.ndim)
+    if x.ndim == 0 and axis is not None:
+        # a 0-d input is one element along its only axis, 0 or -1 (torch's convention)
+        if axis not in (0, -1, (0,), (-1,), ()):
+            normalize_axes(axis, 1)  # the out-of-range error, naming the axis
+        axes: tuple[int, ...] = ()
+    else:
+        axes = normalize_axes(axis, x.ndim)
     shape = tuple(x.shape)
     kept = tuple(1 if i in axes else k for i, k in enumerate(shape))
     if len(axes) == 1:
@@ -191,56 +132,7 @@ def merge_axes(xp: Any, x: Array, axis: Axis) -> Merged:
     return Merged(xm, len(rest), kept, perm, moved)
 
 
-def _wants_grad(x: object) -> bool:
-    if not is_torch_array(x):
-        return False
-    import torch
-
-    return bool(torch.is_grad_enabled() and x.requires_grad)
-
-
 # --------------------------------------------------------------------------- logsumexp
-
-
-def lse_impl(xp: Any, x: Array, axis: int, keepdims: bool, temperature: float = 1.0) -> Array:
-    if _fast.usable(x, axis):
-        r = _fast.lse(x, temperature, lambda c: _lse_general(xp, c, 1, False, temperature))
-        return xp.expand_dims(r, axis=axis) if keepdims else r
-    return _lse_general(xp, x, axis, keepdims, temperature)
-
-
-def _lse_general(xp: Any, x: Array, axis: int, keepdims: bool, temperature: float) -> Array:
-    p = parts(xp, x, axis, temperature)
-    a = p.a / temperature if temperature != 1.0 else p.a
-    r = a + xp.log1p(p.s)
-    return r if keepdims else xp.squeeze(r, axis=axis)
-
-
-def _lse_weighted(xp: Any, x: Array, b: Array, axis: int, keepdims: bool) -> tuple[Array, Array]:
-    # Entries with b == 0 are dropped (scipy's convention), then the largest remaining term
-    # b_k exp(x_k - a) = b_k is factored out so that the rest is a relative correction r:
-    #   sum = b_k * e^a * (1 + r),  r = sum_{i != k} b_i w_i / b_k,
-    # and log|1 + r| is log1p(r) for r > -1 (no loss of tiny r), log(-1 - r) below.
-    x = xp.where(b == 0, xp.full_like(x, -math.inf), x)
-    p = parts(xp, x, axis)
-    bk = xp.sum(xp.where(p.top, b, xp.zeros_like(b)), axis=axis, keepdims=True)
-    bk_safe = xp.where(bk == 0, xp.ones_like(bk), bk)
-    rest = xp.sum(xp.where(p.w == 0, xp.zeros_like(b), b * p.w), axis=axis, keepdims=True)
-    r = rest / bk_safe
-    pos = r > -1
-    one_plus = xp.where(
-        pos,
-        xp.log1p(xp.where(pos, r, xp.zeros_like(r))),
-        xp.log(xp.where(pos, xp.ones_like(r), -1 - r)),
-    )
-    out = p.a + xp.log(xp.abs(bk_safe)) + one_plus
-    sgn = xp.sign(bk_safe) * xp.where(pos, xp.ones_like(r), -xp.ones_like(r))
-    empty = (bk == 0) | (r == -1)
-    out = xp.where(empty, xp.full_like(out, -math.inf), out)
-    sgn = xp.where(empty, xp.zeros_like(sgn), sgn)
-    if not keepdims:
-        out, sgn = xp.squeeze(out, axis=axis), xp.squeeze(sgn, axis=axis)
-    return out, sgn
 
 
 @quiet
@@ -306,22 +198,6 @@ def logsumexp(
         functions", IMA J. Numer. Anal. 41(4), 2021.
     """
     xp, (xa, ba) = as_arrays(x, b, names=["x", "b"])
-    if ba is None and not return_sign and _wants_grad(xa):
-        from logitlab.torch._autograd import logsumexp_grad
-
-        m = merge_axes(xp, xa, axis)
-        return m.reduced(xp, logsumexp_grad(m.x, m.axis, False), keepdims)
-    if _wants_grad(xa) or _wants_grad(ba):
-        from logitlab.torch._autograd import logsumexp_b_grad
-
-        if ba is not None:
-            xa, ba = xp.broadcast_arrays(xa, ba)
-        m = merge_axes(xp, xa, axis)
-        mb = None if ba is None else merge_axes(xp, ba, axis).x
-        res = logsumexp_b_grad(m.x, m.axis, False, mb, return_sign)
-        if return_sign:
-            return m.reduced(xp, res[0], keepdims), m.reduced(xp, res[1], keepdims)
-        return m.reduced(xp, res, keepdims)
     out_dtype = result_dtype(xp, xa)
     xa = to_float(xp, xa, "x")
     if ba is not None:
@@ -334,75 +210,28 @@ def logsumexp(
                 f"{tuple(xa.shape)}"
             ) from exc
     m = merge_axes(xp, xa, axis)
-    if ba is None:
-        out = lse_impl(xp, m.x, m.axis, False)
+    mb = None if ba is None else merge_axes(xp, ba, axis).x
+    if wants_grad(xa) or wants_grad(ba):
+        ag = _grad.autograd()
+        if mb is None and not return_sign:
+            out = ag.logsumexp_grad(m.x, m.axis, False)
+            return finish(xp, m.reduced(xp, out, keepdims), out_dtype)
+        out, sgn = ag.logsumexp_b_grad(m.x, m.axis, False, mb, return_sign)
+    elif mb is None:
+        out = _rows.lse(xp, m.x, m.axis)
         sgn = xp.where(out == -math.inf, xp.zeros_like(out), xp.ones_like(out))
     else:
-        out, sgn = _lse_weighted(xp, m.x, merge_axes(xp, ba, axis).x, m.axis, False)
+        out, sgn = _rows.lse_weighted(xp, m.x, mb, m.axis, False)
         if not return_sign:
             out = xp.where(sgn < 0, xp.full_like(out, math.nan), out)
+    # a NaN sum has no sign (SciPy: NaN); a sign of +-1 beside a NaN value would be a wrong number
+    sgn = xp.where(xp.isnan(out), xp.full_like(sgn, math.nan), sgn)
     out, sgn = m.reduced(xp, out, keepdims), m.reduced(xp, sgn, keepdims)
-    out, sgn = _finish(xp, out, out_dtype), _finish(xp, sgn, out_dtype)
+    out, sgn = finish(xp, out, out_dtype), finish(xp, sgn, out_dtype)
     return (out, sgn) if return_sign else out
 
 
 # --------------------------------------------------------------------------- softmax
-
-
-def softmax_impl(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Array:
-    if temperature == 0.0 or temperature == math.inf:
-        return _limit_softmax(xp, x, axis, temperature)
-    if _fast.usable(x, axis):
-        return _fast.softmax(x, temperature, lambda c: _softmax_general(xp, c, 1, temperature))
-    return _softmax_general(xp, x, axis, temperature)
-
-
-def sub_error(xp: Any, a: Array, x: Array) -> Array:
-    """The rounding error ``e`` of ``d = fl(a - x)``, so that ``a - x = d + e`` exactly.
-
-    Knuth's TwoSum (6 flops, any magnitudes); 0 where ``x`` or ``a`` is not finite.
-    ``exp(-(a - x))`` amplifies an error ``e`` in ``d`` by ``|d|``: a softmax entry 30 nats below
-    the maximum would otherwise lose 15 ulps. ``exp(-d) * (1 - e)`` restores it.
-    """
-    d = a - x
-    bp = d - a
-    ap = d - bp
-    e = (a - ap) + (-x - bp)
-    return xp.where(xp.isfinite(e), e, xp.zeros_like(e))
-
-
-def _softmax_general(xp: Any, x: Array, axis: int, temperature: float) -> Array:
-    p = parts(xp, x, axis, temperature)
-    w = xp.where(p.top, xp.ones_like(p.w), p.w)
-    return w / (1 + p.s)
-
-
-def log_softmax_impl(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Array:
-    if temperature == 0.0 or temperature == math.inf:
-        return xp.log(_limit_softmax(xp, x, axis, temperature))
-    if _fast.usable(x, axis):
-        return _fast.log_softmax(
-            x, temperature, lambda c: _log_softmax_general(xp, c, 1, temperature)
-        )
-    return _log_softmax_general(xp, x, axis, temperature)
-
-
-def _log_softmax_general(xp: Any, x: Array, axis: int, temperature: float) -> Array:
-    p = parts(xp, x, axis, temperature)
-    return -p.d - xp.log1p(p.s)
-
-
-def _limit_softmax(xp: Any, x: Array, axis: int, temperature: float) -> Array:
-    # T -> 0: the argmax one-hot, ties sharing equally. T -> inf: uniform over the entries that are
-    # not -inf (masked classes keep probability 0). NaN rows stay NaN.
-    if _size(x) == 0:
-        return xp.zeros_like(x)
-    a = xp.max(x, axis=axis, keepdims=True)
-    sel = (x == a) if temperature == 0.0 else (x > -math.inf)
-    sel = sel | ((a == -math.inf) & (x == a))
-    m = xp.astype(sel, x.dtype)
-    out = m / xp.sum(m, axis=axis, keepdims=True)
-    return xp.where(xp.isnan(a), xp.full_like(out, math.nan), out)
 
 
 @quiet
@@ -459,15 +288,13 @@ def _softmax_entry(x: Array, axis: Axis, temperature: float, *, log: bool) -> An
     the autograd dispatch."""
     t = check_temperature(temperature)
     xp, (arr,) = as_arrays(x, names=["x"])
-    if _wants_grad(arr):
-        from logitlab.torch._autograd import softmax_grad
-
-        m = merge_axes(xp, arr, axis)
-        return m.restore(xp, softmax_grad(m.x, m.axis, t, log=log))
     out_dtype = result_dtype(xp, arr)
     m = merge_axes(xp, to_float(xp, arr, "x"), axis)
-    impl = log_softmax_impl if log else softmax_impl
-    return _finish(xp, m.restore(xp, impl(xp, m.x, m.axis, t)), out_dtype)
+    if wants_grad(arr):
+        y = _grad.autograd().softmax_grad(m.x, m.axis, t, log=log)
+    else:
+        y = (_rows.log_softmax if log else _rows.softmax)(xp, m.x, m.axis, t)
+    return finish(xp, m.restore(xp, y), out_dtype)
 
 
 @quiet
@@ -511,12 +338,6 @@ def log_softmax(x: Array, axis: Axis = -1, temperature: float = 1.0) -> Any:
 # --------------------------------------------------------------------------- scalar helpers
 
 
-def log1pexp_impl(xp: Any, x: Array) -> Array:
-    # max(x, 0) + log1p(exp(-|x|)): exp(-|x|) never overflows and both terms are >= 0, so there is
-    # no cancellation for any x (the Mächler cut-offs only save time). +-inf: inf and 0.
-    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
-
-
 @quiet
 def log1pexp(x: Array) -> Any:
     r"""Softplus :math:`\log(1 + e^x)`, accurate for every ``x`` (elementwise).
@@ -539,16 +360,7 @@ def log1pexp(x: Array) -> Any:
         M. Mächler, "Accurately computing log(1 - exp(-|a|))", Rmpfr vignette, 2012.
     """
     xp, arr, out_dtype = _prepare(x, "x")
-    return _finish(xp, log1pexp_impl(xp, arr), out_dtype)
-
-
-def log1mexp_impl(xp: Any, x: Array) -> Array:
-    # Mächler's switch at -ln 2: above it 1 - e^x is small and -expm1(x) is exact; below it e^x is
-    # small and log1p(-e^x) is exact. Each branch is fed a safe value so neither warns.
-    near = x > -math.log(2.0)
-    a = xp.log(-xp.expm1(xp.where(near, x, -xp.ones_like(x))))
-    b = xp.log1p(-xp.exp(xp.where(near, -xp.ones_like(x), x)))
-    return xp.where(near, a, b)
+    return finish(xp, _formulas.log1pexp(xp, arr), out_dtype)
 
 
 @quiet
@@ -583,20 +395,7 @@ def log1mexp(x: Array) -> Any:
     xp, arr, out_dtype = _prepare(x, "x")
     if validation_enabled() and bool(xp.any(arr > 0)):
         raise ValueError("log1mexp(x) needs x <= 0 (log of 1 - e^x < 0 is undefined)")
-    return _finish(xp, log1mexp_impl(xp, arr), out_dtype)
-
-
-def xlogy_impl(xp: Any, x: Array, y: Array) -> Array:
-    # 0 * log(0) = 0 by convention (entropy's limit p log p -> 0); NaN in y still propagates.
-    zero = (x == 0) & ~xp.isnan(y)
-    safe_y = xp.where(zero, xp.ones_like(y), y)
-    return xp.where(zero, xp.zeros_like(x), x * xp.log(safe_y))
-
-
-def xlog1py_impl(xp: Any, x: Array, y: Array) -> Array:
-    zero = (x == 0) & ~xp.isnan(y)
-    safe_y = xp.where(zero, xp.zeros_like(y), y)
-    return xp.where(zero, xp.zeros_like(x), x * xp.log1p(safe_y))
+    return finish(xp, _formulas.log1mexp(xp, arr), out_dtype)
 
 
 def _binary(x: object, y: object, fn: Any) -> Any:
@@ -608,7 +407,7 @@ def _binary(x: object, y: object, fn: Any) -> Any:
     dt = xp.result_type(xa, ya)
     xa, ya = xp.broadcast_arrays(xp.astype(xa, dt), xp.astype(ya, dt))
     if is_half(xp, out_dtype):
-        return _finish(xp, fn(xp, xa, ya), out_dtype)
+        return finish(xp, fn(xp, xa, ya), out_dtype)
     return fn(xp, xa, ya)
 
 
@@ -628,7 +427,7 @@ def xlogy(x: Array, y: Array) -> Any:
         >>> xlogy([0.0, 0.5], [0.0, 0.25])
         array([ 0.        , -0.69314718])
     """
-    return _binary(x, y, xlogy_impl)
+    return _binary(x, y, _formulas.xlogy)
 
 
 @quiet
@@ -650,4 +449,4 @@ def xlog1py(x: Array, y: Array) -> Any:
         >>> xlog1py([1.0, 0.0], [-1e-30, -1.0])
         array([-1.e-30,  0.e+00])
     """
-    return _binary(x, y, xlog1py_impl)
+    return _binary(x, y, _formulas.xlog1py)

@@ -22,7 +22,6 @@ import scipy.special as sp
 from tests import reference as R
 from tests.conformance._support import (
     DELIBERATE,
-    NEW,
     backends,
     close,
     dtype_name,
@@ -321,11 +320,6 @@ def test_logsumexp_gh23548_sign_of_infinity(
     np.testing.assert_array_equal(to_np(sign), sign_ref)
 
 
-@NEW(
-    "logsumexp([inf, inf], b=[1, -1]) returns -inf (return_sign: (-inf, 0), an exact zero sum); "
-    "the sum is inf - inf, undefined: SciPy returns NaN (and sign NaN)",
-    raises=AssertionError,
-)
 @backends()
 def test_logsumexp_inf_minus_inf_is_nan(backend: Backend) -> None:
     # Same family as TestLogSumExp.test_gh22601_infinite_elements / test_gh23548, with weights of
@@ -341,12 +335,6 @@ def test_logsumexp_inf_minus_inf_is_nan(backend: Backend) -> None:
     )
 
 
-@NEW(
-    "logsumexp(..., return_sign=True) of a row holding NaN (in a or in b) gives sign 1 (no b) "
-    "or -1 (with b); "
-    "SciPy gives sign NaN, and a sign of +-1 next to a NaN value is a wrong number",
-    raises=AssertionError,
-)
 @pytest.mark.parametrize(
     "a, b",
     [([NAN, 0.0], None), ([NAN, 0.0], [1.0, 1.0]), ([0.0, 1.0], [NAN, 1.0])],

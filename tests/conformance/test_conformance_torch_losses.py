@@ -37,7 +37,6 @@ import pytest
 from tests import reference as R
 from tests.conformance._support import (
     DELIBERATE,
-    NEW,
     backends,
     close,
     close_normwise,
@@ -594,19 +593,7 @@ def test_nll_metric_matches_nll_loss(backend: Backend) -> None:
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-@backends(
-    torch=NEW(
-        "uint8 class targets on torch tensors crash with a raw torch error ('gather(): "
-        "Expected dtype int32/int64 for index') when the logits do not require grad; torch "
-        "accepts uint8 targets and logitlab does on the gradient path",
-        raises=RuntimeError,
-    ),
-    array_api_strict=NEW(
-        "uint8 class targets on array-api-strict arrays crash with a raw OverflowError "
-        "(target != ignore_index compares uint8 with -100, out of the dtype's range)",
-        raises=OverflowError,
-    ),
-)
+@backends()
 def test_nll_loss_byte_target_matches_long(backend: Backend, reduction: str) -> None:
     # test_nn.py::test_nll_loss_byte_target_matches_long: uint8 targets == int64 targets
     x = torch.randn(10, 4, dtype=D, generator=_gen(9))

@@ -6,7 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from logitlab.torch._kernels import ce_rows, native_available  # noqa: E402
+from logitlab._rows.fused import ce_rows, native_available  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not native_available(), reason="no native kernel")
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 
 import mpmath
 import numpy as np
@@ -32,10 +31,9 @@ from tests import reference as R
 
 torch = pytest.importorskip("torch")
 
+from logitlab._rows.fused import native_available  # noqa: E402
 from logitlab.torch import cross_entropy, linear_cross_entropy  # noqa: E402
-from logitlab.torch._kernels import native_available  # noqa: E402
 
-_lce = sys.modules["logitlab.torch.linear_cross_entropy"]
 NEG = -math.inf
 _RAND = np.random.default_rng(1234).standard_normal(200)
 
@@ -72,7 +70,7 @@ def _use(path: tuple[str, type], monkeypatch: pytest.MonkeyPatch) -> tuple[str, 
         monkeypatch.setenv("LOGITLAB_NATIVE", "0")
     else:
         monkeypatch.setenv("LOGITLAB_NATIVE", "1")
-        monkeypatch.setattr(_lce, "_LAYOUT", name.split("-")[1])
+        monkeypatch.setenv("LOGITLAB_CHUNK_LAYOUT", name.split("-")[1])
     return name, dt
 
 

@@ -1,21 +1,20 @@
 """linear_cross_entropy against F.linear + F.cross_entropy, for every option and combination."""
 
 import itertools
-import sys
 
 import pytest
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
+from logitlab._rows.fused import native_available  # noqa: E402
 from logitlab.torch import linear_cross_entropy  # noqa: E402
-from logitlab.torch._kernels import native_available  # noqa: E402
 
 N, D, V = 37, 12, 53
 # native_rows: token-major chunks and the row kernel; native_cols: class-major chunks and the
 # column kernel wherever the options allow it (softcap, temperature and smoothing fall back to rows)
 PATHS = ["native_rows", "native_cols", "torch"] if native_available() else ["torch"]
-_lce = sys.modules["logitlab.torch.linear_cross_entropy"]
+from logitlab.torch import _linear_ce as _lce  # noqa: E402
 
 
 @pytest.fixture(params=PATHS)
@@ -23,7 +22,7 @@ def path(request, monkeypatch):
     if request.param == "torch":
         monkeypatch.setenv("LOGITLAB_NATIVE", "0")
     else:
-        monkeypatch.setattr(_lce, "_LAYOUT", request.param.split("_")[1])
+        monkeypatch.setenv("LOGITLAB_CHUNK_LAYOUT", request.param.split("_")[1])
     return request.param
 
 
@@ -224,16 +223,18 @@ def test_bad_input(kwargs, exc, word):
 
 
 @pytest.mark.skipif(not native_available(), reason="needs the native kernels")
-def test_default_layout_is_class_major_only_for_short_chunks(monkeypatch):
-    monkeypatch.setattr(_lce, "_LAYOUT", "auto")
+def test_default_layout_is_class_major_only_for_short_chunks():
+    from logitlab._checks import ce_options
+    from logitlab.torch._common import LinearCEConfig
+
+    def cfg(layout: str = "auto", **loss: float) -> LinearCEConfig:
+        return LinearCEConfig(ce_options(**loss), None, False, None, 0, layout)
+
     h = torch.zeros(4, 3)
-    cfg = dict(group=None, softcap=None, temperature=1.0, label_smoothing=0.0)
     cut = _lce._COLS_MAX_CHUNK
-    assert _lce._class_major(h, cfg, 512) and _lce._class_major(h, cfg, cut)
-    assert not _lce._class_major(h, cfg, cut + 1)
-    assert not _lce._class_major(h, dict(cfg, softcap=30.0), 512)
-    assert not _lce._class_major(h.double(), cfg, 512)
-    monkeypatch.setattr(_lce, "_LAYOUT", "cols")
-    assert _lce._class_major(h, cfg, 4 * cut)
-    monkeypatch.setattr(_lce, "_LAYOUT", "rows")
-    assert not _lce._class_major(h, cfg, 64)
+    assert _lce._class_major(h, cfg(), 512) and _lce._class_major(h, cfg(), cut)
+    assert not _lce._class_major(h, cfg(), cut + 1)
+    assert not _lce._class_major(h, cfg(softcap=30.0), 512)
+    assert not _lce._class_major(h.double(), cfg(), 512)
+    assert _lce._class_major(h, cfg("cols"), 4 * cut)
+    assert not _lce._class_major(h, cfg("rows"), 64)

@@ -1,8 +1,8 @@
 """Loader of logitlab's native float32/float16 row kernels (``csrc/``, compiled by ``pip install``).
 
-The kernels: log-softmax and log-sum-exp rows of the exact core (:mod:`logitlab._fast`), the
+The kernels: log-softmax and log-sum-exp rows of the exact core (:mod:`logitlab._rows`), the
 streaming evaluator's rows, the diagnose rows, and the fused cross-entropy row and column
-kernels of :mod:`logitlab.torch._kernels`. The build (:mod:`logitlab._native._build`, run by
+kernels of :mod:`logitlab._rows.fused`. The build (:mod:`logitlab._native._build`, run by
 ``setup.py``) compiles them once per ISA level into ``liblogitlab_<level>.so`` beside this file;
 nothing is compiled at run time and no torch is imported here.
 
@@ -29,15 +29,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from logitlab._config import LEVELS as _CONFIG_LEVELS
+from logitlab._config import native_level
 from logitlab._native._build import CSRC, LEVELS, library_name
 
 __all__ = ["LEVELS", "info", "lib", "split_rows"]
 
 R = TypeVar("R")
 
+# _build imports nothing from logitlab (setup.py loads it by path): the two lists must agree
+assert _CONFIG_LEVELS == LEVELS
+
 _DIR = Path(__file__).parent
-_OFF = ("0", "false", "off", "no")
-_BEST = ("", "1", "true", "on", "yes", "auto")
 
 _p, _i64, _int, _f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 # argument and result types of every exported function, in the order of their C prototypes
@@ -57,8 +60,8 @@ _SIGNATURES: dict[str, tuple[list[Any], Any]] = {
         None,
     ),
     "logitlab_ce_cols_part": ([_p, _i64, _i64, _i64, _i64, _i64, *[_p] * 8, _int, _int], _int),
-    "logitlab_ce_cols_merge": ([_i64, _i64, *[_p] * 12, _i64, _f32, _p, _p, _p], None),
-    "logitlab_ce_cols_grad": ([_p, _i64, _i64, _i64, _i64, _i64, *[_p] * 6, _i64], _int),
+    "logitlab_ce_cols_merge": ([_i64, _i64, *[_p] * 12, _i64, _f32, _p, _p, _p, _p], None),
+    "logitlab_ce_cols_grad": ([_p, _i64, _i64, _i64, _i64, _i64, *[_p] * 7, _i64], _int),
 }
 
 _lock = threading.Lock()
@@ -120,19 +123,8 @@ def cpu_level() -> str | None:
 
 
 def _requested() -> str | None:
-    """``LOGITLAB_NATIVE`` as a level, ``"best"``, or None (off)."""
-    raw = os.environ.get("LOGITLAB_NATIVE", "")
-    value = raw.strip().lower()
-    if value in _OFF:
-        return None
-    if value in _BEST:
-        return "best"
-    if value in LEVELS:
-        return value
-    raise ValueError(
-        f"LOGITLAB_NATIVE={raw!r}: expected 0 (off), 1 (the best level), "
-        f"or one of {', '.join(LEVELS)}"
-    )
+    """``LOGITLAB_NATIVE`` as a level, ``"best"``, or None (off): :mod:`logitlab._config`."""
+    return native_level()
 
 
 def lib() -> Any:

@@ -13,63 +13,26 @@ import dataclasses
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from logitlab._array import looks_like_probabilities, scores_already_guarded, validation
+from logitlab._checks import looks_like_probabilities, scores_already_guarded
+from logitlab._config import validation
 from logitlab.io import ArraySource, iter_row_chunks, rows_for_budget
 from logitlab.metrics._inputs import check_logit_rows
-from logitlab.metrics.calibration import BinTable, bin_table, calibration_error, error_from_table
+from logitlab.metrics.calibration import bin_table, calibration_error, error_from_table
 from logitlab.metrics.classification import brier_decomposition
+from logitlab.metrics.evaluation import EvaluationReport
 from logitlab.metrics.evaluator import Evaluator
-from logitlab.metrics.temperature import TemperatureResult, fit_temperature
+from logitlab.metrics.temperature import fit_temperature
 from logitlab.special import softmax
 
 __all__ = ["EvaluationReport", "evaluate_predictions", "SAMPLE"]
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "digits_sample.npz"
 BATCH_LIMIT = 20_000_000  # elements of scores kept in memory for the batch-only extras
-
-
-@dataclass
-class EvaluationReport:
-    source: str
-    n: int
-    n_classes: int
-    input_kind: str
-    metrics: dict[str, Any]
-    calibration: list[dict[str, Any]]
-    brier: dict[str, Any] | None
-    temperature: TemperatureResult | None
-    table_before: BinTable
-    table_after: BinTable | None
-    confidence_hist: dict[str, list[float]]
-    entropy_hist: dict[str, list[float]]
-    findings: list[dict[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    binary: bool = False  # (N,) scores of class 1: calibration of P(class 1), one-column Brier
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "n": self.n,
-            "n_classes": self.n_classes,
-            "input_kind": self.input_kind,
-            "binary": self.binary,
-            "metrics": self.metrics,
-            "calibration": self.calibration,
-            "brier_decomposition": self.brier,
-            "temperature": None if self.temperature is None else self.temperature.to_dict(),
-            "reliability_before": self.table_before.to_dict(),
-            "reliability_after": None if self.table_after is None else self.table_after.to_dict(),
-            "confidence_histogram": self.confidence_hist,
-            "entropy_histogram": self.entropy_hist,
-            "findings": self.findings,
-            "notes": self.notes,
-        }
 
 
 def _as_logits(chunk: np.ndarray, probs: bool) -> np.ndarray:
@@ -107,7 +70,7 @@ def _check_finite(x: np.ndarray, a: int, source: str, probs: bool) -> None:
 
 def _check_probs(own: np.ndarray, a: int, source: str, eps: float | None) -> None:
     """Rows that are not probability vectors: a ValueError naming the file and the row in it."""
-    from logitlab._array import check_probabilities
+    from logitlab._checks import check_probabilities
 
     def bad(rows: np.ndarray) -> ValueError | None:
         xx = rows if rows.ndim == 2 else np.stack([1 - rows, rows], 1)

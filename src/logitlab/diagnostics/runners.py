@@ -147,7 +147,7 @@ def diagnose(
     x = _to_numpy(logits, "logits")
     if x.ndim == 0:
         raise ValueError("logits must have at least one dimension (a class axis), got a scalar")
-    from logitlab._array import normalize_axis
+    from logitlab._checks import normalize_axis
 
     ax = normalize_axis(axis, x.ndim)
     shape = tuple(x.shape)
@@ -250,7 +250,7 @@ def diagnose_file(
     if len(shape) == 0:
         raise LoadError(f"{path}: holds a scalar; logits need a class axis")
     try:
-        from logitlab._array import normalize_axis
+        from logitlab._checks import normalize_axis
 
         ax = normalize_axis(axis, len(shape))
     except (TypeError, ValueError) as exc:

@@ -12,13 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import (
-    as_arrays,
-    check_probabilities,
-    input_eps,
-    to_numpy,
-    warn_if_probabilities,
-)
+from logitlab._array import as_arrays, to_numpy
+from logitlab._checks import check_probabilities, input_eps, warn_if_probabilities
 from logitlab.special import softmax
 
 __all__ = [

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from logitlab._array import scores_already_guarded, validation
+from logitlab._checks import scores_already_guarded
+from logitlab._config import validation
 from logitlab.losses import cross_entropy, entropy
 from logitlab.metrics._inputs import (
     _numpy_of,

@@ -56,19 +56,16 @@ References:
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
-from logitlab._array import (
-    check_probabilities,
-    input_eps,
-    torch_view,
-    validation_enabled,
-    warn_if_probabilities,
-)
+from logitlab import _rows
+from logitlab._array import to_numpy, torch_view
+from logitlab._checks import check_probabilities, input_eps, warn_if_probabilities
+from logitlab._config import validation_enabled
 from logitlab.metrics._inputs import check_logit_rows
 from logitlab.metrics.calibration import BinTable, error_from_table, uniform_edges
 
@@ -76,8 +73,6 @@ __all__ = ["Evaluator", "EvaluationResult", "all_reduce_state"]
 
 _SUMS = ("n", "nll", "top1", "top5", "brier", "entropy")
 _BLOCK_ELEMS = 1 << 22  # rows x classes per block (16 MiB f32): few, large ops (see the docs)
-# the native kernel gathers 8 rows per vector; past a few thousand classes those rows leave L1/L2
-_NATIVE_MAX_CLASSES = 4096
 
 
 @dataclass
@@ -115,108 +110,36 @@ def _torch() -> Any:
     return torch
 
 
-def _block_stats_torch(torch: Any, x: Any, y: Any) -> tuple[Any, ...]:
-    """Per-row NLL, #higher logits, Brier, entropy, confidence and correctness of one block."""
-    m, k = x.max(dim=1, keepdim=True)
-    d = x - m  # <= 0 (-inf for masked classes)
-    xt = x.gather(1, y[:, None])
-    dt = (xt - m)[:, 0]
-    # NaN-free products: a masked class (d = -inf) has e = 0 and contributes e * d = 0
-    d.clamp_(min=torch.finfo(x.dtype).min)
-    e = torch.exp(d)
-    e.scatter_(1, k, 0.0)  # exclude exactly one maximal entry: s has no "1 +" to round away
-    ones = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
-    # matrix-vector products reduce a short class axis ~4x faster than .sum(1) on CPU
-    s = e @ ones
-    l1p = torch.log1p(s)
-    inv = 1.0 / (1.0 + s)
-    nll = l1p - dt
-    ent = l1p - ((e * d) @ ones) * inv
-    see = (e * e) @ ones
-    kk = k[:, 0]
-    correct = kk == y
-    et = e.gather(1, y[:, None])[:, 0]  # 0 for a correct row (e_k was zeroed)
-    # Brier as non-negative terms: 1 - 2 p_t + sum p^2 cancels to exactly 0 for a confident
-    # correct row, whose score is ~s^2 (1e-25 for [0, -30, -30, -30]). Correct rows:
-    # (s^2 + see) / (1 + s)^2; others ((1 + s - e_t)^2 + 1 + see - e_t^2) / (1 + s)^2.
-    gap = torch.where(correct, s, 1.0 + s - et)
-    rest = torch.where(correct, see, 1.0 + see - et * et)
-    brier = (gap * gap + rest) * inv * inv
-    # rows with a larger logit than the target's (ties count in the target's favour)
-    higher = (x > xt).to(x.dtype) @ ones
-    return nll, higher, brier, ent, inv, correct
+def _block_stats(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The five sums (NLL, top-1, top-5, Brier, entropy; float64) of one NumPy/torch block, and
+    per row the confidence ``max p`` (float64) and correctness, from the row engine's
+    :func:`~logitlab._rows.block`.
 
-
-def _block_stats_numpy(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
-    rows = np.arange(x.shape[0])
-    k = np.argmax(x, axis=1)
-    m = x[rows, k]
-    d = x - m[:, None]
-    xt = x[rows, y]
-    dt = xt - m
-    np.maximum(d, np.finfo(x.dtype).min, out=d)
-    e = np.exp(d)
-    e[rows, k] = 0.0
-    s = e.sum(axis=1)
-    l1p = np.log1p(s)
-    inv = 1.0 / (1.0 + s)
-    nll = l1p - dt
-    ent = l1p - np.einsum("ij,ij->i", e, d) * inv
-    see = np.einsum("ij,ij->i", e, e)
-    correct = k == y
-    et = e[rows, y]  # 0 for a correct row (e_k was zeroed); Brier as in _block_stats_torch
-    gap = np.where(correct, s, 1.0 + s - et)
-    brier = (gap * gap + np.where(correct, see, 1.0 + see - et * et)) * inv * inv
-    higher = (x > xt[:, None]).sum(axis=1)
-    return nll, higher, brier, ent, inv, correct
-
-
-def _native_update(x: Any, y: Any, edges: np.ndarray) -> tuple[int, np.ndarray, np.ndarray] | None:
-    """The fused row kernel (``csrc/eval_rows.c``) over a float32 CPU batch, or ``None``.
-
-    Returns ``(first bad row or -1, the five sums, the (3, F) histogram)``. Row ranges run on
-    the shared Python thread pool (:func:`logitlab._native.split_rows`), each with its own sums
-    and histogram, added in row order.
+    Brier as non-negative terms: ``1 - 2 p_t + sum p^2`` cancels to exactly 0 for a confident
+    correct row, whose score is ``~s^2`` (1e-25 for ``[0, -30, -30, -30]``). Correct rows:
+    ``(s^2 + see) / (1 + s)^2``; others ``((1 + s - e_t)^2 + 1 + see - e_t^2) / (1 + s)^2``.
     """
-    from logitlab import _native
-
-    lib = _native.lib()
-    if lib is None or x.ndim != 2 or x.shape[1] > _NATIVE_MAX_CLASSES:
-        return None
-    n, c = x.shape
-    if isinstance(x, np.ndarray):
-        if x.dtype != np.float32:
-            return None
-        xs = np.ascontiguousarray(x)
-        xp, threads = xs.ctypes.data, os.cpu_count() or 1
-    else:
-        import torch
-
-        if x.dtype != torch.float32 or x.device.type != "cpu":
-            return None
-        xs = x.contiguous()
-        xp, threads = xs.data_ptr(), torch.get_num_threads()
-    ys = np.ascontiguousarray(y.numpy() if hasattr(y, "numpy") else y, dtype=np.int64)
-    f = len(edges) - 1
-
-    def run(r0: int, r1: int) -> tuple[int, np.ndarray, np.ndarray]:
-        acc, hist = np.zeros(5), np.zeros((3, f))
-        bad = lib.logitlab_eval_rows(
-            xp + 4 * c * r0,
-            ys.ctypes.data + 8 * r0,
-            r1 - r0,
-            c,
-            c,
-            f,
-            edges.ctypes.data,
-            acc.ctypes.data,
-            hist.ctypes.data,
-        )
-        return (r0 + int(bad) if bad >= 0 else -1), acc, hist
-
-    parts = _native.split_rows(n, n * c, threads, run)
-    first = next((b for b, _, _ in parts if b >= 0), -1)
-    return first, np.sum([p[1] for p in parts], axis=0), np.sum([p[2] for p in parts], axis=0)
+    xp = array_namespace(x)
+    bl = _rows.block(xp, x)
+    s = bl.s
+    l1p = xp.log1p(s)
+    inv = 1.0 / (1.0 + s)
+    xt = _rows.gather(xp, x, y)
+    nll = l1p - (xt - bl.a)  # a masked target class keeps its honest NLL, +inf
+    ent = l1p - _rows.rowdot(xp, bl.w, bl.d) * inv
+    see = _rows.rowdot(xp, bl.w, bl.w)
+    correct = bl.k == y
+    et = _rows.gather(xp, bl.w, y)  # 0 for a correct row (w_k is excluded)
+    gap = xp.where(correct, s, 1.0 + s - et)
+    rest = xp.where(correct, see, 1.0 + see - et * et)
+    brier = (gap * gap + rest) * inv * inv
+    # classes with a larger logit than the target's (ties count in the target's favour)
+    higher = _rows.rowsum(xp, xp.astype(x > xt[:, None], x.dtype))
+    f64 = xp.float64
+    sums = [nll, xp.astype(higher < 1, x.dtype), xp.astype(higher < 5, x.dtype), brier, ent]
+    # one float64 reduction per quantity, one device-to-host copy per block
+    v = to_numpy(xp, xp.stack([xp.sum(q, dtype=f64) for q in sums]))
+    return v, to_numpy(xp, xp.astype(inv, f64)), to_numpy(xp, correct)
 
 
 def _binary_columns(x: Any, from_probs: bool, torch: Any) -> tuple[Any, np.ndarray]:
@@ -325,7 +248,7 @@ class Evaluator:
         acc = np.zeros(len(_SUMS))
         hist = np.zeros_like(self.hist)
         # binary input histograms P(class 1) itself, which the native kernel does not compute
-        native = None if p1 is not None else _native_update(x, y, self._fine_edges)
+        native = None if p1 is not None else _rows.native.eval_rows(x, y, self._fine_edges)
         if native is not None:
             bad, nacc, hist = native
             if bad >= 0:
@@ -335,34 +258,7 @@ class Evaluator:
             # a masked target class (NLL = +inf) does not raise: the honest value is kept
         for a in range(0, n if native is None else 0, block):
             xb, yb = x[a : a + block], y[a : a + block]
-            if torch is not None and isinstance(xb, torch.Tensor):
-                nll, higher, brier, ent, conf, correct = _block_stats_torch(torch, xb, yb)
-                # one float64 reduction per quantity; .item() syncs a GPU once per block
-                vals = torch.stack(
-                    [
-                        nll.sum(dtype=torch.float64),
-                        (higher < 1).sum(dtype=torch.float64),
-                        (higher < 5).sum(dtype=torch.float64),
-                        brier.sum(dtype=torch.float64),
-                        ent.sum(dtype=torch.float64),
-                    ]
-                )
-                v = vals.cpu().numpy()
-                conf_np = conf.double().cpu().numpy()
-                corr_np = correct.cpu().numpy()
-            else:
-                nll, higher, brier, ent, conf_np, corr_np = _block_stats_numpy(xb, yb)
-                v = np.array(
-                    [
-                        nll.sum(dtype=np.float64),
-                        (higher < 1).sum(),
-                        (higher < 5).sum(),
-                        brier.sum(dtype=np.float64),
-                        ent.sum(dtype=np.float64),
-                    ],
-                    dtype=np.float64,
-                )
-                conf_np = conf_np.astype(np.float64)
+            v, conf_np, corr_np = _block_stats(xb, yb)
             if not np.isfinite(v[0]) or not np.isfinite(v[3]):
                 self._raise_nonfinite(x, a, block)
             acc[0] += xb.shape[0]

@@ -24,8 +24,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 
-from logitlab._array import as_arrays, torch_view, warn_if_probabilities
+from logitlab import _rows
+from logitlab._array import as_arrays, to_numpy, torch_view
+from logitlab._checks import warn_if_probabilities
 from logitlab.metrics._inputs import check_logit_rows, to_labels, to_probs_and_labels
 
 __all__ = ["TemperatureResult", "fit_temperature", "nll_and_derivatives"]
@@ -49,7 +52,7 @@ class TemperatureResult:
         return asdict(self)
 
 
-def _rows(n_classes: int) -> int:
+def _chunk_rows(n_classes: int) -> int:
     return max(1, _CHUNK_BYTES // (8 * 3 * max(1, n_classes)))
 
 
@@ -70,11 +73,11 @@ def _chunk(src: Any, a: int, b: int) -> np.ndarray:
     return np.asarray(c, dtype=np.float64)
 
 
-def _block_terms(x: Any, t: Any, beta: float, xp: Any) -> tuple[float, float, float, Any, Any]:
+def _block_terms(x: Any, t: Any, beta: float) -> tuple[float, float, float, Any, Any]:
     r"""Sums over one float64 block of ``f``, ``f'``, ``f''`` and the per-row confidence and
-    correctness at ``beta``, from one ``exp`` pass (the decomposition of
-    :mod:`logitlab.special`): with :math:`d = x - \max x \le 0` and :math:`w_i = e^{\beta d_i}`
-    over all but one maximal entry, :math:`s = \sum w`,
+    correctness at ``beta``, from one ``exp`` pass (the row engine's
+    :func:`~logitlab._rows.block`): with :math:`d = x - \max x \le 0` and
+    :math:`w_i = e^{\beta d_i}` over all but one maximal entry, :math:`s = \sum w`,
 
     * :math:`f_i = \operatorname{log1p}(s) - \beta d_t`,
     * :math:`E_p[d] = \sum w d / (1 + s)`, :math:`E_p[d^2] = \sum w d^2 / (1 + s)`,
@@ -82,48 +85,17 @@ def _block_terms(x: Any, t: Any, beta: float, xp: Any) -> tuple[float, float, fl
       (centred at the maximum, so the variance does not cancel for large logits),
     * top-label confidence :math:`1 / (1 + s)`.
     """
-    if xp == "torch":
-        import torch
-
-        m, k = x.max(dim=1, keepdim=True)
-        d = x - m
-        dt = d.gather(1, t[:, None])[:, 0]
-        d.clamp_(min=-1e300)  # masked classes: w = 0 and w d = 0, never 0 * inf
-        w = torch.exp(beta * d)
-        w.scatter_(1, k, 0.0)
-        ones = torch.ones(x.shape[1], dtype=x.dtype)
-        s = w @ ones
-        wd = w * d
-        e1 = (wd @ ones) / (1.0 + s)
-        e2 = ((wd * d) @ ones) / (1.0 + s)
-        f = torch.log1p(s) - beta * dt
-        var = torch.clamp(e2 - e1 * e1, min=0.0)
-        return (
-            float(f.sum()),
-            float((e1 - dt).sum()),
-            float(var.sum()),
-            (1.0 / (1.0 + s)).numpy(),
-            (k[:, 0] == t).numpy(),
-        )
-    rows = np.arange(x.shape[0])
-    kk = np.argmax(x, axis=1)
-    d = x - x[rows, kk][:, None]
-    dt = d[rows, t]
-    np.maximum(d, -1e300, out=d)
-    w = np.exp(beta * d)
-    w[rows, kk] = 0.0
-    sn = w.sum(axis=1)
-    wd = w * d
-    e1n = wd.sum(axis=1) / (1.0 + sn)
-    e2n = np.einsum("ij,ij->i", wd, d) / (1.0 + sn)
-    fn = np.log1p(sn) - beta * dt
-    return (
-        float(fn.sum()),
-        float((e1n - dt).sum()),
-        float(np.maximum(e2n - e1n * e1n, 0.0).sum()),
-        1.0 / (1.0 + sn),
-        kk == t,
-    )
+    xp = array_namespace(x)
+    bl = _rows.block(xp, x, beta)  # masked classes: w = 0 and w d = 0, never 0 * inf
+    dt = _rows.gather(xp, x, t) - bl.a  # a masked target keeps d_t = -inf: f = +inf
+    wd = bl.w * bl.d
+    e1 = _rows.rowsum(xp, wd) / (1.0 + bl.s)
+    e2 = _rows.rowdot(xp, wd, bl.d) / (1.0 + bl.s)
+    f = xp.log1p(bl.s) - beta * dt
+    var = xp.maximum(e2 - e1 * e1, xp.zeros_like(e2))
+    sums = to_numpy(xp, xp.stack([xp.sum(f), xp.sum(e1 - dt), xp.sum(var)]))
+    conf = to_numpy(xp, 1.0 / (1.0 + bl.s))
+    return float(sums[0]), float(sums[1]), float(sums[2]), conf, to_numpy(xp, bl.k == t)
 
 
 def _passes(
@@ -134,14 +106,12 @@ def _passes(
     With ``check``, each chunk is validated first (NaN, +inf, a row with no finite logit), with
     errors naming the row in the whole input."""
     s, n, c = _source_rows(src)
-    step = _rows(c)
+    step = _chunk_rows(c)
     torch: Any
     try:
         import torch
-
-        xp = "torch"
     except ImportError:  # pragma: no cover - torch is an optional extra
-        torch, xp = None, "numpy"
+        torch = None
     f = d1 = d2 = 0.0
     conf = np.empty(n)
     correct = np.empty(n, dtype=bool)
@@ -158,11 +128,9 @@ def _passes(
                     f"logits[{a + i}, {t[i]}] = -inf masks the target class: the NLL is +inf "
                     "at every temperature"
                 )
-        if torch is not None:
-            xt, tt = torch_view(x), torch_view(t)
-            fi, g, h, cf, cr = _block_terms(xt, tt, beta, xp)
-        else:
-            fi, g, h, cf, cr = _block_terms(x, t, beta, xp)
+        # torch's matrix-vector row sums are faster than NumPy's on short rows (zero copy)
+        xt, tt = (torch_view(x), torch_view(t)) if torch is not None else (x, t)
+        fi, g, h, cf, cr = _block_terms(xt, tt, beta)
         f += fi
         d1 += g
         d2 += h

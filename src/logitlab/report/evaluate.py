@@ -1,18 +1,16 @@
-"""Rendering of an :class:`~logitlab.app.evaluate.EvaluationReport`: rich terminal tables,
+"""Rendering of an :class:`~logitlab.metrics.evaluation.EvaluationReport`: rich terminal tables,
 JSON, and a self-contained HTML page with reliability diagrams and histograms."""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from logitlab.metrics.calibration import BinTable
+from logitlab.metrics.evaluation import EvaluationReport
 from logitlab.report.html import esc, fig_to_data_uri, html_page, html_table
-
-if TYPE_CHECKING:  # for the annotations only: rendering never imports the application layer
-    from logitlab.app.evaluate import EvaluationReport
 
 __all__ = ["render_terminal", "render_html", "metrics_rows"]
 

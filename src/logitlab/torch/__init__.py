@@ -13,9 +13,9 @@
 """
 
 # isort: split
-from logitlab.torch.cross_entropy import cross_entropy
+from logitlab.torch._cross_entropy import cross_entropy
+from logitlab.torch._linear_ce import LinearCEStats, default_chunk_size, linear_cross_entropy
 from logitlab.torch.kl import linear_kl_divergence
-from logitlab.torch.linear_cross_entropy import LinearCEStats, linear_cross_entropy
 from logitlab.torch.modules import CrossEntropy, LinearCrossEntropy, LinearKLDivergence
 from logitlab.torch.monitor import LogitMonitor, LogitWarning
 
@@ -27,6 +27,7 @@ __all__ = [
     "LogitMonitor",
     "LogitWarning",
     "cross_entropy",
+    "default_chunk_size",
     "linear_cross_entropy",
     "linear_kl_divergence",
 ]

@@ -57,543 +57,96 @@ from typing import Any
 import array_api_compat.torch as xp
 import torch
 
-from logitlab._array import normalize_axis
+from logitlab import _formulas
+from logitlab._checks import CEOptions, normalize_axis
+from logitlab.torch._ce_grads import ce_alpha, ce_grads
+from logitlab.torch._functions import (
+    _NEG,
+    _dead,
+    entropy_grad,
+    log_softmax_fn,
+    logsumexp_b_grad,
+    logsumexp_grad,
+    sigmoid_fn,
+    softmax_fn,
+    softmax_grad,
+    softmax_vjp,
+    softplus_fn,
+)
 
 __all__ = [
     "bce_grad",
     "ce_alpha",
     "ce_grads",
     "cross_entropy_grad",
+    "divergence_grad",
     "entropy_grad",
-    "js_grad",
-    "kl_grad",
-    "log_softmax_fn",
-    "log_softmax_vjp",
     "logsumexp_b_grad",
-    "logsumexp_fn",
     "logsumexp_grad",
-    "sigmoid_fn",
-    "softmax_fn",
     "softmax_grad",
-    "softmax_vjp",
-    "softplus_fn",
 ]
-
-_NEG = -math.inf
-_HALF = (torch.float16, torch.bfloat16)
-
-
-def _up(x: torch.Tensor) -> torch.Tensor:
-    """float32 for half inputs (a differentiable cast), the tensor itself otherwise."""
-    return x.float() if x.dtype in _HALF else x
-
-
-def _down(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return y if y.dtype == like.dtype or like.dtype not in _HALF else y.to(like.dtype)
-
-
-def _dead(x: torch.Tensor, ax: int) -> torch.Tensor:
-    """Rows (keepdim along ``ax``) whose entries are all ``-inf``: fully masked."""
-    return (x == _NEG).all(dim=ax, keepdim=True)
-
-
-def _as_tensor(v: Any, like: torch.Tensor) -> Any:
-    if v is None or isinstance(v, torch.Tensor):
-        return v
-    return torch.as_tensor(v, device=like.device)
-
-
-# --------------------------------------------------------------------------- softmax / lse
-
-
-def _top(p: torch.Tensor, ax: int) -> torch.Tensor:
-    """Mask of one maximal entry of ``p`` along ``ax`` (the first, as ``argmax``); none along an
-    empty axis."""
-    mask = torch.zeros(p.shape, dtype=torch.bool, device=p.device)
-    if p.shape[ax] == 0:
-        return mask
-    return mask.scatter_(ax, p.detach().argmax(dim=ax, keepdim=True), True)
-
-
-def _shift(v: torch.Tensor, top: torch.Tensor, ax: int) -> torch.Tensor:
-    """``v`` minus its value at the ``top`` entry of each row."""
-    return v - torch.where(top, v, 0.0).sum(dim=ax, keepdim=True)
-
-
-class _SoftmaxVJP(torch.autograd.Function):
-    """``y * (g - sum(g y))``, the vector-Jacobian product of a softmax ``y``, without
-    cancellation at a dominant entry, at every order.
-
-    With ``y_k`` rounded to 1 (``[0, -40]``) the textbook form gives ``y_k (g_k - g_k - ...)``,
-    i.e. 0 or noise instead of ``-y_k sum_{j != k} y_j (g_j - g_k)``. The product does not change
-    when ``g`` is shifted by a constant (``sum y = 1``), so ``g`` is shifted by its value at the
-    largest ``y``. Autograd through that expression would cancel the same way one order up
-    (``-y_k w_k + y_k (y . w)``), hence a Function whose backward passes are shifted forms too:
-    w.r.t. ``g`` the same product (the Jacobian is symmetric); w.r.t. ``y``
-    ``w (g - sum(g y)) - g sum(w y)`` with ``g`` and ``w`` both shifted, which differs from the
-    unshifted one by a constant per row, which the softmax's own backward (``y`` is always a
-    softmax here) maps to 0.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, y: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
-        top = _top(y, ax)
-        gs = _shift(g, top, ax)
-        ctx.save_for_backward(y, g, top)
-        ctx.ax = ax
-        return y * (gs - (gs * y).sum(dim=ax, keepdim=True))
-
-    @staticmethod
-    def backward(ctx: Any, w: torch.Tensor) -> tuple[Any, ...]:
-        y, g, top = ctx.saved_tensors
-        ax = ctx.ax
-        gy = gg = None
-        if ctx.needs_input_grad[0]:
-            gs, ws = _shift(g, top, ax), _shift(w, top, ax)
-            gbar = (gs * y).sum(dim=ax, keepdim=True)
-            wbar = (ws * y).sum(dim=ax, keepdim=True)
-            gy = ws * (gs - gbar) - gs * wbar
-        if ctx.needs_input_grad[1]:
-            gg = softmax_vjp(y, w, ax)
-        return gy, gg, None
-
-
-def softmax_vjp(y: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
-    """``y * (g - sum(g y))`` for a softmax ``y`` (see :class:`_SoftmaxVJP`), differentiable."""
-    out: torch.Tensor = _SoftmaxVJP.apply(y, g, ax)
-    return out
-
-
-def log_softmax_vjp(p: torch.Tensor, g: torch.Tensor, ax: int) -> torch.Tensor:
-    """``g - p sum(g)``, the vector-Jacobian product of a log-softmax (``p`` the softmax), with
-    the largest entry's ``g_k (1 - p_k) - p_k sum_{j != k} g_j`` formed from
-    ``1 - p_k = sum_{j != k} p_j``: exact where ``p_k`` rounds to 1 (the cross-entropy gradient
-    ``p_t - 1`` of a confident, correct prediction)."""
-    top = _top(p, ax)
-    rest = torch.where(top, 0.0, g).sum(dim=ax, keepdim=True)
-    q_rest = torch.where(top, 0.0, p).sum(dim=ax, keepdim=True)
-    r = g - p * (rest + torch.where(top, g, 0.0).sum(dim=ax, keepdim=True))
-    return torch.where(top, g * q_rest - p * rest, r)
-
-
-class _Softmax(torch.autograd.Function):
-    """softmax (``log=False``) or log-softmax (``log=True``) of ``x / T`` along ``axis``."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, axis: int, t: float, log: bool) -> torch.Tensor:
-        from logitlab.special import log_softmax, softmax
-
-        ax = normalize_axis(axis, x.ndim)
-        y = (log_softmax if log else softmax)(x.detach(), ax, t)
-        ctx.save_for_backward(x if log else None, y, _dead(x, ax))
-        ctx.args = (ax, t, log)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        x, y, dead = ctx.saved_tensors
-        ax, t, log = ctx.args
-        if t == 0.0 or t == math.inf:
-            # the limits are piecewise constant in x: derivative 0 (NaN on NaN rows)
-            return torch.zeros_like(y).masked_fill(torch.isnan(y), math.nan), None, None, None
-        if log:
-            zero = (y == _NEG) | dead
-            gm = torch.where(zero, 0.0, g)
-            grad = log_softmax_vjp(_Softmax.apply(x, ax, t, False), gm, ax)
-        else:
-            # y is this Function's own output: under create_graph its derivative is this same
-            # backward again, so every order is the closed form.
-            zero = (y == 0) | dead
-            gm = torch.where(zero, 0.0, g)
-            grad = softmax_vjp(y, gm, ax)
-        grad = torch.where(zero, 0.0, grad)
-        return (grad / t if t != 1.0 else grad), None, None, None
-
-
-def softmax_fn(x: torch.Tensor, axis: int, t: float = 1.0) -> torch.Tensor:
-    """The differentiable exact softmax of ``x / T`` (float32/float64 ``x``)."""
-    out: torch.Tensor = _Softmax.apply(x, axis, t, False)
-    return out
-
-
-def log_softmax_fn(x: torch.Tensor, axis: int, t: float = 1.0) -> torch.Tensor:
-    """The differentiable exact log-softmax of ``x / T`` (float32/float64 ``x``)."""
-    out: torch.Tensor = _Softmax.apply(x, axis, t, True)
-    return out
-
-
-def softmax_grad(x: torch.Tensor, axis: int, t: float, *, log: bool) -> torch.Tensor:
-    return _down(_Softmax.apply(_up(x), axis, t, log), x)
-
-
-class _LogSumExp(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, axis: int | None, keepdims: bool) -> torch.Tensor:
-        from logitlab.special import logsumexp
-
-        ctx.save_for_backward(x)
-        ctx.args = (axis, keepdims)
-        out: torch.Tensor = logsumexp(x.detach(), axis, keepdims)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        (x,) = ctx.saved_tensors
-        axis, keepdims = ctx.args
-        if axis is None:
-            xf = x.reshape(-1)
-            p = softmax_fn(xf, 0)
-            grad = torch.where((p == 0) | _dead(xf, 0), 0.0, g.reshape(1) * p).reshape(x.shape)
-        else:
-            ax = normalize_axis(axis, x.ndim)
-            p = softmax_fn(x, ax)
-            gg = g if keepdims else g.unsqueeze(ax)
-            grad = torch.where((p == 0) | _dead(x, ax), 0.0, gg * p)
-        return grad, None, None
-
-
-def logsumexp_fn(x: torch.Tensor, axis: int | None, keepdims: bool = False) -> torch.Tensor:
-    """The differentiable exact log-sum-exp (float32/float64 ``x``)."""
-    out: torch.Tensor = _LogSumExp.apply(x, axis, keepdims)
-    return out
-
-
-def logsumexp_grad(x: torch.Tensor, axis: int | None, keepdims: bool) -> torch.Tensor:
-    return _down(logsumexp_fn(_up(x), axis, keepdims), x)
-
-
-class _LogSumExpB(torch.autograd.Function):
-    """``(log |sum b e^x|, sign)``: ``d/dx_i = b_i e^{x_i} / S``, ``d/db_i = e^{x_i} / S``.
-
-    As ``b_i q_i / (b . q)`` and ``q_i / (b . q)`` with ``q = e^{x - lse_K}`` over the kept
-    entries ``K`` (``b != 0``; the forward drops the others): the softmax Function on ``K``,
-    ``e^{x_i - lse_K}`` on a dropped entry. NaN where the forward gives NaN (a negative sum
-    without ``return_sign``), 0 on rows with nothing kept (``lse = -inf``).
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any, x: torch.Tensor, b: torch.Tensor, axis: int | None, keepdims: bool, sign: bool
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        from logitlab.special import logsumexp
-
-        out, sgn = logsumexp(x.detach(), axis, keepdims, b=b.detach(), return_sign=True)
-        if not sign:
-            out = torch.where(sgn < 0, math.nan, out)
-        ctx.save_for_backward(x, b, out, sgn)
-        ctx.args = (axis, keepdims, sign)
-        ctx.mark_non_differentiable(sgn)
-        return out, sgn
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor, _: Any) -> tuple[Any, ...]:
-        x, b, out, sgn = ctx.saved_tensors
-        axis, keepdims, sign = ctx.args
-        shape = x.shape
-        if axis is None:
-            x, b, ax = x.reshape(-1), b.reshape(-1), 0
-            g, out, sgn = g.reshape(1), out.reshape(1), sgn.reshape(1)
-        else:
-            ax = normalize_axis(axis, x.ndim)
-            if not keepdims:
-                g, out, sgn = g.unsqueeze(ax), out.unsqueeze(ax), sgn.unsqueeze(ax)
-        drop = b == 0
-        xa = torch.where(drop, _NEG, x)
-        empty = (sgn == 0) | (out == _NEG)  # no entry left (or a zero sum)
-        # q = e^{x - lse_active}: the softmax Function on the kept entries; on the dropped ones
-        # (b = 0 there, so b q = 0 in value) q carries the derivative w.r.t. their b
-        lse_a = logsumexp_fn(xa, ax, True)
-        qd = torch.exp(torch.where(drop & ~empty, x - lse_a, _NEG))
-        q = torch.where(drop, torch.where(torch.isfinite(qd), qd, 0.0), softmax_fn(xa, ax))
-        den = torch.where(empty, 1.0, (b * q).sum(dim=ax, keepdim=True))
-        gx = torch.where(empty, 0.0, g * b * q / den)
-        gb = torch.where(empty, 0.0, g * torch.where(drop, qd, q) / den)
-        if not sign:
-            bad = sgn < 0
-            gx, gb = torch.where(bad, math.nan, gx), torch.where(bad, math.nan, gb)
-        return gx.reshape(shape), gb.reshape(shape), None, None, None
-
-
-def logsumexp_b_grad(x: Any, axis: int | None, keepdims: bool, b: Any, return_sign: bool) -> Any:
-    """logsumexp with ``b`` and/or ``return_sign`` for tensors that require grad."""
-    ref = x if isinstance(x, torch.Tensor) else b
-    x = _as_tensor(x, ref)
-    b = torch.ones_like(x) if b is None else _as_tensor(b, ref)
-    dt = torch.promote_types(_up(x).dtype, _up(b).dtype)
-    if not dt.is_floating_point:
-        dt = torch.get_default_dtype()
-    xx, bb = torch.broadcast_tensors(x.to(dt), b.to(dt))
-    out, sgn = _LogSumExpB.apply(xx, bb, axis, keepdims, return_sign)
-    like = x if x.is_floating_point() else out
-    out, sgn = _down(out, like), _down(sgn, like)
-    return (out, sgn) if return_sign else out
-
-
-# --------------------------------------------------------------------------- sigmoid / softplus
-
-
-class _Sigmoid(torch.autograd.Function):
-    """``sigmoid(x)`` with derivative ``sigmoid(x) sigmoid(-x)``: exact in both tails, where
-    torch's ``y (1 - y)`` loses the small factor once ``y`` rounds to 1 (``x > 37`` in float64)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return torch.sigmoid(x.detach())
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return g * sigmoid_fn(x) * sigmoid_fn(-x)
-
-
-def sigmoid_fn(x: torch.Tensor) -> torch.Tensor:
-    out: torch.Tensor = _Sigmoid.apply(x)
-    return out
-
-
-class _Softplus(torch.autograd.Function):
-    """``log(1 + e^x)`` exact for every ``x`` (``max(x, 0) + log1p(e^-|x|)``), derivative
-    ``sigmoid(x)``; autograd through ``max``/``abs`` would give 0 instead of 1/2 at ``x = 0``."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        from logitlab.special import log1pexp_impl
-
-        ctx.save_for_backward(x)
-        out: torch.Tensor = log1pexp_impl(xp, x.detach())
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return g * sigmoid_fn(x)
-
-
-def softplus_fn(x: torch.Tensor) -> torch.Tensor:
-    out: torch.Tensor = _Softplus.apply(x)
-    return out
-
-
-# --------------------------------------------------------------------------- entropy
-
-
-class _Entropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, src: torch.Tensor, axis: int, from_logits: bool) -> torch.Tensor:
-        from logitlab.losses import entropy
-
-        ax = normalize_axis(axis, src.ndim)
-        s = src.detach()
-        out: torch.Tensor = entropy(logits=s, axis=ax) if from_logits else entropy(probs=s, axis=ax)
-        ctx.save_for_backward(src)
-        ctx.args = (ax, from_logits)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        (src,) = ctx.saved_tensors
-        ax, from_logits = ctx.args
-        gg = g.unsqueeze(ax)
-        if from_logits:
-            # -p (log p + H), with log p_i + H = sum_j p_j (x_i - x_j) since log p_i - log p_j
-            # = x_i - x_j: = (x_i - c) - sum_j p_j (x_j - c) for the row maximum c. The textbook
-            # log p + H cancels where log p_i ~ -H ([0, 3e-3]: both ~0.69, the sum 1.5e-3);
-            # here the sum has terms of one sign and only the gradient's own cancellation is left.
-            p = softmax_fn(src, ax)
-            zero = (p == 0) | _dead(src, ax)
-            c = src.detach().amax(dim=ax, keepdim=True) if src.shape[ax] else src.sum(ax, True)
-            fin = torch.isfinite(c)  # a +inf row: its entries with p > 0 all equal c
-            xc = torch.where(zero | ~fin, 0.0, src - torch.where(fin, c, 0.0))
-            grad = -gg * softmax_vjp(p, xc, ax)
-        else:
-            zero = src == 0
-            grad = -gg * (torch.log(torch.where(zero, 1.0, src)) + 1)
-        return torch.where(zero, 0.0, grad), None, None
-
-
-def entropy_grad(src: torch.Tensor, axis: int, *, from_logits: bool) -> torch.Tensor:
-    return _down(_Entropy.apply(_up(src), axis, from_logits), src)
 
 
 # --------------------------------------------------------------------------- cross-entropy
 
 
-def ce_alpha(
-    lp: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    *,
-    soft: bool,
-    ignore_index: int,
-    label_smoothing: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(alpha, beta, base)`` of cross-entropy, class axis last, differentiable in the target
-    and the weights: ``loss_row = sum_c alpha_c (-log p_c)`` with ``alpha = w * beta``,
-    ``beta = (1 - eps) base + eps 1_F / |F|`` on non-ignored rows (0 on ignored ones), ``base``
-    the one-hot of the class target (0 on ignored rows) or the probability target, and ``F`` the
-    classes with non-zero probability (``lp > -inf``), as in
-    :func:`logitlab.losses.ce_coefficients`.
-    """
-    n_cls = lp.shape[-1]
-    if soft:
-        base = target.to(lp.dtype)
-        valid = None
-    else:
-        valid = (target != ignore_index).unsqueeze(-1)
-        idx = torch.where(valid.squeeze(-1), target, 0).long()
-        base = torch.nn.functional.one_hot(idx, n_cls).to(lp.dtype) * valid
-    eps = float(label_smoothing)
-    beta = (1 - eps) * base if eps else base
-    if eps:
-        fin = (lp > _NEG).to(lp.dtype)
-        n_fin = fin.sum(-1, keepdim=True)
-        smooth = eps * fin / torch.where(n_fin == 0, 1.0, n_fin)
-        beta = beta + (smooth * valid if valid is not None else smooth)
-    alpha = beta * weight if weight is not None else beta
-    return alpha, beta, base
-
-
-def ce_grads(
-    x: torch.Tensor,
-    target: torch.Tensor,
-    weight: torch.Tensor | None,
-    g: torch.Tensor,
-    out: torch.Tensor,
-    *,
-    ignore_index: int,
-    label_smoothing: float,
-    reduction: str,
-    temperature: float,
-    need: tuple[bool, bool, bool],
-) -> tuple[Any, Any, Any]:
-    r"""Derivatives of :func:`logitlab.cross_entropy` w.r.t. (logits, target, weight), written
-    with differentiable operations (class axis last; ``x`` float32/float64).
-
-    With :math:`\ell = \operatorname{red}(\sum_c \alpha_c (-\log p_c))`, ``s`` the reduction's
-    scale (``g``, or ``g / D`` for ``"mean"`` with :math:`D = \sum_n w_{t_n}` over non-ignored
-    rows, or the number of rows for probability targets):
-
-    * logits: :math:`s\,(p \sum_c \alpha_c - \alpha) / T`, 0 on masked classes;
-    * probability target: :math:`s\,(1 - \varepsilon) w_c (-\log p_c)`;
-    * weights: :math:`\sum_n s_n \beta_{nc} (-\log p_{nc})`, minus :math:`s\,\ell \sum_n
-      \mathrm{base}_{nc}` for ``"mean"`` over class targets (the weights are in :math:`D` too).
-
-    ``out`` is the forward value (differentiable: under ``create_graph`` its derivative is the
-    Function's own backward again). Returns None for what ``need`` does not ask for.
-    """
-    soft = target.is_floating_point()
-    lp = log_softmax_fn(x, -1, temperature)
-    w = None if weight is None else _up(weight).to(x.dtype)
-    alpha, beta, base = ce_alpha(
-        lp,
-        target,
-        w,
-        soft=soft,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-    )
-    gg = g.to(x.dtype)
-    if reduction == "none":
-        scale = gg.unsqueeze(-1)
-    elif reduction == "sum":
-        scale = gg
-    else:
-        if soft:
-            total = torch.tensor(float(math.prod(x.shape[:-1])), dtype=x.dtype, device=x.device)
-        elif w is not None:
-            total = (base * w).sum()
-        else:
-            total = base.sum()
-        scale = torch.where(total == 0, 0.0, gg / torch.where(total == 0, 1.0, total))
-    gx = gt = gw = None
-    if need[0]:
-        p = softmax_fn(x, -1, temperature)
-        zero = (lp == _NEG) | _dead(x, -1)
-        gx = torch.where(zero, 0.0, log_softmax_vjp(p, -alpha, -1) * scale)
-        if temperature != 1.0:
-            gx = gx / temperature
-    if need[1] and soft:
-        c = (1 - label_smoothing) * (w if w is not None else torch.ones_like(lp[..., :1]))
-        c = c.expand(lp.shape)
-        gt = torch.where(c == 0, 0.0, c * -lp) * scale
-    if need[2] and w is not None:
-        n_cls = x.shape[-1]
-        nll = torch.where(beta == 0, 0.0, beta * -lp)
-        gw = (nll * scale).reshape(-1, n_cls).sum(0)
-        if reduction == "mean" and not soft:
-            gw = gw - scale * out.to(x.dtype) * base.reshape(-1, n_cls).sum(0)
-    return gx, gt, gw
-
-
 class _CrossEntropy(torch.autograd.Function):
+    """Cross-entropy of logits (class axis last) and class or probability targets: the forward
+    is :func:`logitlab._formulas.cross_entropy`, the backward :func:`ce_grads`."""
+
     @staticmethod
     def forward(
         ctx: Any,
-        logits: torch.Tensor,
+        x: torch.Tensor,
         target: torch.Tensor,
         weight: torch.Tensor | None,
-        axis: int,
-        ignore_index: int,
-        ls: float,
-        reduction: str,
-        t: float,
+        soft: bool,
+        opts: CEOptions,
     ) -> torch.Tensor:
-        from logitlab.losses import cross_entropy
-
         d = lambda v: None if v is None else v.detach()  # noqa: E731
-        out: torch.Tensor = cross_entropy(
-            d(logits), d(target), axis, ignore_index, ls, d(weight), reduction, t
-        )
-        ctx.save_for_backward(logits, target, weight, out)
-        ctx.args = (normalize_axis(axis, logits.ndim), ignore_index, ls, reduction, t)
+        out: torch.Tensor = _formulas.cross_entropy(xp, d(x), d(target), d(weight), soft, opts)
+        ctx.save_for_backward(x, target, weight, out)
+        ctx.opts = opts
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
-        logits, target, weight, out = ctx.saved_tensors
-        ax, ignore_index, ls, reduction, t = ctx.args
+        x, target, weight, out = ctx.saved_tensors
+        opts = ctx.opts
         soft = target.is_floating_point()
         need = ctx.needs_input_grad
         gx, gt, gw = ce_grads(
-            logits.movedim(ax, -1),
-            target.movedim(ax, -1) if soft else target,
+            x,
+            target,
             weight,
             g,
             out,
-            ignore_index=ignore_index,
-            label_smoothing=ls,
-            reduction=reduction,
-            temperature=t,
+            ignore_index=opts.ignore_index,
+            label_smoothing=opts.label_smoothing,
+            reduction=opts.reduction,
+            temperature=opts.temperature,
             need=(need[0], need[1] and soft, need[2] and weight is not None),
         )
-        if gx is not None:
-            gx = gx.movedim(-1, ax).to(logits.dtype)
-        if gt is not None:
-            gt = gt.movedim(-1, ax).to(target.dtype)
-        if gw is not None:
-            gw = gw.to(weight.dtype)
-        return gx, gt, gw, None, None, None, None, None
+        return gx, gt, gw, None, None
 
 
 def cross_entropy_grad(
-    logits: Any,
-    target: Any,
-    axis: int,
-    ignore_index: int,
-    ls: float,
-    weight: Any,
-    reduction: str,
-    t: float,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    soft: bool,
+    opts: CEOptions,
 ) -> torch.Tensor:
-    logits = _as_tensor(logits, target) if not isinstance(logits, torch.Tensor) else logits
-    target = _as_tensor(target, logits)
-    weight = _as_tensor(weight, logits)
-    lg = _up(logits) if logits.is_floating_point() else logits
-    tg = _up(target) if target.is_floating_point() else target
-    wg = None if weight is None else (_up(weight) if weight.is_floating_point() else weight)
-    out = _CrossEntropy.apply(lg, tg, wg, axis, ignore_index, ls, reduction, t)
-    return _down(out, logits) if logits.is_floating_point() else out
+    """Cross-entropy of checked tensors (class axis last, float32/float64 logits, int64 class or
+    float probability targets) for autograd. Class targets of 2-D logits take the fused kernel of
+    :mod:`logitlab.torch._cross_entropy` (loss and gradient in one visit of each row); the rest
+    :class:`_CrossEntropy`. Both have closed-form derivatives of every order."""
+    if not soft and x.ndim == 2 and not opts.z_loss and opts.softcap is None:
+        from logitlab.torch._cross_entropy import fused_cross_entropy
+
+        return fused_cross_entropy(x, target, weight, opts, axis=1, inplace_backward=False)
+    out: torch.Tensor = _CrossEntropy.apply(x, target, weight, soft, opts)
+    return out
 
 
 # --------------------------------------------------------------------------- binary CE
@@ -639,15 +192,10 @@ class _BCE(torch.autograd.Function):
         reduction: str,
         from_logits: bool,
     ) -> torch.Tensor:
-        from logitlab.losses import binary_cross_entropy, binary_cross_entropy_with_logits
-
         d = lambda v: None if v is None else v.detach()  # noqa: E731
-        if from_logits:
-            out = binary_cross_entropy_with_logits(
-                d(pred), d(target), d(weight), d(pos_weight), reduction
-            )
-        else:
-            out = binary_cross_entropy(d(pred), d(target), d(weight), reduction)
+        out = _formulas.binary_cross_entropy(
+            xp, d(pred), d(target), d(weight), d(pos_weight), reduction, from_logits=from_logits
+        )
         ctx.save_for_backward(pred, target, weight, pos_weight)
         ctx.args = (reduction, from_logits)
         return out  # type: ignore[no-any-return]
@@ -682,21 +230,17 @@ class _BCE(torch.autograd.Function):
 
 
 def bce_grad(
-    pred: Any, target: Any, weight: Any, pos_weight: Any, reduction: str, *, from_logits: bool
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    pos_weight: torch.Tensor | None,
+    reduction: str,
+    *,
+    from_logits: bool,
 ) -> torch.Tensor:
-    ref = next(v for v in (pred, target, weight, pos_weight) if isinstance(v, torch.Tensor))
-    pred, target = _as_tensor(pred, ref), _as_tensor(target, ref)
-    weight, pos_weight = _as_tensor(weight, ref), _as_tensor(pos_weight, ref)
-    if not pred.is_floating_point():
-        fdt = target.dtype if target.is_floating_point() else torch.get_default_dtype()
-        pred = pred.to(fdt)
-    dt = _up(pred).dtype
-
-    def fl(v: Any) -> Any:
-        return None if v is None else _up(v) if v.is_floating_point() else v.to(dt)
-
-    out = _BCE.apply(_up(pred), fl(target), fl(weight), fl(pos_weight), reduction, from_logits)
-    return _down(out, pred)
+    """Binary cross-entropy of checked float32/float64 tensors of one dtype, for autograd."""
+    out: torch.Tensor = _BCE.apply(pred, target, weight, pos_weight, reduction, from_logits)
+    return out
 
 
 # --------------------------------------------------------------------------- KL / JS
@@ -762,15 +306,9 @@ class _Divergence(torch.autograd.Function):
         axis: int,
         js: bool,
     ) -> torch.Tensor:
-        from logitlab.losses import js_divergence, kl_divergence
-
-        a0, b0 = a.detach(), b.detach()
-        out: torch.Tensor = (js_divergence if js else kl_divergence)(
-            None if a_logits else a0,
-            None if b_logits else b0,
-            p_logits=a0 if a_logits else None,
-            q_logits=b0 if b_logits else None,
-            axis=axis,
+        ax = normalize_axis(axis, a.ndim)
+        out: torch.Tensor = _formulas.divergence(
+            xp, a.detach(), b.detach(), a_logits, b_logits, ax, jensen=js
         )
         ctx.save_for_backward(a, b)
         ctx.args = (a_logits, b_logits, normalize_axis(axis, a.ndim), js)
@@ -829,26 +367,10 @@ class _Divergence(torch.autograd.Function):
         )
 
 
-def _pair(p: Any, q: Any, p_logits: Any, q_logits: Any) -> tuple[Any, Any, bool, bool]:
-    if (p is None) == (p_logits is None) or (q is None) == (q_logits is None):
-        raise ValueError("give exactly one of p / p_logits and exactly one of q / q_logits")
-    a, b = (p_logits if p is None else p), (q_logits if q is None else q)
-    ref = a if isinstance(a, torch.Tensor) else b
-    a, b = _as_tensor(a, ref), _as_tensor(b, ref)
-    return a, b, p is None, q is None
-
-
-def _div(js: bool, p: Any, q: Any, p_logits: Any, q_logits: Any, axis: int) -> torch.Tensor:
-    a, b, al, bl = _pair(p, q, p_logits, q_logits)
-    fa = a if a.is_floating_point() else a.to(torch.get_default_dtype())
-    fb = b if b.is_floating_point() else b.to(torch.get_default_dtype())
-    out = _Divergence.apply(_up(fa), _up(fb), al, bl, axis, js)
-    return _down(out, fa)
-
-
-def kl_grad(p: Any, q: Any, p_logits: Any, q_logits: Any, axis: int) -> torch.Tensor:
-    return _div(False, p, q, p_logits, q_logits, axis)
-
-
-def js_grad(p: Any, q: Any, p_logits: Any, q_logits: Any, axis: int) -> torch.Tensor:
-    return _div(True, p, q, p_logits, q_logits, axis)
+def divergence_grad(
+    a: torch.Tensor, b: torch.Tensor, a_logits: bool, b_logits: bool, ax: int, *, jensen: bool
+) -> torch.Tensor:
+    """KL (or JS) per distribution of two checked float32/float64 tensors of one shape, each
+    probabilities or logits (``a_logits``/``b_logits``), for autograd."""
+    out: torch.Tensor = _Divergence.apply(a, b, a_logits, b_logits, ax, jensen)
+    return out

@@ -1,18 +1,42 @@
-"""Shared by the torch losses: argument checks (messages name the offending argument) and the
-huge-page scratch allocator for their large CPU buffers."""
+"""Shared by the torch losses: their typed configurations, the tensor type and device checks
+(messages name the offending argument; value and option checks are :mod:`logitlab._checks`'),
+and the huge-page scratch allocator for their large CPU buffers."""
 
 from __future__ import annotations
 
 import ctypes
-import math
-import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 # isort: split
-from logitlab._array import validation_enabled
+from logitlab._checks import CEOptions
+from logitlab._config import current
+
+
+@dataclass(frozen=True)
+class LinearCEConfig:
+    """Checked configuration of one :func:`logitlab.torch.linear_cross_entropy` call."""
+
+    loss: CEOptions
+    chunk_size: int | None
+    stats: bool
+    group: Any  # a torch.distributed process group, or None
+    offset: int  # the first vocabulary index of this rank's shard
+    layout: str  # LOGITLAB_CHUNK_LAYOUT at the call: "auto", "rows" or "cols"
+
+
+@dataclass(frozen=True)
+class LinearKLConfig:
+    """Checked configuration of one :func:`logitlab.torch.linear_kl_divergence` call."""
+
+    temperature: float
+    direction: str  # "forward": KL(teacher || student); "reverse": KL(student || teacher)
+    reduction: str  # "mean" or "sum"
+    chunk_size: int | None
+
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _INTS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
@@ -37,38 +61,6 @@ def check_target(t: object, name: str = "target") -> torch.Tensor:
 def check_same_device(ref: torch.Tensor, x: torch.Tensor | None, name: str, ref_name: str) -> None:
     if x is not None and x.device != ref.device:
         raise ValueError(f"{name} is on {x.device} but {ref_name} is on {ref.device}")
-
-
-def check_range(t: torch.Tensor, n_classes: int, ignore_index: int, name: str = "target") -> None:
-    """Value check (reads the tensor; skipped when :func:`logitlab.validation_enabled` is off)."""
-    if not validation_enabled() or t.numel() == 0:
-        return
-    bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
-    if bool(bad.any()):
-        i = int(bad.flatten().nonzero()[0, 0])
-        raise ValueError(
-            f"{name} has class index {int(t.flatten()[i])} at flat position {i}, outside "
-            f"[0, {n_classes}) and not ignore_index={ignore_index}"
-        )
-
-
-def check_options(
-    reduction: str,
-    label_smoothing: float,
-    temperature: float,
-    z_loss: float = 0.0,
-    softcap: float | None = None,
-) -> None:
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if not 0.0 <= float(label_smoothing) <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if not (math.isfinite(float(temperature)) and float(temperature) > 0):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-    if not (math.isfinite(float(z_loss)) and float(z_loss) >= 0):
-        raise ValueError(f"z_loss must be finite and >= 0, got {z_loss}")
-    if softcap is not None and not (math.isfinite(float(softcap)) and float(softcap) > 0):
-        raise ValueError(f"softcap must be None or finite and > 0, got {softcap}")
 
 
 _HUGE = 2 << 20
@@ -103,7 +95,7 @@ def empty_scratch(shape: tuple[int, ...], dtype: torch.dtype, device: torch.devi
     """
     t = torch.empty(shape, dtype=dtype, device=device)
     nbytes = t.numel() * t.element_size()
-    if device.type != "cpu" or nbytes < 4 * _HUGE or os.environ.get("LOGITLAB_HUGEPAGES") == "0":
+    if device.type != "cpu" or nbytes < 4 * _HUGE or not current().hugepages:
         return t
     fn = _madvise_fn()
     if fn:

@@ -5,7 +5,7 @@ with in-place and native operations that autograd does not record: to autograd t
 constant. When a backward runs with grad mode on (``create_graph=True``: double backward,
 gradient penalties, Hessian-vector products), the fused losses call these functions instead. They
 recompute the same closed form, chunk by chunk, from the core's exact softmax, log-softmax and
-log-sum-exp Functions (:mod:`logitlab.torch._autograd`), whose own backward passes are closed-form
+log-sum-exp Functions (:mod:`logitlab.torch._functions`), whose own backward passes are closed-form
 at every order. The price is the memory of an unfused computation: the graph keeps each chunk's
 ``chunk x V`` tensors until it is freed.
 """
@@ -18,8 +18,9 @@ from typing import Any
 import torch
 
 # isort: split
-from logitlab.torch._autograd import (
-    ce_alpha,
+from logitlab.torch._ce_grads import ce_alpha
+from logitlab.torch._common import LinearCEConfig, LinearKLConfig
+from logitlab.torch._functions import (
     log_softmax_fn,
     log_softmax_vjp,
     logsumexp_fn,
@@ -74,7 +75,7 @@ def linear_ce_graph_grads(
     w: torch.Tensor,
     b: torch.Tensor | None,
     t: torch.Tensor,
-    cfg: dict[str, Any],
+    cfg: LinearCEConfig,
     g_out: torch.Tensor,
     need: tuple[bool, ...],
     chunk: int,
@@ -91,7 +92,7 @@ def linear_ce_graph_grads(
         RuntimeError: with a ``process_group`` (the vocabulary-parallel gradient is formed with
             all-reduces that autograd does not record).
     """
-    if cfg["group"] is not None:
+    if cfg.group is not None:
         raise RuntimeError(
             "linear_cross_entropy(process_group=...) cannot build the graph of its gradient "
             "(create_graph=True): the vocabulary-parallel statistics are all-reduced outside "
@@ -99,8 +100,9 @@ def linear_ce_graph_grads(
         )
     n = h.shape[0]
     cdt = _cdt(h.dtype)
-    ii, red = cfg["ignore_index"], cfg["reduction"]
-    temp, cap, zl, eps = cfg["temperature"], cfg["softcap"], cfg["z_loss"], cfg["label_smoothing"]
+    o = cfg.loss
+    ii, red = o.ignore_index, o.reduction
+    temp, cap, zl, eps = o.temperature, o.softcap, o.z_loss, o.label_smoothing
     valid = t != ii
     s = valid.to(cdt)
     if red == "mean":
@@ -138,7 +140,7 @@ def linear_kl_graph_grads(
     b: torch.Tensor | None,
     teacher: Any,
     mask: torch.Tensor,
-    cfg: dict[str, Any],
+    cfg: LinearKLConfig,
     g_out: torch.Tensor,
     need: tuple[bool, ...],
     chunk: int,
@@ -152,9 +154,9 @@ def linear_kl_graph_grads(
     """
     n = h.shape[0]
     cdt = _cdt(h.dtype)
-    temp = cfg["temperature"]
+    temp = cfg.temperature
     m = mask.to(cdt)
-    if cfg["reduction"] == "mean":
+    if cfg.reduction == "mean":
         m = m / m.sum().clamp_min(1.0)
     s = m * g_out.to(cdt)
     acc: list[Any] = [[] if need[0] else None, None, None]
@@ -168,7 +170,7 @@ def linear_kl_graph_grads(
             th, tw, tb = teacher[1:]
             zt = (th[i:j] @ tw.t() if tb is None else torch.addmm(tb, th[i:j], tw.t())).to(cdt)
         q = softmax_fn(zs, -1, temp)
-        if cfg["direction"] == "forward":
+        if cfg.direction == "forward":
             with torch.no_grad():
                 pt = softmax_fn(zt, -1, temp)
             gx = q - pt

@@ -7,9 +7,16 @@ from typing import Any
 import torch
 
 # isort: split
-from logitlab.torch._common import check_float, check_options, check_same_device
+from logitlab import _formulas, _rows
+from logitlab._checks import (
+    check_choice,
+    check_positive_int,
+    check_reduction,
+    check_temperature,
+)
+from logitlab.torch._common import LinearKLConfig, check_float, check_same_device
 from logitlab.torch._graph_grads import linear_kl_graph_grads
-from logitlab.torch.linear_cross_entropy import default_chunk_size
+from logitlab.torch._linear_ce import default_chunk_size
 
 __all__ = ["linear_kl_divergence"]
 
@@ -30,21 +37,18 @@ def _kl_rows(
     """
     import array_api_compat.torch as xp
 
-    from logitlab.losses import _log_ratio, kl_terms
-    from logitlab.special import log_softmax_impl, softmax_impl
-
     t = temperature
-    q, lq = softmax_impl(xp, zs, 1, t), log_softmax_impl(xp, zs, 1, t)
-    p, lp = softmax_impl(xp, zt, 1, t), log_softmax_impl(xp, zt, 1, t)
-    u = _log_ratio(xp, p, q, lp, lq, zt, zs, 1, temperature=t)
+    q, lq = _rows.softmax(xp, zs, 1, t), _rows.log_softmax(xp, zs, 1, t)
+    p, lp = _rows.softmax(xp, zt, 1, t), _rows.log_softmax(xp, zt, 1, t)
+    u = _formulas.log_ratio(xp, p, q, lp, lq, zt, zs, 1, temperature=t)
     del lp, lq
     if not reverse:
-        kl = kl_terms(xp, p, q, u).sum(1)
+        kl = _formulas.kl_terms(xp, p, q, u).sum(1)
         if not grad:
             return kl, None
         g = torch.where(u.abs() <= 1, -q * torch.expm1(u), q - p)
     else:
-        kl = kl_terms(xp, q, p, -u).sum(1)
+        kl = _formulas.kl_terms(xp, q, p, -u).sum(1)
         if not grad:
             return kl, None
         # d/dz_s sum q (log q - log p) = q (log q - log p - KL); 0 where q = 0
@@ -61,7 +65,7 @@ class _LinearKL(torch.autograd.Function):
         b: torch.Tensor | None,
         teacher: Any,
         mask: torch.Tensor,
-        cfg: dict[str, Any],
+        cfg: LinearKLConfig,
     ) -> torch.Tensor:
         need = tuple(ctx.needs_input_grad[:3])
         out, grads = _kl_run(h, w, b, teacher, mask, cfg, need)
@@ -77,7 +81,7 @@ class _LinearKL(torch.autograd.Function):
             # as a differentiable expression of h, W, b and g_out (see _graph_grads)
             ctx.grads = None
             h, w, b, teacher, mask, cfg, need = ctx.args
-            chunk = cfg["chunk_size"] or max(1, default_chunk_size(h.shape[0], w.shape[0]) // 2)
+            chunk = cfg.chunk_size or max(1, default_chunk_size(h.shape[0], w.shape[0]) // 2)
             gh, gw, gb = linear_kl_graph_grads(h, w, b, teacher, mask, cfg, g_out, need, chunk)
             return gh, gw, gb, None, None, None
         if ctx.grads is None:
@@ -100,7 +104,7 @@ def _kl_run(
     b: torch.Tensor | None,
     teacher: Any,
     mask: torch.Tensor,
-    cfg: dict[str, Any],
+    cfg: LinearKLConfig,
     need: tuple[bool, ...],
 ) -> tuple[torch.Tensor, list[Any]]:
     n, _ = h.shape
@@ -110,9 +114,9 @@ def _kl_run(
     grads = any(need)
     # a quarter of linear_cross_entropy's buffer: the KL formulas hold a few more chunk-sized
     # temporaries (p, q, u, the terms) than the cross-entropy row kernel
-    c = cfg["chunk_size"] or max(1, default_chunk_size(n, v) // 4)
+    c = cfg.chunk_size or max(1, default_chunk_size(n, v) // 4)
     m = mask.to(cdt)
-    if cfg["reduction"] == "mean":
+    if cfg.reduction == "mean":
         m = m / m.sum().clamp_min(1.0)
     kl = torch.empty(n, dtype=cdt, device=h.device)
     gh = torch.empty_like(h) if need[0] else None
@@ -128,8 +132,8 @@ def _kl_run(
             th, tw, tb = teacher[1:]
             zt = torch.mm(th[i:j], tw.t()) if tb is None else torch.addmm(tb, th[i:j], tw.t())
             zt = zt.to(cdt)
-        reverse = cfg["direction"] == "reverse"
-        kl[i:j], g = _kl_rows(zs, zt, cfg["temperature"], reverse, grads)
+        reverse = cfg.direction == "reverse"
+        kl[i:j], g = _kl_rows(zs, zt, cfg.temperature, reverse, grads)
         del zs, zt
         if g is None:
             continue
@@ -145,7 +149,7 @@ def _kl_run(
         if gb is not None:
             gb.add_(g.sum(0))
     kl = torch.where(mask, kl, torch.zeros_like(kl))
-    red = cfg["reduction"]
+    red = cfg.reduction
     if red == "mean":
         out = kl.sum() / mask.sum().clamp_min(1)
     elif red == "sum":
@@ -240,11 +244,10 @@ def linear_kl_divergence(
     """
     check_float(hidden, "hidden")
     check_float(weight, "weight")
-    check_options("mean" if reduction == "none" else reduction, 0.0, temperature)
-    if reduction == "none":
-        raise ValueError("reduction must be 'mean' or 'sum' for linear_kl_divergence")
-    if direction not in ("forward", "reverse"):
-        raise ValueError(f"direction must be 'forward' or 'reverse', got {direction!r}")
+    check_reduction(reduction, ("mean", "sum"))
+    check_choice(direction, "direction", ("forward", "reverse"))
+    temp = check_temperature(temperature, limits=False)
+    chunk = check_positive_int(chunk_size, "chunk_size")
     if weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"hidden's last dimension ({hidden.shape[-1]}) must equal weight's second "
@@ -288,13 +291,8 @@ def linear_kl_divergence(
         if tuple(mask.shape) != lead:
             raise ValueError(f"mask shape {tuple(mask.shape)} must equal {lead}")
         m = mask.reshape(-1).to(torch.bool)
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    cfg = dict(
-        temperature=float(temperature),
-        direction=direction,
-        reduction=reduction,
-        chunk_size=chunk_size,
+    cfg = LinearKLConfig(
+        temperature=temp, direction=direction, reduction=reduction, chunk_size=chunk
     )
     out: torch.Tensor = _LinearKL.apply(h2, weight, bias, teacher, m, cfg)
     return out

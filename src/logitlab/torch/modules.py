@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 # isort: split
-from logitlab.torch.cross_entropy import cross_entropy
+from logitlab.torch._cross_entropy import cross_entropy
+from logitlab.torch._linear_ce import linear_cross_entropy
 from logitlab.torch.kl import linear_kl_divergence
-from logitlab.torch.linear_cross_entropy import linear_cross_entropy
 
 __all__ = ["CrossEntropy", "LinearCrossEntropy", "LinearKLDivergence"]
 

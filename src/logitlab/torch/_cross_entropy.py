@@ -5,21 +5,21 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import array_api_compat.torch as torch_xp
 import torch
 
 # isort: split
-from logitlab.torch._autograd import ce_grads
+from logitlab._checks import CEOptions, ce_options, check_class_indices, normalize_axis
+from logitlab._rows.fused import RowOut, ce_grad_rows, ce_rows, native_available
+from logitlab.torch._ce_grads import ce_grads
 from logitlab.torch._common import (
     check_float,
-    check_options,
-    check_range,
     check_same_device,
     check_target,
     empty_scratch,
 )
-from logitlab.torch._kernels import ce_grad_rows, ce_rows, native_available
 
-__all__ = ["cross_entropy"]
+__all__ = ["cross_entropy", "fused_cross_entropy"]
 
 
 def _rows(x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -45,6 +45,20 @@ def _lse_small(lse: torch.Tensor) -> bool:
     return fin.numel() == 0 or float(fin.abs().max()) <= _ONE_PASS_MAX_LSE
 
 
+def _rows_of(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    opts: CEOptions,
+    w: torch.Tensor | None,
+    scale: torch.Tensor | None,
+) -> RowOut:
+    """:func:`~logitlab._rows.fused.ce_rows` of ``z`` with this loss's options."""
+    return ce_rows(
+        z, t, ignore_index=opts.ignore_index, class_weight=w, grad_scale=scale,
+        inv_temp=opts.inv_temp, label_smoothing=opts.label_smoothing,
+    )  # fmt: skip
+
+
 class _CE(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -53,30 +67,26 @@ class _CE(torch.autograd.Function):
         x: torch.Tensor,
         t: torch.Tensor,
         w: torch.Tensor | None,
-        cfg: dict[str, Any],
+        opts: CEOptions,
+        axis: int,
+        inplace_backward: bool,
     ) -> torch.Tensor:
-        red = cfg["reduction"]
+        red = opts.reduction
         ctx.dtype_out = logits.dtype
         cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-        valid = t != cfg["ignore_index"]
+        valid = t != opts.ignore_index
         if w is None:
             wt = valid.to(cdt)
         else:
             wt = torch.where(valid, w.to(cdt)[torch.where(valid, t, 0)], 0.0)
         total = wt.sum()
         denom = total.clamp_min(torch.finfo(cdt).tiny)
-        inplace = cfg["inplace"] and x.dtype == cdt and x.data_ptr() == logits.data_ptr()
+        inplace = inplace_backward and x.dtype == cdt and x.data_ptr() == logits.data_ptr()
         ctx.inplace = inplace
         ctx.consumed = False
-        kw: dict[str, Any] = dict(
-            ignore_index=cfg["ignore_index"],
-            class_weight=w,
-            inv_temp=1.0 / cfg["temperature"],
-            label_smoothing=cfg["label_smoothing"],
-        )
-        ctx.kw = kw
-        ctx.temperature = cfg["temperature"]
-        ctx.shape = (logits.shape, cfg["axis"])
+        ctx.opts = opts
+        ctx.weight = w
+        ctx.shape = (logits.shape, axis)
         need = ctx.needs_input_grad[0]
         if red == "mean":
             # the mean of an all-ignored batch is 0 (not 0/0): every row scale is 0 then
@@ -87,7 +97,7 @@ class _CE(torch.autograd.Function):
         # reads the logits and the backward writes the gradient once, into a fresh buffer or,
         # with inplace_backward, over the logits
         one_pass = (
-            cfg["label_smoothing"] == 0.0
+            opts.label_smoothing == 0.0
             and x.dtype == torch.float32
             and x.device.type == "cpu"
             and native_available()
@@ -95,7 +105,7 @@ class _CE(torch.autograd.Function):
         if need and red != "none" and not inplace and not one_pass:
             # gradient into a fresh buffer (which becomes the returned gradient itself)
             buf = x.to(cdt, copy=True)
-            r = ce_rows(buf, t, grad_scale=gs, **kw)
+            r = _rows_of(buf, t, opts, w, gs)
             ctx.grad = buf
             ctx.prebuilt = True
         else:
@@ -103,9 +113,9 @@ class _CE(torch.autograd.Function):
             # the torch one leaves x / T in its buffer, which must then not be the caller's logits
             xin = x if x.dtype == cdt else x.to(cdt)
             native = x.dtype == torch.float32 and x.device.type == "cpu" and native_available()
-            if xin is x and cfg["temperature"] != 1.0 and not native:
+            if xin is x and opts.temperature != 1.0 and not native:
                 xin = x.clone()
-            r = ce_rows(xin, t, **kw)
+            r = _rows_of(xin, t, opts, w, None)
             ctx.grad = None
             ctx.prebuilt = False
         ctx.red = red
@@ -129,7 +139,7 @@ class _CE(torch.autograd.Function):
     def backward(ctx: Any, g_out: torch.Tensor) -> tuple[Any, ...]:
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[3]
         if not (need_x or need_w):
-            return None, None, None, None, None
+            return None, None, None, None, None, None, None
         if torch.is_grad_enabled():
             # create_graph=True: the kernels' gradient is a constant to autograd, so the
             # gradient is recomputed with the core's differentiable closed form instead
@@ -139,7 +149,7 @@ class _CE(torch.autograd.Function):
             gw = _CE.weight_grad(ctx, g_out)
         if need_x:
             g = _CE.logit_grad(ctx, g_out)
-        return g, None, None, gw, None
+        return g, None, None, gw, None, None, None
 
     @staticmethod
     def logit_grad(ctx: Any, g_out: torch.Tensor) -> torch.Tensor:
@@ -168,10 +178,10 @@ class _CE(torch.autograd.Function):
             else:
                 scale = gs * g_out.reshape(-1).to(cdt)
             # inplace_backward: the gradient overwrites the logits buffer, no second N x V tensor
-            kw = ctx.kw
+            opts, w = ctx.opts, ctx.weight
             g = x if ctx.inplace else empty_scratch(tuple(x.shape), cdt, x.device)
             one_pass = (
-                kw["label_smoothing"] == 0.0
+                opts.label_smoothing == 0.0
                 and _lse_small(lse)
                 and ce_grad_rows(
                     g,
@@ -179,15 +189,15 @@ class _CE(torch.autograd.Function):
                     t,
                     lse,
                     scale,
-                    ignore_index=kw["ignore_index"],
-                    class_weight=kw["class_weight"],
-                    inv_temp=kw["inv_temp"],
+                    ignore_index=opts.ignore_index,
+                    class_weight=w,
+                    inv_temp=opts.inv_temp,
                 )
             )
             if not one_pass:
                 if not ctx.inplace:
                     g.copy_(x)
-                ce_rows(g, t, grad_scale=scale, **kw)
+                _rows_of(g, t, opts, w, scale)
             if late and (g_out.device.type != "cpu" or float(g_out) != 1.0):
                 g.mul_(g_out.to(g.dtype))
             if ctx.inplace:
@@ -210,29 +220,29 @@ class _CE(torch.autograd.Function):
         ctx: Any, g_out: torch.Tensor, logits: torch.Tensor, need: tuple[bool, bool, bool]
     ) -> tuple[Any, Any]:
         """(d/d logits, d/d weight) by the core's differentiable formulas
-        (:func:`logitlab.torch._autograd.ce_grads`), in the caller's layout."""
+        (:func:`logitlab.torch._ce_grads.ce_grads`), in the caller's layout."""
         shape, axis = ctx.shape
         _, t, _, _, _, w, out = ctx.saved_tensors
         x = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
         x = x.movedim(axis, -1)
-        kw = ctx.kw
+        opts = ctx.opts
         gx, _, gw = ce_grads(
             x,
             t.reshape(x.shape[:-1]),
             w,
             g_out.reshape(x.shape[:-1]) if ctx.red == "none" else g_out,
             out,
-            ignore_index=kw["ignore_index"],
-            label_smoothing=kw["label_smoothing"],
+            ignore_index=opts.ignore_index,
+            label_smoothing=opts.label_smoothing,
             reduction=ctx.red,
-            temperature=ctx.temperature,
+            temperature=opts.temperature,
             need=need,
         )
         if gx is not None:
             # rows the forward gives NaN (a +inf or NaN maximum, not ignored): NaN gradient, as
             # the kernels' first-order one
             top = x.detach().amax(-1, keepdim=True)
-            bad = ~(top < math.inf) & (t.reshape(x.shape[:-1]) != kw["ignore_index"]).unsqueeze(-1)
+            bad = ~(top < math.inf) & (t.reshape(x.shape[:-1]) != opts.ignore_index).unsqueeze(-1)
             gx = torch.where(bad, math.nan, gx).movedim(-1, axis).to(ctx.dtype_out)
         if gw is not None:
             gw = gw.to(w.dtype)
@@ -261,7 +271,7 @@ class _CE(torch.autograd.Function):
         logits = ctx.saved_tensors[4]
         need = (ctx.needs_input_grad[0], False, ctx.needs_input_grad[3])
         gx, gw = _CE.core_grads(ctx, g_out, logits, need)
-        return gx, None, None, gw, None
+        return gx, None, None, gw, None, None, None
 
 
 @torch.compiler.disable
@@ -353,16 +363,18 @@ def cross_entropy(
         log-sum-exp and softmax functions", IMA J. Numer. Anal., 2021. T. Dao, flash-attention
         ``ops/triton/cross_entropy.py`` (in-place backward).
     """
+    opts = ce_options(
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        temperature=temperature,
+        reduction=reduction,
+    )
     check_float(logits, "logits")
     check_target(target)
-    check_options(reduction, label_smoothing, temperature)
     check_same_device(logits, target, "target", "logits")
-    nd = logits.dim()
-    if nd == 0:
+    if logits.dim() == 0:
         raise ValueError("logits must have at least one dimension (the classes)")
-    ax = axis + nd if axis < 0 else axis
-    if not 0 <= ax < nd:
-        raise ValueError(f"axis {axis} is out of range for logits with {nd} dimensions")
+    ax = normalize_axis(axis, logits.dim())
     n_classes = logits.shape[ax]
     if n_classes == 0:
         raise ValueError(
@@ -380,17 +392,28 @@ def cross_entropy(
         check_same_device(logits, weight, "weight", "logits")
         if tuple(weight.shape) != (n_classes,):
             raise ValueError(f"weight must have shape ({n_classes},), got {tuple(weight.shape)}")
-    check_range(target, n_classes, ignore_index)
-    x = _rows(logits, ax)
-    cfg = dict(
-        ignore_index=int(ignore_index),
-        label_smoothing=float(label_smoothing),
-        temperature=float(temperature),
-        reduction=reduction,
-        inplace=bool(inplace_backward),
-        axis=ax,
+    check_class_indices(torch_xp, target, n_classes, opts.ignore_index)
+    return fused_cross_entropy(
+        logits, target, weight, opts, axis=ax, inplace_backward=inplace_backward
     )
-    out = _CE.apply(logits, x.detach(), target.reshape(-1), weight, cfg)
-    if reduction == "none":
+
+
+def fused_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    opts: CEOptions,
+    *,
+    axis: int,
+    inplace_backward: bool,
+) -> torch.Tensor:
+    """:func:`cross_entropy` of checked arguments (``axis`` non-negative): the entry of
+    :func:`logitlab.cross_entropy` for 2-D class targets that autograd differentiates."""
+    x = _rows(logits, axis)
+    t = target.reshape(-1)
+    if t.dtype != torch.int64:
+        t = t.long()
+    out: torch.Tensor = _CE.apply(logits, x.detach(), t, weight, opts, axis, inplace_backward)
+    if opts.reduction == "none":
         out = out.reshape(target.shape)
     return out

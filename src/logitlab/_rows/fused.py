@@ -9,7 +9,7 @@ Two interchangeable implementations of :func:`ce_rows`:
   the fallback whenever the library is not built, the tensor is not float32 on CPU, or
   ``LOGITLAB_NATIVE=0`` (read at every call).
 
-Both use the decomposition of :mod:`logitlab.special`: with :math:`a = \\max_i z_i` at index
+Both use the decomposition of :mod:`logitlab._rows.decompose`: with :math:`a = \\max_i z_i` at index
 :math:`k`, :math:`d_i = a - z_i` and :math:`s = \\sum_{i \\ne k} e^{-d_i}`,
 :math:`\\operatorname{lse} = a + \\operatorname{log1p}(s)` and
 :math:`-\\log p_t = d_t + \\operatorname{log1p}(s)`.
@@ -17,6 +17,7 @@ Both use the decomposition of :mod:`logitlab.special`: with :math:`a = \\max_i z
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
@@ -40,7 +41,7 @@ def native_available() -> bool:
     off, also after import).
 
     Example:
-        >>> from logitlab.torch._kernels import native_available
+        >>> from logitlab._rows.fused import native_available
         >>> isinstance(native_available(), bool)
         True
     """
@@ -61,6 +62,21 @@ def _split_rows(n: int, work: int, call: Any) -> None:
     _native.split_rows(n, work, torch.get_num_threads(), call)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One :func:`ce_rows` call's arguments besides the buffer (what both backends take)."""
+
+    target: torch.Tensor
+    ignore_index: int
+    cw: torch.Tensor | None  # class weights
+    gs: torch.Tensor | None  # per-row gradient factor (None: no gradient)
+    inv_temp: float
+    softcap: float | None
+    eps: float  # label smoothing
+    zl: float  # z-loss coefficient
+    stats: bool
+
+
 def ce_rows(
     z: torch.Tensor,
     target: torch.Tensor,
@@ -73,6 +89,8 @@ def ce_rows(
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     stats: bool = False,
+    group: Any = None,
+    offset: int = 0,
 ) -> RowOut:
     """Per-row loss and statistics of ``z`` (rows x classes); gradient written over ``z``.
 
@@ -81,11 +99,18 @@ def ce_rows(
     :math:`p = \\operatorname{softmax}(y)`, :math:`y = \\operatorname{softcap}(z) / T` and
     :math:`F` the classes with finite :math:`y`. Ignored rows have loss 0. When ``grad_scale``
     (one factor per row) is given, ``z`` is overwritten with
-    ``grad_scale[r] * d loss_r / d z_r``; otherwise ``z`` is left untouched.
+    ``grad_scale[r] * d loss_r / d z_r``; otherwise ``z`` is left untouched. With a
+    ``torch.distributed`` ``group``, ``z`` is this rank's vocabulary shard starting at class
+    ``offset`` (the torch backend, whose row statistics are all-reduced).
     """
+    job = _Job(
+        target, ignore_index, class_weight, grad_scale, inv_temp, softcap, label_smoothing,
+        z_loss, stats,
+    )  # fmt: skip
     lib = (
         _native.lib()
-        if z.dtype == torch.float32
+        if group is None
+        and z.dtype == torch.float32
         and z.device.type == "cpu"
         and z.dim() == 2
         and z.stride(1) == 1
@@ -93,31 +118,8 @@ def ce_rows(
         else None
     )
     if lib is not None:
-        return _ce_rows_native(
-            lib,
-            z,
-            target,
-            ignore_index,
-            class_weight,
-            grad_scale,
-            inv_temp,
-            softcap,
-            label_smoothing,
-            z_loss,
-            stats,
-        )
-    return _ce_rows_torch(
-        z,
-        target,
-        ignore_index,
-        class_weight,
-        grad_scale,
-        inv_temp,
-        softcap,
-        label_smoothing,
-        z_loss,
-        stats,
-    )
+        return _ce_rows_native(lib, z, job)
+    return _ce_rows_torch(z, job, group, offset)
 
 
 def ce_grad_rows(
@@ -248,42 +250,30 @@ def ce_cols(
     a = torch.empty(mv, dtype=torch.float32)
     fac = torch.empty(mv, dtype=torch.float32)
     fix = torch.empty(mv, dtype=torch.float32)
+    tg = torch.empty(mv, dtype=torch.float32)
     lib.logitlab_ce_cols_merge(
         m, nparts, _ptr(rc), _ptr(s_), _ptr(e_), _ptr(k_), _ptr(nan), _ptr(ztg), _ptr(target),
         _ptr(gs), _ptr(loss), _ptr(lse), _ptr(ent), _ptr(amax), int(ignore_index),
-        float(z_loss), _ptr(a), _ptr(fac), _ptr(fix),
+        float(z_loss), _ptr(a), _ptr(fac), _ptr(fix), _ptr(tg),
     )  # fmt: skip
     if gs is not None:
 
         def grad(p: int, v0: int, v1: int) -> int:
             return lib.logitlab_ce_cols_grad(
                 zt.data_ptr(), m, m, v0, v1, cb, _ptr(rb, p * per), _ptr(a), _ptr(fac),
-                _ptr(fix), _ptr(target), _ptr(gs), int(ignore_index),
+                _ptr(fix), _ptr(tg), _ptr(target), _ptr(gs), int(ignore_index),
             )  # fmt: skip
 
         each_part(grad)
     return RowOut(loss, lse, ent, amax)
 
 
-def _ce_rows_native(
-    lib: Any,
-    z: torch.Tensor,
-    target: torch.Tensor,
-    ignore_index: int,
-    cw: torch.Tensor | None,
-    gs: torch.Tensor | None,
-    inv_temp: float,
-    softcap: float | None,
-    eps: float,
-    zl: float,
-    stats: bool,
-) -> RowOut:
+def _ce_rows_native(lib: Any, z: torch.Tensor, job: _Job) -> RowOut:
     n, v = z.shape
-    target = target.to(torch.int64).contiguous()
-    if cw is not None:
-        cw = cw.to(torch.float32).contiguous()
-    if gs is not None:
-        gs = gs.to(torch.float32).contiguous()
+    target = job.target.to(torch.int64).contiguous()
+    cw = None if job.cw is None else job.cw.to(torch.float32).contiguous()
+    gs = None if job.gs is None else job.gs.to(torch.float32).contiguous()
+    stats = job.stats
     loss = torch.empty(n, dtype=torch.float32)
     lse = torch.empty(n, dtype=torch.float32)
     ent = torch.empty(n, dtype=torch.float32) if stats else None
@@ -303,11 +293,11 @@ def _ce_rows_native(
                 _ptr(amax, r0),
                 v,
                 z.stride(0),
-                int(ignore_index),
-                float(inv_temp),
-                float(softcap or 0.0),
-                float(eps),
-                float(zl),
+                int(job.ignore_index),
+                float(job.inv_temp),
+                float(job.softcap or 0.0),
+                float(job.eps),
+                float(job.zl),
                 0,
             )
 
@@ -315,25 +305,14 @@ def _ce_rows_native(
     return RowOut(loss, lse, ent, amax)
 
 
-def _ce_rows_torch(
-    z: torch.Tensor,
-    target: torch.Tensor,
-    ignore_index: int,
-    cw: torch.Tensor | None,
-    gs: torch.Tensor | None,
-    inv_temp: float,
-    softcap: float | None,
-    eps: float,
-    zl: float,
-    stats: bool,
-    group: Any = None,
-    offset: int = 0,
-) -> RowOut:
+def _ce_rows_torch(z: torch.Tensor, job: _Job, group: Any = None, offset: int = 0) -> RowOut:
     """The same math with tensor ops; with ``group``, ``z`` is this rank's vocabulary shard
     (global columns ``offset .. offset + V_local``) and every row statistic is all-reduced, so the
     result equals the unsharded computation (Megatron-style vocab parallelism)."""
     if z.dtype in (torch.float16, torch.bfloat16):
         raise TypeError("ce_rows needs a float32 or float64 buffer")
+    target, ignore_index, cw, gs = job.target, job.ignore_index, job.cw, job.gs
+    inv_temp, softcap, eps, zl, stats = job.inv_temp, job.softcap, job.eps, job.zl, job.stats
     n, v = z.shape
     dist: Any = None
     if group is not None:
@@ -435,6 +414,15 @@ def _ce_rows_torch(
             sm = es * (cw.to(z.dtype)[offset : offset + v].unsqueeze(0) if cw is not None else 1.0)
             z.sub_(torch.where(finite, g * sm, torch.zeros_like(z)))
         z.scatter_add_(1, t, torch.where(local, -(g * (1 - eps) * wt), torch.zeros_like(a)))
+        # The target is the row maximum: its entry holds (1 - eps) wt (p_t - 1), and
+        # p_t - 1 = -s / (1 + s) exactly, where the subtraction above cancels to 0 on a confident
+        # row ([0, -40]: -4.2e-18, not 0).
+        tk = local & (gk == t + offset)
+        exact = g * ((1 - eps) * wt * -s + (coef - (1 - eps) * wt)) / (1 + s)
+        if eps > 0:
+            cwt = cw.to(z.dtype)[t + offset] if cw is not None else 1.0
+            exact = exact - g * es * cwt
+        z.scatter_(1, t, torch.where(tk, exact, z.gather(1, t)))
         if inv_temp != 1.0:
             z.mul_(inv_temp)
         if dcap is not None:

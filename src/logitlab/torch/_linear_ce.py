@@ -1,7 +1,7 @@
 """Chunked fused linear + cross-entropy: the N x V logits never exist.
 
 Per chunk of tokens the logits are formed by one GEMM into a reused float32 buffer, a native
-kernel (:mod:`logitlab.torch._kernels`) turns them into the loss, the statistics and the gradient
+kernel (:mod:`logitlab._rows.fused`) turns them into the loss, the statistics and the gradient
 with respect to the logits, written over them; two more GEMMs then accumulate
 ``grad_hidden = G W`` and ``grad_weight += G^T h``. The backward only rescales the stored
 gradients by the incoming scalar, so the whole step costs the three GEMMs of the naive version
@@ -16,22 +16,23 @@ kernel ``ce_rows`` (see :func:`_class_major`).
 
 from __future__ import annotations
 
-import os
 from typing import Any, NamedTuple
 
+import array_api_compat.torch as torch_xp
 import torch
 
 # isort: split
+from logitlab._checks import ce_options, check_class_indices, check_positive_int
+from logitlab._config import current
+from logitlab._rows.fused import ce_cols, ce_rows, native_available
 from logitlab.torch._common import (
+    LinearCEConfig,
     check_float,
-    check_options,
-    check_range,
     check_same_device,
     check_target,
     empty_scratch,
 )
 from logitlab.torch._graph_grads import linear_ce_graph_grads
-from logitlab.torch._kernels import _ce_rows_torch, ce_cols, ce_rows, native_available
 
 __all__ = ["LinearCEStats", "linear_cross_entropy", "default_chunk_size"]
 
@@ -44,11 +45,10 @@ _HALF = (torch.float16, torch.bfloat16)
 # 1536-token chunks tied with PyTorch's compact path where 1024-token chunks were 5-8% slower.
 _BUFFER_BYTES = 256 * 2**20
 _MAX_CHUNK = 1536
-# "auto": class-major chunks (z^T = W h^T, see _class_major) for chunks of at most
-# _COLS_MAX_CHUNK tokens where the native kernel takes them, token-major otherwise; "cols":
-# class-major wherever the native kernel takes them; "rows": token-major chunks and the row
-# kernel always (the tests run "cols" and "rows").
-_LAYOUT = os.environ.get("LOGITLAB_CHUNK_LAYOUT", "auto")
+# LOGITLAB_CHUNK_LAYOUT (read per call, see logitlab._config): "auto", class-major chunks
+# (z^T = W h^T, see _class_major) for chunks of at most _COLS_MAX_CHUNK tokens where the native
+# kernel takes them, token-major otherwise; "cols": class-major wherever the native kernel takes
+# them; "rows": token-major chunks and the row kernel always (the tests run "cols" and "rows").
 _COLS_MAX_CHUNK = 768
 
 
@@ -70,7 +70,7 @@ def default_chunk_size(n_tokens: int, vocab: int) -> int:
     whose GEMMs would run slower.
 
     Example:
-        >>> from logitlab.torch.linear_cross_entropy import default_chunk_size
+        >>> from logitlab.torch import default_chunk_size
         >>> [default_chunk_size(4096, 32000), default_chunk_size(2048, 32000)]
         [1408, 1024]
         >>> default_chunk_size(4096, 128256)
@@ -101,7 +101,7 @@ def _vocab_layout(weight: torch.Tensor, group: Any) -> tuple[int, int]:
     return int(sizes[:rank].sum()), int(sizes.sum())
 
 
-def _class_major(h: torch.Tensor, cfg: dict[str, Any], chunk: int) -> bool:
+def _class_major(h: torch.Tensor, cfg: LinearCEConfig, chunk: int) -> bool:
     """Whether chunks of ``chunk`` tokens are formed class-major, ``z^T = W h^T`` (classes x
     tokens), rather than token-major, ``z = h W^T``.
 
@@ -118,15 +118,15 @@ def _class_major(h: torch.Tensor, cfg: dict[str, Any], chunk: int) -> bool:
     It covers plain cross-entropy with z-loss and the statistics; softcap, temperature,
     smoothing, half inputs and vocab-parallel shards keep token-major chunks.
     """
-    if _LAYOUT == "rows" or (_LAYOUT == "auto" and chunk > _COLS_MAX_CHUNK):
+    if cfg.layout == "rows" or (cfg.layout == "auto" and chunk > _COLS_MAX_CHUNK):
         return False
     return (
         h.dtype == torch.float32
         and h.device.type == "cpu"
-        and cfg["group"] is None
-        and not cfg["softcap"]
-        and cfg["temperature"] == 1.0
-        and cfg["label_smoothing"] == 0.0
+        and cfg.group is None
+        and cfg.loss.softcap is None
+        and cfg.loss.temperature == 1.0
+        and cfg.loss.label_smoothing == 0.0
         and native_available()
     )
 
@@ -136,7 +136,7 @@ def _run(
     w: torch.Tensor,
     b: torch.Tensor | None,
     t: torch.Tensor,
-    cfg: dict[str, Any],
+    cfg: LinearCEConfig,
     gs: torch.Tensor | None,
     need: tuple[bool, bool, bool],
 ) -> tuple[Any, ...]:
@@ -145,9 +145,9 @@ def _run(
     v = w.shape[0]
     dt = h.dtype
     cdt = _compute_dtype(dt)
-    c = cfg["chunk_size"] or default_chunk_size(n, v)
-    group, offset = cfg["group"], cfg["offset"]
-    stats = cfg["stats"]
+    c = cfg.chunk_size or default_chunk_size(n, v)
+    group, offset = cfg.group, cfg.offset
+    stats = cfg.stats
     loss = torch.empty(n, dtype=cdt, device=h.device)
     lse = torch.empty(n, dtype=cdt, device=h.device)
     ent = torch.empty(n, dtype=cdt, device=h.device) if stats else None
@@ -163,13 +163,7 @@ def _run(
     cols = _class_major(h, cfg, rows_per_chunk)
     buf = empty_scratch((rows_per_chunk * v,), cdt, h.device)
     wt = w.t()
-    kw: dict[str, Any] = dict(
-        inv_temp=1.0 / cfg["temperature"],
-        softcap=cfg["softcap"],
-        eps=cfg["label_smoothing"],
-        zl=cfg["z_loss"],
-        stats=stats,
-    )
+    o = cfg.loss
     for i in range(0, n, c):
         j = min(i + c, n)
         hc = h[i:j]
@@ -181,13 +175,9 @@ def _run(
             else:
                 torch.addmm(b.unsqueeze(1), w, hc.t(), out=zt)
             r = ce_cols(
-                zt,
-                t[i:j],
-                ignore_index=cfg["ignore_index"],
-                grad_scale=g_rows,
-                z_loss=kw["zl"],
+                zt, t[i:j], ignore_index=o.ignore_index, grad_scale=g_rows, z_loss=o.z_loss,
                 stats=stats,
-            )
+            )  # fmt: skip
             z = zt.t()  # tokens x classes, like the token-major buffer
         else:
             z = buf[: (j - i) * v].view(j - i, v)
@@ -199,22 +189,11 @@ def _run(
             else:
                 # the GEMM runs (and rounds) in the input dtype, exactly like F.linear
                 z.copy_(torch.mm(hc, wt) if b is None else torch.addmm(b, hc, wt))
-            if group is None:
-                r = ce_rows(
-                    z,
-                    t[i:j],
-                    ignore_index=cfg["ignore_index"],
-                    grad_scale=g_rows,
-                    inv_temp=kw["inv_temp"],
-                    softcap=kw["softcap"],
-                    label_smoothing=kw["eps"],
-                    z_loss=kw["zl"],
-                    stats=stats,
-                )
-            else:
-                r = _ce_rows_torch(
-                    z, t[i:j], cfg["ignore_index"], None, g_rows, **kw, group=group, offset=offset
-                )
+            r = ce_rows(
+                z, t[i:j], ignore_index=o.ignore_index, grad_scale=g_rows, inv_temp=o.inv_temp,
+                softcap=o.softcap, label_smoothing=o.label_smoothing, z_loss=o.z_loss,
+                stats=stats, group=group, offset=offset,
+            )  # fmt: skip
         loss[i:j] = r.loss
         lse[i:j] = r.lse
         if stats:
@@ -277,15 +256,15 @@ class _LinearCE(torch.autograd.Function):
         w: torch.Tensor,
         b: torch.Tensor | None,
         t: torch.Tensor,
-        cfg: dict[str, Any],
+        cfg: LinearCEConfig,
     ) -> tuple[torch.Tensor, ...]:
         need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
-        red = cfg["reduction"]
+        red = cfg.loss.reduction
         early = any(need) and red != "none"
         cdt = _compute_dtype(h.dtype)
-        gs = _token_scale(t, cfg["ignore_index"], red, cdt) if early else None
+        gs = _token_scale(t, cfg.loss.ignore_index, red, cdt) if early else None
         loss, lse, ent, amax, gh, gw, gb = _run(h, w, b, t, cfg, gs, need)
-        valid = t != cfg["ignore_index"]
+        valid = t != cfg.loss.ignore_index
         if red == "mean":
             out = loss.sum() / valid.sum().clamp_min(1).to(loss.dtype)
         elif red == "sum":
@@ -298,7 +277,7 @@ class _LinearCE(torch.autograd.Function):
         ctx.dtypes = (h.dtype, w.dtype, None if b is None else b.dtype)
         if any(need):
             ctx.save_for_backward(h, w, b, t)
-        if cfg["stats"]:
+        if cfg.stats:
             assert ent is not None and amax is not None
             correct = (amax == t) & valid
             ctx.mark_non_differentiable(lse, ent, correct)
@@ -313,7 +292,7 @@ class _LinearCE(torch.autograd.Function):
             # as a differentiable expression of h, W, b and g_out (see _graph_grads)
             ctx.grads = None
             h, w, b, t = ctx.saved_tensors
-            chunk = ctx.cfg["chunk_size"] or default_chunk_size(h.shape[0], w.shape[0])
+            chunk = ctx.cfg.chunk_size or default_chunk_size(h.shape[0], w.shape[0])
             gh, gw, gb = linear_ce_graph_grads(h, w, b, t, ctx.cfg, g_out, need, chunk)
             return gh, gw, gb, None, None
         if ctx.grads is not None:
@@ -324,8 +303,8 @@ class _LinearCE(torch.autograd.Function):
             # gradcheck): the gradients were handed over, so recompute them chunk by chunk
             h, w, b, t = ctx.saved_tensors
             cdt = _compute_dtype(h.dtype)
-            red = ctx.cfg["reduction"]
-            scale = _token_scale(t, ctx.cfg["ignore_index"], red, cdt)
+            red = ctx.cfg.loss.reduction
+            scale = _token_scale(t, ctx.cfg.loss.ignore_index, red, cdt)
             gs = scale * (g_out.reshape(-1) if red == "none" else g_out).to(cdt)
             grads = list(_run(h, w, b, t, ctx.cfg, gs, tuple(need))[4:])
             g = None
@@ -454,10 +433,18 @@ def linear_cross_entropy(
         M. Shoeybi et al., "Megatron-LM: Training Multi-Billion Parameter Language Models Using
         Model Parallelism", 2019 (vocabulary-parallel cross-entropy).
     """
+    opts = ce_options(
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        temperature=temperature,
+        reduction=reduction,
+        z_loss=z_loss,
+        softcap=softcap,
+    )
+    chunk = check_positive_int(chunk_size, "chunk_size")
     check_float(hidden, "hidden")
     check_float(weight, "weight")
     check_target(target)
-    check_options(reduction, label_smoothing, temperature, z_loss, softcap)
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D (V, d), got shape {tuple(weight.shape)}")
     if hidden.dim() < 1 or hidden.shape[-1] != weight.shape[1]:
@@ -481,30 +468,24 @@ def linear_cross_entropy(
     check_same_device(hidden, weight, "weight", "hidden")
     check_same_device(hidden, target, "target", "hidden")
     check_same_device(hidden, bias, "bias", "hidden")
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     offset, vocab = _vocab_layout(weight, process_group)
-    check_range(target, vocab, ignore_index)
+    check_class_indices(torch_xp, target, vocab, opts.ignore_index)
     h2 = hidden.reshape(-1, hidden.shape[-1])
     if h2.stride(-1) != 1:
         h2 = h2.contiguous()
     t2 = target.reshape(-1)
-    cfg = dict(
-        ignore_index=int(ignore_index),
-        label_smoothing=float(label_smoothing),
-        z_loss=float(z_loss),
-        softcap=None if softcap is None else float(softcap),
-        temperature=float(temperature),
-        reduction=reduction,
-        chunk_size=chunk_size,
+    cfg = LinearCEConfig(
+        loss=opts,
+        chunk_size=chunk,
         stats=bool(return_stats),
         group=process_group,
         offset=offset,
+        layout=current().chunk_layout,
     )
     w2 = weight if weight.stride(-1) == 1 else weight.contiguous()
     outs = _LinearCE.apply(h2, w2, bias, t2, cfg)
     loss = outs[0]
-    if reduction == "none":
+    if opts.reduction == "none":
         loss = loss.reshape(target.shape)
     if not return_stats:
         return loss

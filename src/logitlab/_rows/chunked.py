@@ -1,6 +1,6 @@
-"""Row-chunked fast paths for NumPy arrays and CPU torch tensors (class axis last).
+"""The in-cache backend of the row engine: NumPy arrays and CPU torch tensors, class axis last.
 
-The array-API implementation in :mod:`logitlab.special` builds several full-size temporaries
+The array-API implementation (:mod:`logitlab._rows.decompose`) builds several full-size temporaries
 (``a - x``, ``exp``, masks). On a CPU these passes over memory, not arithmetic, dominate. Here the
 same formulas are evaluated a block of rows at a time into one reusable buffer of about
 ``_CHUNK_ELEMS`` elements that stays in cache, with in-place operations:
@@ -18,12 +18,12 @@ fused by the caching allocator and the launch count matters more than passes).
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+__all__ = ["entropy", "log_softmax", "lse", "nll_class", "softmax", "usable"]
 
 _CHUNK_ELEMS = 1 << 19  # 2 MiB of float32: a block that stays in L2/L3 across its passes
 
@@ -177,10 +177,6 @@ def _as2d(x: Any) -> Any:
 
 def lse(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
     """``lse(x / T)`` over the last axis (shape ``x.shape[:-1]``)."""
-    if t == 1.0:
-        res = _native_rows(_as2d(x), 1, general)
-        if res is not None:
-            return res.reshape(x.shape[:-1])
     x2 = _as2d(x)
     ops = _Ops(x2)
     out = ops.empty((x2.shape[0],), x2)
@@ -198,64 +194,7 @@ def lse(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
     return out.reshape(x.shape[:-1])
 
 
-def _native_rows(x2: Any, mode: int, general: Callable[[Any], Any]) -> Any:
-    """Run the fused float32 row kernel (``csrc/lsm_rows.c``) if it is built, else return None.
-
-    ``mode`` 0: log-softmax of every row; 1: log-sum-exp per row. Rows with a non-finite
-    maximum are flagged by the kernel and computed by ``general``.
-    """
-    from logitlab import _native
-
-    n, v = x2.shape
-    is_np = isinstance(x2, np.ndarray)
-    if str(x2.dtype) not in ("float32", "torch.float32") or n == 0:
-        return None
-    lib = _native.lib()  # reads LOGITLAB_NATIVE now, for this call
-    if lib is None:
-        return None
-    shape = (n, v) if mode == 0 else (n,)
-    out: Any
-    flag: Any
-    if is_np:
-        x2 = np.ascontiguousarray(x2)
-        out = np.empty(shape, dtype=np.float32)
-        flag = np.empty(n, dtype=np.int32)
-        ptrs = (x2.ctypes.data, out.ctypes.data, flag.ctypes.data)
-        threads = os.cpu_count() or 1
-    else:
-        import torch
-
-        out = torch.empty(shape, dtype=torch.float32)
-        flag = torch.empty(n, dtype=torch.int32)
-        ptrs = (x2.data_ptr(), out.data_ptr(), flag.data_ptr())
-        threads = torch.get_num_threads()
-    out_item = 4 * (v if mode == 0 else 1)
-
-    def run(r0: int, r1: int) -> None:
-        lib.logitlab_lsm_rows(
-            ptrs[0] + 4 * v * r0,
-            ptrs[1] + out_item * r0,
-            ptrs[2] + 4 * r0,
-            r1 - r0,
-            v,
-            v,
-            v,
-            mode,
-        )
-
-    _native.split_rows(n, n * v, threads, run)
-    bad = np.flatnonzero(np.asarray(flag))
-    if bad.size:
-        idx = bad if is_np else __import__("torch").from_numpy(bad)
-        out[idx] = general(x2[idx])
-    return out
-
-
 def log_softmax(x: Any, t: float, general: Callable[[Any], Any]) -> Any:
-    if t == 1.0:
-        res = _native_rows(_as2d(x), 0, general)
-        if res is not None:
-            return res.reshape(x.shape)
     # Five passes per in-cache block, the first write going straight to the output:
     # o = (x - a) / T;  b = exp(o) with the excluded entry zeroed;  s = sum(b);  o -= log1p(s).
     # -(a - x)/T - log1p(s) in two roundings keeps the dominant entry's tiny log-probability
@@ -369,6 +308,3 @@ def nll_class(x: Any, target: Any, t: float, general: Callable[[Any, Any], Any])
 
     _loop(x2, t, body, fb)
     return out.reshape(target.shape)
-
-
-__all__ = ["usable", "lse", "log_softmax", "softmax", "entropy", "nll_class", "math"]
