@@ -263,11 +263,13 @@ def gather(xp: Any, m: Array, idx: Array) -> Array:
     return np.take_along_axis(m, idx[:, None], axis=1)[:, 0]
 
 
-def block(xp: Any, x: Array, beta: float = 1.0) -> Block:
+def block(xp: Any, x: Array, beta: float = 1.0, out: tuple[Array, Array] | None = None) -> Block:
     """:class:`Block` of a 2-D NumPy array or torch tensor whose rows have a finite maximum.
 
     ``w = exp(beta (x - a))`` (``beta = 1 / T``), the first maximal entry excluded; a masked class
-    (``x = -inf``) has ``d`` clamped to ``-finfo.max``, so ``w = 0`` and ``w d = 0``.
+    (``x = -inf``) has ``d`` clamped to ``-finfo.max``, so ``w = 0`` and ``w d = 0``. ``out``:
+    two NumPy arrays of ``x``'s shape and dtype that receive ``d`` and ``w`` (a caller that loops
+    over chunks reuses them instead of faulting in fresh pages every time).
     """
     if is_torch_array(x):
         import torch
@@ -282,8 +284,13 @@ def block(xp: Any, x: Array, beta: float = 1.0) -> Block:
 
         k = np.argmax(x, axis=1)
         a = np.take_along_axis(x, k[:, None], axis=1)[:, 0]
-        d = x - a[:, None]
+        d, w = out if out is not None else (np.empty_like(x), np.empty_like(x))
+        np.subtract(x, a[:, None], out=d)
         np.maximum(d, -np.finfo(x.dtype).max, out=d)
-        w = np.exp(d * beta) if beta != 1.0 else np.exp(d)
+        if beta != 1.0:
+            np.multiply(d, beta, out=w)
+            np.exp(w, out=w)
+        else:
+            np.exp(d, out=w)
         np.put_along_axis(w, k[:, None], 0.0, axis=1)
     return Block(k, a, d, w, rowsum(xp, w))

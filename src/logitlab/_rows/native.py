@@ -7,7 +7,8 @@ backend, which computes the same formulas. Row ranges run on the shared thread p
 
 * :func:`lsm_rows`: log-softmax or log-sum-exp rows (``csrc/lsm_rows.c``);
 * :func:`eval_rows`: the streaming evaluator's per-row metrics and confidence histogram
-  (``csrc/eval_rows.c``).
+  (``csrc/eval_rows.c``);
+* :func:`diag_rows`: ``diagnose``'s per-row record and entry histograms (``csrc/diag_rows.c``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from logitlab import _native
 from logitlab._array import is_torch_array
 
-__all__ = ["EVAL_MAX_CLASSES", "eval_rows", "lsm_rows"]
+__all__ = ["EVAL_MAX_CLASSES", "diag_applies", "diag_rows", "eval_rows", "lsm_rows"]
 
 # the evaluator kernel gathers 8 rows per vector; past a few thousand classes those rows leave
 # L1/L2 and the NumPy/torch block path is as fast
@@ -122,3 +123,46 @@ def eval_rows(x: Any, y: Any, edges: np.ndarray) -> tuple[int, np.ndarray, np.nd
     parts = _native.split_rows(n, n * c, threads, run)
     first = next((b for b, _, _ in parts if b >= 0), -1)
     return first, np.sum([p[1] for p in parts], axis=0), np.sum([p[2] for p in parts], axis=0)
+
+
+def diag_applies(x: np.ndarray) -> bool:
+    """Whether :func:`diag_rows` takes ``x``: float16/float32 rows with unit stride, library on."""
+    if x.dtype not in (np.float16, np.float32) or x.ndim != 2 or x.shape[1] == 0:
+        return False
+    if x.strides[1] != x.itemsize or x.strides[0] % x.itemsize:
+        return False
+    return _native.lib() is not None
+
+
+def diag_rows(
+    x: np.ndarray,
+    t: np.ndarray | None,
+    q: np.ndarray,
+    k: np.ndarray,
+    scratch: np.ndarray,
+    h_logit: np.ndarray,
+    h_exp: np.ndarray,
+) -> bool:
+    """``diagnose``'s kernel over float16/float32 rows with unit stride: fills the record array
+    ``q`` (``logitlab_diag_row`` per row) and the first maximum ``k`` (-1 for a row holding NaN or
+    +-inf), adds to the histograms ``h_logit`` and ``h_exp`` (``scratch``: two float32 rows).
+    Returns False (nothing done) when the kernel does not apply (:func:`diag_applies`)."""
+    if not diag_applies(x):
+        return False
+    lib = _native.lib()
+    r, v = x.shape
+    tc = None if t is None else np.ascontiguousarray(t, dtype=np.int64)
+    lib.logitlab_diag_rows(
+        x.ctypes.data,
+        int(x.dtype == np.float16),
+        None if tc is None else tc.ctypes.data,
+        r,
+        v,
+        x.strides[0] // x.itemsize,
+        q.ctypes.data,
+        k.ctypes.data,
+        scratch.ctypes.data,
+        h_logit.ctypes.data,
+        h_exp.ctypes.data,
+    )
+    return True

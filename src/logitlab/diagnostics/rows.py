@@ -8,7 +8,7 @@ same record per finite row, :data:`ROW_DTYPE`, whose fields the C header ``csrc/
 declares as the struct ``logitlab_diag_row`` in the same order; both add to the same two entry
 histograms. With :math:`a = \max_i z_i` (first index :math:`k`), :math:`d_i = z_i - a \le 0` and
 :math:`w_i = e^{d_i}` for :math:`i \ne k`, :math:`w_k = 0` (the decomposition of
-:mod:`logitlab.special`), the fields are:
+:mod:`logitlab._rows`), the fields are:
 
 =============== ================================================================================
 ``max``         :math:`a`
@@ -38,7 +38,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ROW_DTYPE", "RowPass", "Workspace", "native_lib", "row_pass"]
+from logitlab import _rows
+
+__all__ = ["ROW_DTYPE", "RowPass", "Workspace", "row_pass"]
 
 # The field order is the C struct's (csrc/logitlab.h); tests/test_diagnostics_rows.py checks it.
 ROW_DTYPE = np.dtype(
@@ -97,26 +99,18 @@ class RowPass:
     exp_bias: int  # the exponent bias of those counts (127 float32, 1023 float64)
 
 
-def native_lib(x: np.ndarray) -> Any:
-    """The native kernel library when it applies to ``x`` (float16/float32 rows, unit stride)."""
-    if x.dtype not in (np.float16, np.float32) or x.ndim != 2 or x.shape[1] == 0:
-        return None
-    if x.strides[1] != x.itemsize or x.strides[0] % x.itemsize:
-        return None
-    from logitlab import _native
-
-    return _native.lib()
-
-
 def row_pass(x: np.ndarray, t: np.ndarray | None, h_logit: np.ndarray, work: Workspace) -> RowPass:
     """Per-row sums of the rows ``x`` (class axis last), adding their logits to ``h_logit``.
 
     ``x`` is float16/float32 (either backend) or float32/float64 (NumPy; the caller widens other
     dtypes exactly), ``t`` the integer targets or ``None`` (the argmax).
     """
-    lib = native_lib(x)
-    if lib is not None:
-        return _native_pass(lib, x, t, h_logit, work)
+    r, v = x.shape
+    q = np.empty(r, dtype=ROW_DTYPE)
+    k = np.empty(r, dtype=np.int64)
+    h_exp = np.zeros(256, np.int64)
+    if _rows.native.diag_rows(x, t, q, k, work.get("scratch", (2, v), np.float32), h_logit, h_exp):
+        return _select(RowPass(k >= 0, x, t, k, q, h_exp, 127))
     return _numpy_pass(x, t, h_logit, work)
 
 
@@ -130,65 +124,32 @@ def _select(rp: RowPass) -> RowPass:
     return rp
 
 
-def _native_pass(
-    lib: Any, x: np.ndarray, t: np.ndarray | None, h_logit: np.ndarray, work: Workspace
-) -> RowPass:
-    r, V = x.shape
-    q = np.empty(r, dtype=ROW_DTYPE)
-    k = np.empty(r, dtype=np.int64)
-    scratch = work.get("scratch", (2, V), np.float32)
-    h_exp = np.zeros(256, np.int64)
-    tc = None if t is None else np.ascontiguousarray(t, dtype=np.int64)
-    lib.logitlab_diag_rows(
-        x.ctypes.data,
-        int(x.dtype == np.float16),
-        None if tc is None else tc.ctypes.data,
-        r,
-        V,
-        x.strides[0] // x.itemsize,
-        q.ctypes.data,
-        k.ctypes.data,
-        scratch.ctypes.data,
-        h_logit.ctypes.data,
-        h_exp.ctypes.data,
-    )
-    return _select(RowPass(k >= 0, x, t, k, q, h_exp, 127))
-
-
 def _numpy_pass(
     x: np.ndarray, t: np.ndarray | None, h_logit: np.ndarray, work: Workspace
 ) -> RowPass:
     r, V = x.shape
-    k = np.argmax(x, axis=1)
-    ar = np.arange(r)
-    a = x[ar, k]
     b = np.min(x, axis=1)
-    # max propagates NaN (argmax points at the first NaN) and is +inf with any +inf; min is -inf
-    # with any -inf: the rows left out are found from these row vectors
-    ok = np.isfinite(a) & np.isfinite(b)
+    # max is +inf with any +inf and NaN with any NaN, min is -inf with any -inf: the rows left
+    # out are found from these row vectors
+    ok = np.isfinite(np.max(x, axis=1)) & np.isfinite(b)
     wd = x.dtype
     nb = 256 if wd == np.float32 else 2048
     bias = 127 if wd == np.float32 else 1023
     if not ok.all():
-        x, a, b = x[ok], a[ok], b[ok]
+        x, b = x[ok], b[ok]
         t = None if t is None else t[ok]
-        k, r = k[ok], x.shape[0]
-        ar = np.arange(r)
+        r = x.shape[0]
     q = np.empty(r, dtype=ROW_DTYPE)
     if r == 0:
-        return RowPass(ok, x, t, k, q, np.zeros(nb, np.int64), bias)
-    # e = x - a <= 0 and w = exp(e) with the one maximal entry excluded (the decomposition of
-    # logitlab.special), so that s, 1 - p_max and the entropy carry no cancellation.
-    e = work.get("e", (r, V), wd)
-    np.subtract(x, a[:, None], out=e)
-    if np.any(a.astype(np.float64) - b > np.finfo(wd).max):
-        # a spread beyond the dtype's range: e = -inf, and e * exp(e) would be -inf * 0 = NaN
-        np.maximum(e, -np.finfo(wd).max, out=e)
-    w = work.get("w", (r, V), wd)
-    np.exp(e, out=w)
-    w[ar, k] = 0
+        return RowPass(ok, x, t, np.zeros(0, np.int64), q, np.zeros(nb, np.int64), bias)
+    ar = np.arange(r)
+    # e = x - a <= 0 (clamped at -max: a spread beyond the dtype's range would give
+    # e * exp(e) = -inf * 0) and w = exp(e) with the one maximal entry excluded: the row engine's
+    # decomposition, so that s, 1 - p_max and the entropy carry no cancellation.
+    bl = _rows.block(np, x, out=(work.get("e", (r, V), wd), work.get("w", (r, V), wd)))
+    k, a, e, w = bl.k, bl.a, bl.d, bl.w
     q["max"], q["min"] = a, b
-    q["sum_w"] = w.sum(axis=1, dtype=wd)
+    q["sum_w"] = bl.s
     q["ent_w"] = -np.einsum("ij,ij->i", e, w)  # sum d_i w_i >= 0
     # Temperature: softmax(z / T) reuses w: w^2 for T = 1/2, sqrt(w) for T = 2.
     buf = work.get("buf", (r, V), wd)

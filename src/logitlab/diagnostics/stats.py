@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from logitlab._rows.native import diag_applies
 from logitlab.diagnostics.findings import CONFIDENT, findings, loss_scale_advice
 from logitlab.diagnostics.formats import FORMATS, softmax_verdicts
 from logitlab.diagnostics.hist import LOGIT_BINS, UNIT_BINS, GradHist, LogHist, display_histograms
@@ -18,7 +19,7 @@ from logitlab.diagnostics.results import (
     LogitReport,
     Saturation,
 )
-from logitlab.diagnostics.rows import TEMPERATURES, Workspace, native_lib, row_pass
+from logitlab.diagnostics.rows import TEMPERATURES, Workspace, row_pass
 from logitlab.diagnostics.state import (
     AGREE,
     ARRAY_SUM,
@@ -217,7 +218,7 @@ class LogitStats:
         row0 = self.rows if row_offset is None else int(row_offset)
         self.rows += x.shape[0]
         work = np.float64 if x.dtype.kind != "f" or x.dtype.itemsize > 4 else np.float32
-        if x.dtype == work or native_lib(x) is not None:
+        if x.dtype == work or diag_applies(x):
             xw = x  # the native kernel widens float16 rows in cache: no chunk-sized copy
         else:
             xw = self._work.get("x", x.shape, work)
