@@ -182,19 +182,19 @@ def test_chunks_are_read_in_file_order() -> None:
 def test_compressed_member_decompressed_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import logitlab.io
+    import logitlab.io._npz
 
     x = np.random.default_rng(3).standard_normal((3000, 30)).astype(np.float32)
     f = tmp_path / "c.npz"
     np.savez_compressed(f, logits=x)
     opened: list[int] = []
-    real = logitlab.io._CompressedRows._reopen
+    real = logitlab.io._npz._CompressedRows._reopen
 
     def count(self: object) -> None:
         opened.append(1)
         real(self)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(logitlab.io._CompressedRows, "_reopen", count)
+    monkeypatch.setattr(logitlab.io._npz._CompressedRows, "_reopen", count)
     rep = diagnose_file(f, chunk_bytes=30 * 8 * 50, workers=2)  # 60 chunks, two workers
     assert len(opened) == 1
     ref = diagnose(x)

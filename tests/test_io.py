@@ -289,14 +289,14 @@ def test_read_loops_end_on_end_of_data(tmp_path: Path, hf: Any) -> None:
 def test_truncated_deflated_member_refused_from_its_header(
     tmp_path: Path, hf: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import logitlab.io
+    import logitlab.io._npz
 
     f = hf.short_deflated_npz(tmp_path / "short.npz")
 
     def no_data(*a: object) -> None:
         raise AssertionError("member data read")
 
-    monkeypatch.setattr(logitlab.io._CompressedRows, "__call__", no_data)
+    monkeypatch.setattr(logitlab.io._npz._CompressedRows, "__call__", no_data)
     with pytest.raises(LoadError, match=r"short\.npz\['logits'\]: truncated or corrupt"):
         open_array(f)
 
@@ -304,14 +304,14 @@ def test_truncated_deflated_member_refused_from_its_header(
 def test_labels_refused_from_their_header(
     tmp_path: Path, hf: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import logitlab.io
+    import logitlab.io._npz
 
     f = hf.label_bomb_npz(tmp_path / "bomb.npz")  # 2 MiB file, 2 GiB of labels inflated
 
     def no_data(*a: object) -> None:
         raise AssertionError("label data read before the shapes were compared")
 
-    monkeypatch.setattr(logitlab.io._CompressedRows, "__call__", no_data)
+    monkeypatch.setattr(logitlab.io._npz._CompressedRows, "__call__", no_data)
     with pytest.raises(LoadError, match="10 rows of scores but 268435456 labels"):
         load_predictions(f)
     np.savez(tmp_path / "l2.npz", logits=np.zeros((3, 2)), labels=np.zeros((3, 1), np.int64))
@@ -325,7 +325,7 @@ def test_labels_refused_from_their_header(
 def test_one_huge_row_refused_from_its_header(
     tmp_path: Path, hf: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import logitlab.io
+    import logitlab.io._npz
     from logitlab.diagnostics import diagnose_file
 
     f = hf.one_row_npz(tmp_path / "row.npz", classes=2**24)  # one 64 MiB row, a 70 KB file
@@ -333,7 +333,7 @@ def test_one_huge_row_refused_from_its_header(
     def no_data(*a: object) -> None:
         raise AssertionError("row data read")
 
-    monkeypatch.setattr(logitlab.io._CompressedRows, "__call__", no_data)
+    monkeypatch.setattr(logitlab.io._npz._CompressedRows, "__call__", no_data)
     msg = r"row\.npz\['logits'\]: one row holds 16777216 values \(64 MiB\), more than the 32 MiB"
     with pytest.raises(LoadError, match=msg):
         load_predictions(f)
@@ -348,7 +348,7 @@ def test_one_huge_row_refused_from_its_header(
 def test_compressed_fortran_member(
     tmp_path: Path, hf: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import logitlab.io
+    import logitlab.io._npz
 
     x = np.asfortranarray(np.random.default_rng(4).standard_normal((300, 7)))
     f = tmp_path / "f.npz"
@@ -357,7 +357,7 @@ def test_compressed_fortran_member(
     np.testing.assert_array_equal(src.rows(10, 250), x[10:250])
     np.testing.assert_array_equal(src.read(), x)
     # above the limit it is refused from its header, not read whole
-    monkeypatch.setattr(logitlab.io, "WHOLE_MEMBER_LIMIT", x.nbytes - 1)
+    monkeypatch.setattr(logitlab.io._npz, "WHOLE_MEMBER_LIMIT", x.nbytes - 1)
     with pytest.raises(LoadError, match=r"Fortran-ordered member of 16800 bytes cannot be"):
         open_array(f, "logits")
     big = hf.fortran_npz(tmp_path / "big.npz")  # 2 MiB file, (262144, 1024) float64 declared
