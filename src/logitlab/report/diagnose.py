@@ -204,6 +204,15 @@ def _margin_fig(rep: LogitReport) -> Any:
     return fig
 
 
+# (figure name, histogram key, title, x label, log y axis), in page order around the margins plot
+_HISTOGRAMS = (
+    ("logits", "logits", "logit histogram", "logit", True),
+    ("top probability", "top_prob", "top-1 probability per row", "p_max", False),
+    ("entropy", "entropy_normalized", "entropy / log V per row", "normalized entropy", False),
+    ("gradient", "grad_log2", "|softmax - onehot| (log2)", "floor(log2 |g|)", True),
+)
+
+
 def to_html(rep: LogitReport) -> str:
     """Self-contained HTML page: tables, findings and four plots (matplotlib, Agg backend).
 
@@ -212,55 +221,18 @@ def to_html(rep: LogitReport) -> str:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    figs = []
     h = rep.histograms
-    if "logits" in h:
-        figs.append(
-            (
-                "logits",
-                _hist_fig(
-                    h["logits"]["edges"], h["logits"]["counts"], "logit histogram", "logit", True
-                ),
-            )
-        )
-    figs.append(
-        (
-            "top probability",
-            _hist_fig(
-                h["top_prob"]["edges"],
-                h["top_prob"]["counts"],
-                "top-1 probability per row",
-                "p_max",
-                False,
-            ),
-        )
-    )
-    figs.append(
-        (
-            "entropy",
-            _hist_fig(
-                h["entropy_normalized"]["edges"],
-                h["entropy_normalized"]["counts"],
-                "entropy / log V per row",
-                "normalized entropy",
-                False,
-            ),
-        )
-    )
+    figs = [
+        (name, _hist_fig(h[key]["edges"], h[key]["counts"], title, xlabel, log))
+        for name, key, title, xlabel, log in _HISTOGRAMS[:3]
+        if key in h
+    ]
     figs.append(("margins", _margin_fig(rep)))
-    if "grad_log2" in h:
-        figs.append(
-            (
-                "gradient",
-                _hist_fig(
-                    h["grad_log2"]["edges"],
-                    h["grad_log2"]["counts"],
-                    "|softmax - onehot| (log2)",
-                    "floor(log2 |g|)",
-                    True,
-                ),
-            )
-        )
+    figs += [
+        (name, _hist_fig(h[key]["edges"], h[key]["counts"], title, xlabel, log))
+        for name, key, title, xlabel, log in _HISTOGRAMS[3:]
+        if key in h
+    ]
     imgs = "".join(
         f'<figure><img alt="{esc(n)}" src="{fig_to_data_uri(f)}"></figure>' for n, f in figs
     )
