@@ -72,7 +72,11 @@ def backend(x: Array, axis: int, temperature: float = 1.0) -> Backend:
     """
     if not chunked.usable(x, axis):
         return "xp"
-    return "native" if temperature == 1.0 else "chunked"
+    if temperature == 1.0:
+        return "native"
+    # the chunked loop compensates the rounding of a - x but not that of (a - x) / T; a division
+    # by a power of two is exact, any other temperature takes the compensated array-API form
+    return "chunked" if math.frexp(temperature)[0] == 0.5 else "xp"
 
 
 def _rows2d(x: Array) -> Array:

@@ -95,6 +95,38 @@ def sub_error(xp: Any, a: Array, x: Array) -> Array:
     return xp.where(xp.isfinite(e), e, xp.zeros_like(e))
 
 
+def _exact_division(t: float) -> bool:
+    """Whether dividing by ``t`` is exact (a power of two, barring underflow)."""
+    m, _ = math.frexp(t)
+    return m == 0.5
+
+
+def div_remainder(xp: Any, d: Array, q: Array, t: float) -> Array:
+    """``r = d - q t`` exactly, for ``q = fl(d / t)`` (0 where ``d`` or ``q`` is not finite).
+
+    Dekker's product ``q t = p + err`` with both factors split in halves (no fused multiply-add in
+    the array API), and ``d - p`` exact by Sterbenz's lemma (``p`` is within a factor 2 of ``d``).
+    """
+    fi = xp.finfo(d.dtype)
+    t = float(xp.asarray(t, dtype=d.dtype))  # the divisor as the division held it
+    digits = round(-math.log2(float(fi.eps))) + 1  # significand bits: 53 float64, 24 float32
+    split = float(2 ** ((digits + 1) // 2) + 1)  # 2^27 + 1 for float64, 2^12 + 1 for float32
+    ok = xp.isfinite(d) & xp.isfinite(q) & (xp.abs(q) < float(fi.max) / split)
+    qs = xp.where(ok, q, xp.zeros_like(q))
+    c = qs * split
+    qh = c - (c - qs)
+    ql = qs - qh
+    # t is split here, exactly, in binary64: the top half of its digits, then the rest (Veltkamp's
+    # split of a Python float works in 53 bits and would give float32 halves that do not fit)
+    m, e = math.frexp(t)
+    th = math.ldexp(math.trunc(math.ldexp(m, (digits + 1) // 2)), e - (digits + 1) // 2)
+    tl = t - th
+    p = qs * t
+    err = ((qh * th - p) + qh * tl + ql * th) + ql * tl
+    r = (xp.where(ok, d, xp.zeros_like(d)) - p) - err
+    return xp.where(ok, r, xp.zeros_like(r))
+
+
 def parts(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Parts:
     """Compute :class:`Parts` for a floating array ``x`` (already in its compute dtype).
 
@@ -122,13 +154,19 @@ def parts(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Parts:
         fix = xp.where(x == a, xp.zeros_like(x), inf)
         fix = xp.where(xp.isnan(a), xp.full_like(x, math.nan), fix)
         d = xp.where(a_finite, a_safe - x, fix)
+    # exp amplifies the rounding error e of a - x by |d|: exp(-(d + e) / T) = w * (1 - e / T).
+    err = sub_error(xp, a, x)
     if temperature != 1.0:
-        d = d / temperature
+        q = d / temperature
+        if not _exact_division(temperature):
+            # the division rounds too: d = q T + r exactly, and exp(-(d + e) / T) is then
+            # exp(-q) (1 - (r + e) / T); without r a class 30 nats down at T = 0.3 is 28 ulps off
+            err = err + div_remainder(xp, d, q, temperature)
+        d = q
     k = xp.argmax(x, axis=axis, keepdims=True)
     top = _axis_index(xp, n, x.ndim, axis, x) == k
     w = xp.where(top, xp.zeros_like(d), xp.exp(-d))
-    # exp amplifies the rounding error e of a - x by |d|: exp(-(d + e) / T) = w * (1 - e / T).
-    w = w * (1 - sub_error(xp, a, x) / temperature)
+    w = w * (1 - err / temperature)
     s = xp.sum(w, axis=axis, keepdims=True)
     return Parts(a, d, w, s, top)
 
