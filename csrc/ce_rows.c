@@ -52,6 +52,7 @@ typedef struct {
     int64_t V;             /* classes per row */
     int64_t ld;            /* row stride (elements) */
     int64_t ignore_index;
+    float temp;            /* T */
     float inv_temp;        /* 1 / T */
     float softcap;         /* c > 0, or 0 for none */
     float eps;             /* label smoothing */
@@ -65,23 +66,36 @@ static inline __attribute__((always_inline)) void one_row(
     const int64_t V = P->V;
     const int64_t nv = V / VL * VL;
     const float it = P->inv_temp, cap = P->softcap;
+    const double td = P->temp;
     const int transform = cap > 0.0f;
-    /* pass A: max and first argmax of z = softcap(x) */
-    v8f vmax = splat(-INFINITY);
+    /* pass A: max and first argmax of z = softcap(x), and the runner-up of each lane (v2: the
+     * largest value each lane saw besides its maximum) */
+    v8f vmax = splat(-INFINITY), v2 = splat(-INFINITY);
     for (int64_t i = 0; i < nv; i += VL) {
         v8f z = tf(loadu(x + i), cap, transform);
         v8i gt = (v8i)(z > vmax) | (v8i)(z != z);
+        v8f lo = (v8f)(((v8i)vmax & gt) | ((v8i)z & ~gt));
+        v8i up = (v8i)(lo > v2);
+        v2 = (v8f)(((v8i)lo & up) | ((v8i)v2 & ~up));
         vmax = (v8f)(((v8i)z & gt) | ((v8i)vmax & ~gt));
     }
     for (int64_t i = nv; i < V; i++) {
         float z = tfs(x[i], cap, transform);
-        if (z > vmax[0] || z != z) vmax[0] = z;
+        float lo = z;
+        if (z > vmax[0] || z != z) lo = vmax[0], vmax[0] = z;
+        if (lo > v2[0]) v2[0] = lo;
     }
     float a = -INFINITY;
-    int has_nan = 0;
+    int has_nan = 0, ja = -1;
     for (int j = 0; j < VL; j++) {
         if (vmax[j] != vmax[j]) has_nan = 1;
-        else if (vmax[j] > a) a = vmax[j];
+        else if (vmax[j] > a) a = vmax[j], ja = j;
+    }
+    /* the row's second largest value (a again on a tie) */
+    float second = -INFINITY;
+    for (int j = 0; j < VL; j++) {
+        if (v2[j] > second) second = v2[j];
+        if (j != ja && vmax[j] > second) second = vmax[j];
     }
     /* first index of the maximum: whole vectors are compared until one holds it */
     int64_t k = -1;
@@ -120,6 +134,14 @@ static inline __attribute__((always_inline)) void one_row(
     /* Without a transform, temperature or smoothing, pass B stores w_i = exp(z_i - a) over the
      * row (pass C then needs one multiply per entry instead of a second exp); the row is in L2
      * either way. */
+    /* A confident row (every other class more than 8 nats down) has s < V e^-8, a sum of terms
+     * exp(-d) whose relative error is d times that of d = a - z: 15 ulps on the loss 30 nats
+     * down. Its pass B keeps the rounding error e of a - z (TwoSum) and puts it back,
+     * exp(-(d + e)) = exp(-d) (1 - e); past 50 nats (s < V e^-50) it also takes the exp that
+     * keeps the subnormal range, whose flush below e^-87 read the loss of [88, 0 x 8] as 0
+     * instead of 4.8e-38. On other rows the largest terms are within 8 nats of the maximum (at
+     * most 4 ulps): they keep the cheap form. */
+    const int near = (a - second) * it > 8.0f, sub = (a - second) * it > 50.0f;
     const int keep_w =
         want_grad && !ignored && gs != 0.0f && !transform && it == 1.0f && P->eps <= 0.0f;
     /* pass B. The first maximal entry is left out of s (it contributes exactly 1, which float32
@@ -141,8 +163,27 @@ static inline __attribute__((always_inline)) void one_row(
              * rows 0.942, loss + gradient rows 0.902 (32000 classes) and 0.909 (128256). */
             if ((i & 15) == 0) __builtin_prefetch(x + P->ld + i);
             v8f z0 = ldz(x + i, len, cap, transform);
-            v8f d0 = (va - z0) * vit;
-            v8f w0 = vexp_nonan(-d0);
+            v8f d0, w0;
+            if (near && it == 1.0f) {
+                /* d = a - z rounds; TwoSum keeps its error r: exp(-d) = exp(-fl(d)) (1 - r) */
+                d0 = va - z0;
+                const v8f bp = d0 - va;
+                v8f r = (va - (d0 - bp)) + (-z0 - bp);
+                r = (v8f)((v8i)r & (v8i)(z0 > splat(-INFINITY)));
+                w0 = (sub ? vexp_neg_sub(-d0) : vexp_nonan(-d0)) * (splat(1.0f) - r);
+            } else if (near) {
+                /* d = (a - z) / T in double (a - z exact there), rounded to float; the
+                 * remainder r = d - fl(d) goes back in the same way */
+                const v8d dd = (__builtin_convertvector(va, v8d) -
+                                __builtin_convertvector(z0, v8d)) / td;
+                d0 = __builtin_convertvector(dd, v8f);
+                v8f r = __builtin_convertvector(dd - __builtin_convertvector(d0, v8d), v8f);
+                r = (v8f)((v8i)r & (v8i)(z0 > splat(-INFINITY)));
+                w0 = vexp_neg_sub(-d0) * (splat(1.0f) - r);
+            } else {
+                d0 = (va - z0) * vit;
+                w0 = vexp_nonan(-d0);
+            }
             if (keep_w) {
                 if (len == VL) storeu(x + i, w0);
                 else for (int64_t q = 0; q < len; q++) x[i + q] = w0[q];
@@ -172,7 +213,7 @@ static inline __attribute__((always_inline)) void one_row(
     /* the max entry itself: d = 0, contributes 0 to the entropy and smoothing distance sums */
     const float s = dsum(S);
     const float l1 = log1pf(s);
-    const float lse = a * it + l1;
+    const float lse = (it == 1.0f ? a : (float)((double)a / td)) + l1;
     *lse_out = lse;
     if (ent_out) *ent_out = l1 + dsum(E) / (1.0f + s);
     float wk = cw ? cw[k] : 1.0f;
@@ -196,7 +237,7 @@ static inline __attribute__((always_inline)) void one_row(
     const float wt = cw && local ? cw[tl] : 1.0f;
     const float es = smooth ? P->eps / csum : 0.0f;
     float l = 0.0f;
-    if (local) l += (1.0f - P->eps) * wt * ((a - zt) * it + l1);
+    if (local) l += (1.0f - P->eps) * wt * ((float)(((double)a - (double)zt) / td) + l1);
     if (smooth) l += es * (fsum + wsum * l1);
     l += P->zloss * lse * lse;
     *loss = l;
@@ -265,7 +306,8 @@ static inline __attribute__((always_inline)) void one_row(
 #define PLAIN_ROWS(GRAD, STATS)                                                                \
     do {                                                                                       \
         for (int64_t r = 0; r < n; r++) {                                                      \
-            const ce_params Q = {V, ld, ignore_index, 1.0f, 0.0f, 0.0f, zloss, class_offset};  \
+            const ce_params Q = {V, ld, ignore_index, 1.0f, 1.0f, 0.0f, 0.0f, zloss,           \
+                                 class_offset};                                                 \
             one_row(x + r * ld, &Q, target[r], NULL, (GRAD) ? gs[r] : 0.0f, (GRAD), loss + r, \
                     lse + r, (STATS) ? ent + r : NULL, (STATS) ? amax + r : NULL);             \
         }                                                                                      \
@@ -275,16 +317,16 @@ static inline __attribute__((always_inline)) void one_row(
  * means "no gradient": the buffer is then left untouched. */
 void logitlab_ce_rows(float *x, int64_t n, const int64_t *target, const float *cw,
                       const float *gs, float *loss, float *lse, float *ent, int64_t *amax,
-                      int64_t V, int64_t ld, int64_t ignore_index, float inv_temp, float softcap,
+                      int64_t V, int64_t ld, int64_t ignore_index, float temp, float softcap,
                       float eps, float zloss, int64_t class_offset) {
-    if (!cw && eps <= 0.0f && softcap <= 0.0f && inv_temp == 1.0f && (!ent) == (!amax)) {
+    if (!cw && eps <= 0.0f && softcap <= 0.0f && temp == 1.0f && (!ent) == (!amax)) {
         if (gs && ent) PLAIN_ROWS(1, 1);
         else if (gs) PLAIN_ROWS(1, 0);
         else if (ent) PLAIN_ROWS(0, 1);
         else PLAIN_ROWS(0, 0);
         return;
     }
-    ce_params P = {V, ld, ignore_index, inv_temp, softcap, eps, zloss, class_offset};
+    ce_params P = {V, ld, ignore_index, temp, 1.0f / temp, softcap, eps, zloss, class_offset};
     for (int64_t r = 0; r < n; r++) {
         one_row(x + r * ld, &P, target[r], cw, gs ? gs[r] : 0.0f, gs != NULL, loss + r, lse + r,
                 ent ? ent + r : NULL, amax ? amax + r : NULL);

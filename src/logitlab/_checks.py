@@ -247,10 +247,6 @@ class CEOptions:
     z_loss: float = 0.0
     softcap: float | None = None
 
-    @property
-    def inv_temp(self) -> float:
-        return 1.0 / self.temperature
-
 
 def ce_options(
     *,

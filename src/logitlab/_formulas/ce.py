@@ -130,7 +130,11 @@ def cross_entropy(
     """The reduced cross-entropy of logits ``x`` (class axis last) and class or probability
     targets ``t``: the computation behind :func:`logitlab.cross_entropy` and its autograd
     Function's forward."""
-    if not soft and not opts.label_smoothing and _rows.backend(x, x.ndim - 1) != "xp":
+    if (
+        not soft
+        and not opts.label_smoothing
+        and _rows.backend(x, x.ndim - 1, opts.temperature) != "xp"
+    ):
         loss, denom = class_rows(xp, x, t, w, opts)
     else:
         loss, _, _, denom = ce_coefficients(

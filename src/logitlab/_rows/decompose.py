@@ -95,7 +95,7 @@ def sub_error(xp: Any, a: Array, x: Array) -> Array:
     return xp.where(xp.isfinite(e), e, xp.zeros_like(e))
 
 
-def _exact_division(t: float) -> bool:
+def exact_division(t: float) -> bool:
     """Whether dividing by ``t`` is exact (a power of two, barring underflow)."""
     m, _ = math.frexp(t)
     return m == 0.5
@@ -158,7 +158,7 @@ def parts(xp: Any, x: Array, axis: int, temperature: float = 1.0) -> Parts:
     err = sub_error(xp, a, x)
     if temperature != 1.0:
         q = d / temperature
-        if not _exact_division(temperature):
+        if not exact_division(temperature):
             # the division rounds too: d = q T + r exactly, and exp(-(d + e) / T) is then
             # exp(-q) (1 - (r + e) / T); without r a class 30 nats down at T = 0.3 is 28 ulps off
             err = err + div_remainder(xp, d, q, temperature)

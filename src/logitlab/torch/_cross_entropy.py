@@ -55,7 +55,7 @@ def _rows_of(
     """:func:`~logitlab._rows.fused.ce_rows` of ``z`` with this loss's options."""
     return ce_rows(
         z, t, ignore_index=opts.ignore_index, class_weight=w, grad_scale=scale,
-        inv_temp=opts.inv_temp, label_smoothing=opts.label_smoothing,
+        temperature=opts.temperature, label_smoothing=opts.label_smoothing,
     )  # fmt: skip
 
 
@@ -191,7 +191,7 @@ class _CE(torch.autograd.Function):
                     scale,
                     ignore_index=opts.ignore_index,
                     class_weight=w,
-                    inv_temp=opts.inv_temp,
+                    temperature=opts.temperature,
                 )
             )
             if not one_pass:

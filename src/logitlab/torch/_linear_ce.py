@@ -22,9 +22,9 @@ import array_api_compat.torch as torch_xp
 import torch
 
 # isort: split
-from logitlab._checks import ce_options, check_class_indices, check_positive_int
+from logitlab._checks import CEOptions, ce_options, check_class_indices, check_positive_int
 from logitlab._config import current
-from logitlab._rows.fused import ce_cols, ce_rows, native_available
+from logitlab._rows.fused import RowOut, ce_cols, ce_rows, native_available
 from logitlab.torch._common import (
     LinearCEConfig,
     check_float,
@@ -99,6 +99,39 @@ def _vocab_layout(weight: torch.Tensor, group: Any) -> tuple[int, int]:
     sizes = torch.cat(parts)
     rank = dist.get_rank(group)
     return int(sizes[:rank].sum()), int(sizes.sum())
+
+
+def _near_certain_rows(
+    r: RowOut,
+    h: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None,
+    t: torch.Tensor,
+    i: int,
+    j: int,
+    o: CEOptions,
+) -> None:
+    """Redo, with the row kernel, the rows of a class-major chunk whose loss is below 2^-80.
+
+    The class-major kernel's exp flushes terms below e^-87 (float32's normal range), harmless
+    beside any loss above ~1e-24 but not on a near-certain row (the loss of [88, 0 x 8] read 0
+    instead of 4.8e-38). Such rows (every other class some 55 nats down) are rare: their logits
+    are formed again, one row each, for the loss, lse and entropy; their gradient entries are
+    below the normal range either way.
+    """
+    tiny = (r.loss < 2.0**-80) & (t[i:j] != o.ignore_index)
+    if not bool(tiny.any()):
+        return
+    idx = tiny.nonzero().squeeze(1)
+    hc = h[i:j][idx].float()
+    z = torch.mm(hc, w.float().t()) if b is None else torch.addmm(b.float(), hc, w.float().t())
+    again = ce_rows(
+        z, t[i:j][idx], ignore_index=o.ignore_index, z_loss=o.z_loss, stats=r.entropy is not None
+    )
+    r.loss[idx] = again.loss
+    r.lse[idx] = again.lse
+    if r.entropy is not None and again.entropy is not None:
+        r.entropy[idx] = again.entropy
 
 
 def _class_major(h: torch.Tensor, cfg: LinearCEConfig, chunk: int) -> bool:
@@ -178,6 +211,7 @@ def _run(
                 zt, t[i:j], ignore_index=o.ignore_index, grad_scale=g_rows, z_loss=o.z_loss,
                 stats=stats,
             )  # fmt: skip
+            _near_certain_rows(r, h, w, b, t, i, j, o)
             z = zt.t()  # tokens x classes, like the token-major buffer
         else:
             z = buf[: (j - i) * v].view(j - i, v)
@@ -190,8 +224,9 @@ def _run(
                 # the GEMM runs (and rounds) in the input dtype, exactly like F.linear
                 z.copy_(torch.mm(hc, wt) if b is None else torch.addmm(b, hc, wt))
             r = ce_rows(
-                z, t[i:j], ignore_index=o.ignore_index, grad_scale=g_rows, inv_temp=o.inv_temp,
-                softcap=o.softcap, label_smoothing=o.label_smoothing, z_loss=o.z_loss,
+                z, t[i:j], ignore_index=o.ignore_index, grad_scale=g_rows,
+                temperature=o.temperature, softcap=o.softcap,
+                label_smoothing=o.label_smoothing, z_loss=o.z_loss,
                 stats=stats, group=group, offset=offset,
             )  # fmt: skip
         loss[i:j] = r.loss
