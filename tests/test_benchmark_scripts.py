@@ -93,3 +93,23 @@ def test_script_before_and_after(tmp_path: Path) -> None:
     assert "| logitlab | before s | vs before | s | peer | s | ratio | MB | peer MB |" in lines
     rows = [line for line in lines if line.startswith("| ") and "|---" not in line]
     assert len(rows) == 1 + 9 and all(row.count("|") == 10 for row in rows)  # header, 9 cases
+
+
+@pytest.fixture(scope="module")
+def older_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tree = tmp_path_factory.mktemp("before")
+    ignore = shutil.ignore_patterns("app", "__pycache__")
+    shutil.copytree(ROOT / "src" / "logitlab", tree / "src" / "logitlab", ignore=ignore)
+    return tree
+
+
+@pytest.mark.parametrize("name", [n for n in SCRIPTS if not n.startswith("studies/")])
+def test_every_script_takes_before(
+    name: str, older_tree: Path, shared: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # bench_linear_ce.py --before once died on its own twins ("unknown 'before:logitlab'")
+    main = _main_of(name)
+    main(["--quick", "--repeats", "1", "--before", str(older_tree)])  # type: ignore[operator]
+    stdout = capsys.readouterr().out
+    assert SCRIPTS[name] in stdout
+    assert "vs_before" in stdout or "vs before" in stdout

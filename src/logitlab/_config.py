@@ -129,6 +129,25 @@ def current() -> Config:
     return Config(**fields, **(over or {}))
 
 
+def debug() -> bool:
+    """Whether the command line keeps tracebacks: ``LOGITLAB_DEBUG`` (or an override) alone.
+
+    Read on its own, and leniently (any value but empty or ``0`` is on), because the command
+    line asks while it reports another error: a malformed ``LOGITLAB_NATIVE`` must not hide it,
+    and a malformed ``LOGITLAB_DEBUG`` is taken as a request for the traceback.
+
+    Example:
+        >>> from logitlab import _config
+        >>> with _config.override(debug=True):
+        ...     _config.debug()
+        True
+    """
+    over = _OVERRIDES.get()
+    if over and "debug" in over:
+        return bool(over["debug"])
+    return os.environ.get("LOGITLAB_DEBUG", "").strip().lower() not in ("", *_OFF)
+
+
 def _checked(changes: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in dataclasses.fields(Config)}
     for key, value in changes.items():

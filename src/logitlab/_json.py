@@ -7,13 +7,14 @@ lives below them so that no domain module imports :mod:`logitlab.report`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Any
 
 import numpy as np
 
-__all__ = ["to_json"]
+__all__ = ["Record", "to_json"]
 
 
 def _clean(obj: Any) -> Any:
@@ -40,3 +41,10 @@ def to_json(obj: Any, indent: int | None = 2) -> str:
         '{"a": 0.5, "b": "inf"}'
     """
     return json.dumps(_clean(obj), indent=indent, allow_nan=False)
+
+
+class Record:
+    """Base of the plain result dataclasses: :meth:`to_dict` gives their fields (nested)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]

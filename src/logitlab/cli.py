@@ -9,7 +9,6 @@ a one-line ``logitlab: error: ...``, never a traceback, on bad input and on any 
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -24,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from logitlab import _config
 from logitlab._version import __version__
 
 __all__ = ["app", "main", "fail", "cli_errors", "error_line"]
@@ -74,7 +74,7 @@ def fail(msg: str) -> None:
 
 def _debug() -> bool:
     """``LOGITLAB_DEBUG`` set (and not ``0``): errors keep their traceback. Read at every call."""
-    return os.environ.get("LOGITLAB_DEBUG", "").strip() not in ("", "0")
+    return _config.debug()
 
 
 def _is_click_control(exc: BaseException) -> bool:

@@ -133,3 +133,33 @@ def test_perfect_predictions_give_positive_zero() -> None:
         entropy_stats(probs=p).mean,
     ):
         assert v == 0 and not np.signbit(v)
+
+
+@pytest.mark.parametrize(
+    "row, target",
+    [
+        ([0.0, -40.0, -41.0], 0),
+        ([3.0, -30.0, -28.5, 1.0], 0),
+        ([0.5, -33.0, -35.0], 1),
+        ([2.0, 1.0], 0),
+    ],
+)
+def test_brier_score_of_logits_does_not_cancel(row: list[float], target: int) -> None:
+    # softmax(x) - onehot cancels on a confident correct row: [0, -40, -41] gave 2.0e-35 for
+    # 5.4e-35. Reference: mpmath at 60 digits.
+    with mpmath.workdps(60):
+        e = [mpmath.exp(mpmath.mpf(v)) for v in row]
+        p = [v / mpmath.fsum(e) for v in e]
+        ref = float(mpmath.fsum((pc - (c == target)) ** 2 for c, pc in enumerate(p)))
+    got = brier_score(logits=np.array([row]), target=np.array([target]))
+    assert got == pytest.approx(ref, rel=1e-13)
+
+
+def test_binary_brier_score_of_logits_does_not_cancel() -> None:
+    # (sigmoid(40) - 1)^2 = sigmoid(-40)^2 = 1.8e-35, not 0
+    z = [40.0, -38.0, 0.25]
+    y = [1, 0, 1]
+    with mpmath.workdps(60):
+        terms = [(1 / (1 + mpmath.exp(-v)) - t) ** 2 for v, t in zip(z, y, strict=True)]
+        ref = float(mpmath.fsum(terms) / 3)
+    assert brier_score(logits=np.array(z), target=np.array(y)) == pytest.approx(ref, rel=1e-13)

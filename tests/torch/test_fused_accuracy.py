@@ -464,3 +464,16 @@ def test_native_large_vocabulary(layout, monkeypatch):
     per.backward()
     for n, r in enumerate(refs):
         _check_grad_fast(X.grad[n].numpy(), rows[n], r, one_pass=True)
+
+
+def test_a_shard_without_columns(world_of_one):
+    # vocab-parallel over more ranks than classes leaves a rank a shard of width 0: it owns no
+    # class and no target; its row pass must give the statistics of an empty row, not index it
+    from logitlab._rows.fused import ce_rows
+
+    z = torch.empty(3, 0, dtype=torch.float64)
+    t = torch.tensor([0, 1, -100])
+    r = ce_rows(z, t, grad_scale=torch.ones(3, dtype=torch.float64), group=world_of_one)
+    assert r.loss.tolist() == [math.inf, math.inf, 0.0]
+    assert r.lse.tolist() == [-math.inf] * 3
+    assert z.shape == (3, 0)

@@ -374,7 +374,9 @@ def _ce_rows_torch(z: torch.Tensor, job: _Job, group: Any = None, offset: int = 
         # exclude exactly one maximal entry: s = sum_{i != k} exp(-d_i), log1p(s) keeps tiny s
         w.scatter_(1, k, torch.where(own, torch.zeros_like(a), w.gather(1, k)))
     cols = [w.sum(1, keepdim=True)]
-    cols.append(torch.where(local, d.gather(1, t), torch.zeros_like(a)))
+    # a shard without columns (vocab-parallel over more ranks than classes) owns no target
+    zero = torch.zeros_like(a)
+    cols.append(torch.where(local, d.gather(1, t), zero) if v else zero)
     wrow = cw.to(z.dtype)[t + offset] if cw is not None else torch.ones_like(a)
     cols.append(torch.where(local, wrow, torch.zeros_like(a)))
     if stats:
@@ -423,7 +425,8 @@ def _ce_rows_torch(z: torch.Tensor, job: _Job, group: Any = None, offset: int = 
         if eps > 0:
             sm = es * (cw.to(z.dtype)[offset : offset + v].unsqueeze(0) if cw is not None else 1.0)
             z.sub_(torch.where(finite, g * sm, torch.zeros_like(z)))
-        z.scatter_add_(1, t, torch.where(local, -(g * (1 - eps) * wt), torch.zeros_like(a)))
+        if v:
+            z.scatter_add_(1, t, torch.where(local, -(g * (1 - eps) * wt), torch.zeros_like(a)))
         # The target is the row maximum: its entry holds (1 - eps) wt (p_t - 1), and
         # p_t - 1 = -s / (1 + s) exactly, where the subtraction above cancels to 0 on a confident
         # row ([0, -40]: -4.2e-18, not 0).
@@ -432,7 +435,8 @@ def _ce_rows_torch(z: torch.Tensor, job: _Job, group: Any = None, offset: int = 
         if eps > 0:
             cwt = cw.to(z.dtype)[t + offset] if cw is not None else 1.0
             exact = exact - g * es * cwt
-        z.scatter_(1, t, torch.where(tk, exact, z.gather(1, t)))
+        if v:
+            z.scatter_(1, t, torch.where(tk, exact, z.gather(1, t)))
         if temp != 1.0:
             z.div_(temp)
         if dcap is not None:

@@ -187,6 +187,19 @@ def _probs_of(a: np.ndarray, eps: float | None, *, logits: bool, fn: str) -> np.
     return a.astype(np.float64)
 
 
+def to_logits_and_labels(*, logits: Any, target: Any, fn: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(logits (N, C) float64, labels (N,) int64)``; ``(N,)`` binary logits become
+    the rows ``(0, z)``. The checks of :func:`to_probs_and_labels` with ``logits=``.
+    """
+    if target is None:
+        raise TypeError(f"{fn}() needs target= (integer class labels)")
+    a, eps = _to_numpy_2d(logits, "logits")
+    y, _ = _numpy_of(target, "target")
+    check_not_swapped(a, y, fn, "logits")
+    z = logit_matrix(a, eps, fn).astype(np.float64)
+    return z, _labels(y, z.shape[0], z.shape[1], "target")
+
+
 def to_probs_and_labels(
     *, probs: Any = None, logits: Any = None, target: Any, fn: str = "metric"
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from logitlab import _rows
 from logitlab._checks import scores_already_guarded
 from logitlab._config import validation
+from logitlab._json import Record
 from logitlab.losses import cross_entropy, entropy
+from logitlab.metrics._brier import brier_rows
 from logitlab.metrics._inputs import (
     _numpy_of,
     _to_numpy_2d,
@@ -32,6 +35,7 @@ from logitlab.metrics._inputs import (
     is_binary,
     logit_matrix,
     to_labels,
+    to_logits_and_labels,
     to_probs,
     to_probs_and_labels,
 )
@@ -184,6 +188,12 @@ def brier_score(probs: Any = None, target: Any = None, *, logits: Any = None) ->
         Brier 1950.
     """
     binary = is_binary(probs if logits is None else logits)
+    if logits is not None and probs is None:
+        # from the logits' decomposition, not from softmax(logits) - onehot, which cancels on a
+        # confident correct row ([0, -40, -41]: 2.0e-35 where the score is 5.4e-35)
+        z, y = to_logits_and_labels(logits=logits, target=target, fn="brier_score")
+        rows = brier_rows(np, _rows.block(np, z), y)
+        return float(np.mean(rows)) / (2.0 if binary else 1.0)
     p, y = to_probs_and_labels(probs=probs, logits=logits, target=target, fn="brier_score")
     return _brier(p, y, binary)
 
@@ -198,7 +208,7 @@ def _brier(p: np.ndarray, y: np.ndarray, binary: bool) -> float:
 
 
 @dataclass
-class BrierDecomposition:
+class BrierDecomposition(Record):
     r"""Murphy's decomposition, with Stephenson et al.'s two within-bin terms, summed over classes:
     :math:`\mathrm{BS} = \mathrm{REL} - \mathrm{RES} + \mathrm{UNC} + \mathrm{WBV} - \mathrm{WBC}`.
 
@@ -212,9 +222,6 @@ class BrierDecomposition:
     within_bin_variance: float
     within_bin_covariance: float
     n_bins: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def brier_decomposition(
@@ -286,16 +293,13 @@ def brier_decomposition(
 
 
 @dataclass
-class EntropyStats:
+class EntropyStats(Record):
     """Entropy of the predicted distributions in nats, and normalised by ``log C``."""
 
     mean: float
     min: float
     max: float
     mean_normalized: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def entropy_stats(probs: Any = None, *, logits: Any = None) -> EntropyStats:

@@ -66,6 +66,7 @@ from logitlab import _rows
 from logitlab._array import to_numpy, torch_view
 from logitlab._checks import check_probabilities, input_eps, warn_if_probabilities
 from logitlab._config import validation_enabled
+from logitlab.metrics._brier import brier_rows
 from logitlab.metrics._inputs import check_logit_rows
 from logitlab.metrics.calibration import BinTable, error_from_table, uniform_edges
 
@@ -115,9 +116,8 @@ def _block_stats(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     per row the confidence ``max p`` (float64) and correctness, from the row engine's
     :func:`~logitlab._rows.block`.
 
-    Brier as non-negative terms: ``1 - 2 p_t + sum p^2`` cancels to exactly 0 for a confident
-    correct row, whose score is ``~s^2`` (1e-25 for ``[0, -30, -30, -30]``). Correct rows:
-    ``(s^2 + see) / (1 + s)^2``; others ``((1 + s - e_t)^2 + 1 + see - e_t^2) / (1 + s)^2``.
+    Brier as non-negative terms (:func:`~logitlab.metrics._brier.brier_rows`): the textbook
+    ``1 - 2 p_t + sum p^2`` cancels to exactly 0 for a confident correct row.
     """
     xp = array_namespace(x)
     bl = _rows.block(xp, x)
@@ -127,12 +127,8 @@ def _block_stats(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     xt = _rows.gather(xp, x, y)
     nll = l1p - (xt - bl.a)  # a masked target class keeps its honest NLL, +inf
     ent = l1p - _rows.rowdot(xp, bl.w, bl.d) * inv
-    see = _rows.rowdot(xp, bl.w, bl.w)
     correct = bl.k == y
-    et = _rows.gather(xp, bl.w, y)  # 0 for a correct row (w_k is excluded)
-    gap = xp.where(correct, s, 1.0 + s - et)
-    rest = xp.where(correct, see, 1.0 + see - et * et)
-    brier = (gap * gap + rest) * inv * inv
+    brier = brier_rows(xp, bl, y)
     # classes with a larger logit than the target's (ties count in the target's favour)
     higher = _rows.rowsum(xp, xp.astype(x > xt[:, None], x.dtype))
     f64 = xp.float64

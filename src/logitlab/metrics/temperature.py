@@ -20,7 +20,7 @@ References:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from array_api_compat import array_namespace
 from logitlab import _rows
 from logitlab._array import as_arrays, to_numpy, torch_view
 from logitlab._checks import warn_if_probabilities
+from logitlab._json import Record
 from logitlab.metrics._inputs import check_logit_rows, to_labels, to_probs_and_labels
 
 __all__ = ["TemperatureResult", "fit_temperature", "nll_and_derivatives"]
@@ -37,7 +38,7 @@ _CHUNK_BYTES = 64 << 20
 
 
 @dataclass
-class TemperatureResult:
+class TemperatureResult(Record):
     """Fitted temperature with NLL and ECE (top-label, 15 equal-width bins) before and after."""
 
     temperature: float
@@ -47,9 +48,6 @@ class TemperatureResult:
     ece_after: float
     iterations: int
     converged: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _chunk_rows(n_classes: int) -> int:

@@ -135,25 +135,22 @@ def renderables(rep: LogitReport) -> list[Any]:
     from rich.table import Table
     from rich.text import Text
 
-    out: list[Any] = []
-    t = Table(title="logits", show_header=False)
-    t.add_column("quantity")
-    t.add_column("value", justify="right")
-    for k, v in summary_rows(rep):
-        t.add_row(k, v)
-    out.append(t)
+    def quantities(title: str, rows: list[tuple[str, str]]) -> Any:
+        t = Table(title=title, show_header=False)
+        t.add_column("quantity")
+        t.add_column("value", justify="right")
+        for k, v in rows:
+            t.add_row(k, v)
+        return t
+
+    out: list[Any] = [quantities("logits", summary_rows(rep))]
     t = Table(title="per dtype (fractions of finite rows)")
     for i, h in enumerate(_DTYPE_HEAD):
         t.add_column(h, justify="left" if i == 0 else "right")
     for row in _dtype_rows(rep):
         t.add_row(*row)
     out.append(t)
-    t = Table(title="saturation, conditioning, entropy, mixed precision", show_header=False)
-    t.add_column("quantity")
-    t.add_column("value", justify="right")
-    for k, v in _other_rows(rep):
-        t.add_row(k, v)
-    out.append(t)
+    out.append(quantities("saturation, conditioning, entropy, mixed precision", _other_rows(rep)))
     out.append(Text("loss-scale reasoning:", style="bold"))
     for line in rep.mixed_precision.reasoning:
         out.append(Text(f"  - {line}"))
