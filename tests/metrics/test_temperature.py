@@ -65,6 +65,18 @@ def test_separable_data_drives_temperature_down_and_stops() -> None:
 
 def test_bad_input() -> None:
     with pytest.raises(ValueError, match="shape"):
-        fit_temperature(np.zeros(3), np.zeros(3, dtype=int))
+        fit_temperature(np.zeros((3, 2, 2)), np.zeros(3, dtype=int))
     with pytest.raises(ValueError, match="not a class index"):
         fit_temperature(np.zeros((2, 2)), np.array([0, 5]))
+
+
+def test_binary_logits_are_the_rows_zero_z() -> None:
+    # (N,) logits of class 1, as every other metric takes them: softmax((0, z) / T) = sigmoid(z / T)
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=400) * 4
+    y = (rng.random(400) < 1 / (1 + np.exp(-z / 2.5))).astype(np.int64)
+    one = fit_temperature(z, y)
+    two = fit_temperature(np.stack([np.zeros_like(z), z], axis=1), y)
+    assert one.converged and one.temperature == two.temperature
+    assert one.nll_after == two.nll_after and one.ece_after == two.ece_after
+    assert 1.5 < one.temperature < 4.0

@@ -185,7 +185,8 @@ def fit_temperature(
     has infinite NLL at every temperature, which is an error.
 
     Args:
-        logits: shape ``(N, C)``: an array, tensor, or :class:`logitlab.io.ArraySource` (streamed).
+        logits: shape ``(N, C)``: an array, tensor, or :class:`logitlab.io.ArraySource`
+            (streamed); or ``(N,)`` binary logits of class 1 (the rows ``(0, z)``).
         target: integer labels, shape ``(N,)``.
         probs: probabilities ``(N, C)`` instead of ``logits`` (keyword only).
         max_iter: iteration limit (each iteration is one pass over the data).
@@ -227,7 +228,12 @@ def fit_temperature(
         logits = _log_probs(probs, target)
     elif not (hasattr(logits, "rows") and hasattr(logits, "shape")):  # not a streamed file
         xp, (arr,) = as_arrays(logits, names=["logits"])
-        if arr.ndim == 2:
+        if arr.ndim == 1:
+            # binary logits of class 1, as in the other metrics: the rows (0, z), whose softmax at
+            # T is sigmoid(z / T)
+            arr = xp.stack([xp.zeros_like(arr), arr], axis=1)
+            logits = arr
+        elif arr.ndim == 2:
             warn_if_probabilities(
                 xp, arr, 1, fn="fit_temperature", instead="fit_temperature(probs=...)"
             )

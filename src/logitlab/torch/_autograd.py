@@ -14,7 +14,8 @@ order of derivative is closed-form, exact and NaN-free on masked entries (torch'
 * softmax ``y``: ``y (g - sum(g y)) / T`` (its own output); log-softmax: ``(g - p sum(g)) / T``
 * ``d H / dx = -p (log p + H) = -p ((x - c) - sum(p (x - c)))`` (logits, ``c`` the row
   maximum: no cancellation between ``log p`` and ``H``), ``-(log p + 1)`` (probabilities)
-* ``d CE / dx = (p * sum(alpha) - alpha) / T`` (``alpha``: target weights, see losses.py);
+* ``d CE / dx = (p * sum(alpha) - alpha) / T`` (``alpha``: target weights, see
+  :mod:`logitlab._formulas.ce`);
   probability targets ``(1 - eps) w (-log p)``; class weights (see :func:`ce_grads`)
 * ``d BCE / dx = w ((1 - y) sigmoid(x) - w+ y sigmoid(-x))``,
   ``d BCE / dy = w (w+ softplus(-x) - softplus(x))``; sigmoid and softplus are Functions too,
