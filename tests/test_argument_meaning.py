@@ -357,3 +357,19 @@ def test_torch_kl_div_order_is_named() -> None:
     p = np.array([0.2, 0.8])
     with pytest.raises(ValueError, match=r"use p_logits=.*KL\(p \|\| q\)"):
         ll.kl_divergence(np.log(p), p)
+
+
+def test_cross_entropy_says_when_labels_and_logits_are_swapped() -> None:
+    # scikit-learn's log_loss takes y_true first; the message spoke of a probability target's shape
+    y = np.array([0, 2, 1])
+    z = np.random.default_rng(0).normal(size=(3, 4))
+    with pytest.raises(ValueError, match="look swapped"):
+        ll.cross_entropy(y, z)
+    with pytest.raises(ValueError, match="look swapped"):
+        ll.cross_entropy(y.astype(float), z)
+
+
+def test_a_single_distribution_is_not_called_row_empty_tuple() -> None:
+    with pytest.raises(ValueError, match=r"it sums to 2\.0") as e:
+        ll.entropy([1.0, 1.0])
+    assert "row ()" not in str(e.value)

@@ -316,3 +316,28 @@ def test_probability_zero_on_a_label_is_an_infinite_nll_and_said_so(tmp_path: Pa
     d = json.loads(r.stdout)
     assert d["metrics"]["nll"] == "inf" and d["metrics"]["perplexity"] == "inf"
     assert any("probability 0 to their label" in note for note in d["notes"])
+
+
+def test_evaluate_warns_when_the_logits_are_probabilities(tmp_path: Path) -> None:
+    # evaluate printed NLL 1.2886 for 0.9294 with no word when a file's logits were softmax output;
+    # report said so in its findings. Both now say it, evaluate on stderr and in its JSON.
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(500, 5)) * 2
+    y = rng.integers(0, 5, 500)
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    f = tmp_path / "probs_as_logits.npz"
+    np.savez(f, logits=p, labels=y)
+    for extra in ([], ["--json"]):
+        r = runner.invoke(app, ["evaluate", str(f), *extra])
+        assert r.exit_code == 0, r.output
+        assert "logitlab: warning:" in r.stderr and "--probs" in r.stderr
+    d = json.loads(r.stdout)
+    assert d["input_kind"] == "logits"
+    assert [x["code"] for x in d["findings"]][0] == "probabilities-as-logits"
+    assert "ok" not in [x["code"] for x in d["findings"]]
+    r = runner.invoke(app, ["evaluate", str(f), "--probs", "--json"])
+    assert r.exit_code == 0 and "warning" not in r.stderr
+    assert json.loads(r.stdout)["metrics"]["nll"] == pytest.approx(
+        float(np.mean(-np.log(p[np.arange(500), y]))), rel=1e-9
+    )

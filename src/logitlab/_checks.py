@@ -385,9 +385,10 @@ def check_probabilities(
                     " (that is float32 rounding: if they were computed in float32, pass them as "
                     "float32 and the tolerance follows)"
                 )
+            where = f"row {i} sums" if i != () else "it sums"  # () : a single distribution
             raise ValueError(
                 f"{name} must sum to 1 along axis {axis} (tolerance {tol:.2g}); "
-                f"row {i} sums to {got!r}{hint}"
+                f"{where} to {got!r}{hint}"
             )
 
 

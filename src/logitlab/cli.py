@@ -167,6 +167,7 @@ if typer is not None:
             callback=_version_callback,
             is_eager=True,
             help="Print the version and the native backend in use, and exit.",
+            metavar="",
         ),
     ) -> None:
         """logitlab: the numbers every classifier and language model lives on."""
@@ -214,8 +215,12 @@ if typer is not None:
         ),
         labels: Path | None = typer.Option(None, "--labels", help="Labels file (for .npy scores)."),
         out: Path = typer.Option(Path("logitlab-report"), "--out", help="Output directory."),
-        probs: bool = typer.Option(False, "--probs", help="Scores are probabilities, not logits."),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout only."),
+        probs: bool = typer.Option(
+            False, "--probs", help="Scores are probabilities, not logits.", metavar=""
+        ),
+        json_out: bool = typer.Option(
+            False, "--json", help="Print JSON on stdout only.", metavar=""
+        ),
     ) -> None:
         """Metrics, calibration, temperature scaling and numerical health: terminal, JSON, HTML."""
         from logitlab.io import write_files
@@ -238,8 +243,12 @@ if typer is not None:
     def evaluate(
         file: Path | None = typer.Argument(None, help="Predictions file (omit: bundled sample)."),
         labels: Path | None = typer.Option(None, "--labels", help="Labels file (for .npy scores)."),
-        probs: bool = typer.Option(False, "--probs", help="Scores are probabilities, not logits."),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout only."),
+        probs: bool = typer.Option(
+            False, "--probs", help="Scores are probabilities, not logits.", metavar=""
+        ),
+        json_out: bool = typer.Option(
+            False, "--json", help="Print JSON on stdout only.", metavar=""
+        ),
     ) -> None:
         """Print the metrics only (no temperature fit, no files written)."""
         from logitlab.report import to_json
@@ -247,23 +256,16 @@ if typer is not None:
 
         with cli_errors():
             rep = _evaluate(file, labels, probs, json_out, False)
+        # the metrics are wrong when the scores were probabilities read as logits: say so on
+        # stderr whatever the output format (report puts the same finding in its files)
+        for f in rep.findings:
+            if f.get("code") == "probabilities-as-logits":
+                print(f"logitlab: warning: {f['message']}", file=sys.stderr)
         if json_out:
             d = rep.to_dict()
-            print(
-                to_json(
-                    {
-                        k: d[k]
-                        for k in (
-                            "source",
-                            "n",
-                            "n_classes",
-                            "metrics",
-                            "calibration",
-                            "brier_decomposition",
-                        )
-                    }
-                )
-            )
+            keys = ("source", "n", "n_classes", "input_kind", "metrics", "calibration")
+            out = {k: d[k] for k in (*keys, "brier_decomposition", "findings", "notes")}
+            print(to_json(out))
             return
         from rich.console import Console
         from rich.table import Table
@@ -284,8 +286,10 @@ if typer is not None:
         context: int = typer.Option(1024, "--context", min=2),
         stride: int = typer.Option(512, "--stride", min=1),
         batch_size: int = typer.Option(4, "--batch-size", min=1),
-        bos: bool = typer.Option(False, "--bos", help="Prefix each document with BOS."),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout only."),
+        bos: bool = typer.Option(False, "--bos", help="Prefix each document with BOS.", metavar=""),
+        json_out: bool = typer.Option(
+            False, "--json", help="Print JSON on stdout only.", metavar=""
+        ),
     ) -> None:
         """Sliding-window perplexity, bits per byte and word perplexity of a local causal LM."""
         from logitlab.metrics.lm import lm_perplexity, load_local_model
@@ -336,7 +340,9 @@ if typer is not None:
         target_key: str | None = typer.Option(
             None, "--target-key", help="Integer targets in the same container (optional)."
         ),
-        json_out: bool = typer.Option(False, "--json", help="JSON report on stdout, nothing else."),
+        json_out: bool = typer.Option(
+            False, "--json", help="JSON report on stdout, nothing else.", metavar=""
+        ),
         html: str | None = typer.Option(None, "--html", help="Also write an HTML report here."),
     ) -> None:
         """Diagnose logits: float16/bfloat16 overflow, saturation, loss scale, conditioning.
@@ -373,7 +379,9 @@ if typer is not None:
         d: int = typer.Option(512, "--d", min=1, help="Hidden size."),
         v: int = typer.Option(32000, "--v", min=2, help="Vocabulary size."),
         repeats: int = typer.Option(3, "--repeats", min=1, help="Interleaved timing rounds."),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON rows on stdout only."),
+        json_out: bool = typer.Option(
+            False, "--json", help="Print JSON rows on stdout only.", metavar=""
+        ),
     ) -> None:
         """Linear cross-entropy fwd+bwd: naive, PyTorch's variants and logitlab, side by side,
         with the GEMM floor and peak extra memory (each variant in its own process, timed in

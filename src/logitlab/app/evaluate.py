@@ -220,6 +220,9 @@ def evaluate_predictions(
             )
     findings = health_findings(_as_logits(scores_read, probs), labels) if keep else []
     if all_rows_probabilities:
+        # diagnose's "ok" (no numerical risk in these numbers as logits) would read as a verdict
+        # on the report beside this one
+        findings = [f for f in findings if f.get("code") != "ok"]
         findings.insert(
             0,
             {

@@ -200,7 +200,10 @@ def load_predictions(
     scores = open_array(p, scores_key)
     if labels is None:
         if _suffix(p) == ".npy":
-            raise LoadError(f"{p}: a .npy file holds only the scores; pass the labels file too")
+            raise LoadError(
+                f"{p}: a .npy file holds only the scores; pass the labels file too "
+                "(labels=..., or --labels FILE on the command line)"
+            )
         lk = labels_key
         if lk is None:
             keys = list_keys(p)

@@ -56,12 +56,21 @@ def prepare_ce(
     if not is_floating(xp, x) and not is_integral(xp, x):
         raise TypeError(f"{name} must be real numbers, got dtype {x.dtype}")
     out_dtype = result_dtype(xp, x)
+    whole = is_integral(xp, x)
     x = to_float(xp, x, name)
     ax = normalize_axis(axis, x.ndim)
     n_classes = x.shape[ax]
     x = move_last(xp, x, ax)
     soft = is_floating(xp, t)
     if soft:
+        if x.ndim == 1 and t.ndim == 2 and (whole or bool(xp.all(x == xp.round(x)))):
+            # cross_entropy(labels, logits): the order of scikit-learn's log_loss(y_true, ...)
+            raise ValueError(
+                f"cross_entropy({name}, target): the arguments look swapped: {name} holds only "
+                f"whole numbers, shape {tuple(x.shape)}, while target holds scores, shape "
+                f"{tuple(t.shape)}. logitlab takes the scores first, like torch: "
+                f"cross_entropy({name}, target)"
+            )
         if t.ndim != x.ndim:
             raise ValueError(
                 f"probability target must have the {name}' shape {move_back(x, ax)}, "
