@@ -16,10 +16,8 @@ Run: ``python benchmarks/grad_accuracy.py`` (about a minute).
 from __future__ import annotations
 
 import math
-import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +29,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests import reference as R  # noqa: E402
 from tests import reference_grad as RG  # noqa: E402
+from tests.reference_grad import torch_orders as _orders  # noqa: E402
 
 import logitlab as ll  # noqa: E402
 import logitlab.torch as lt  # noqa: E402
+from logitlab import _config  # noqa: E402
 from logitlab._rows.fused import native_available  # noqa: E402
 
 NEG = -math.inf
@@ -80,31 +80,6 @@ def _vec(n: int, seed: int) -> list[float]:
 
 def _rounded(v: list[float], dt: torch.dtype) -> list[float]:
     return [float(a) for a in torch.tensor(v, dtype=torch.float64).to(dt)]
-
-
-@contextmanager
-def _native(on: bool) -> Iterator[None]:
-    old = os.environ.get("LOGITLAB_NATIVE")
-    os.environ["LOGITLAB_NATIVE"] = "1" if on else "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["LOGITLAB_NATIVE"]
-        else:
-            os.environ["LOGITLAB_NATIVE"] = old
-
-
-def _orders(
-    f: Callable[[Any], Any], x0: list[float], v: list[float], dt: torch.dtype
-) -> tuple[list[float], list[float]]:
-    """(first-order gradient of the scalar f at x0, Hessian @ v via create_graph)."""
-    x = torch.tensor(x0, dtype=dt, requires_grad=True)
-    (g1,) = torch.autograd.grad(f(x), x)
-    x = torch.tensor(x0, dtype=dt, requires_grad=True)
-    (g,) = torch.autograd.grad(f(x), x, create_graph=True)
-    (hv,) = torch.autograd.grad((g * torch.tensor(v, dtype=dt)).sum(), x)
-    return g1.tolist(), hv.tolist()
 
 
 def _argmax(r: list[float]) -> int:
@@ -313,7 +288,7 @@ def table() -> list[str]:
     for fn, fam, m, rows in _fused_rows():
         res = []
         for native, dt in ((True, torch.float32), (False, torch.float32), (False, torch.float64)):
-            with _native(native):
+            with _config.override(native="best" if native else None):
                 res.append(_worst(m, rows, dt))
         for order in (0, 1):
             cells = " | ".join(_fmt(r[order]) for r in res)

@@ -11,6 +11,7 @@ are 0.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import mpmath
 from tests import reference as R
@@ -138,3 +139,17 @@ def bce_logits(x: float, y: float, pos_weight: float = 1.0) -> tuple[mpmath.mpf,
     s = 1 / (1 + mpmath.exp(-xm))
     sm = 1 / (1 + mpmath.exp(xm))
     return (1 - ym) * s - wm * ym * sm, ((1 - ym) + wm * ym) * s * sm
+
+
+def torch_orders(f: Any, x0: Sequence[float], v: Sequence[float], dt: Any) -> tuple[Any, Any]:
+    """The quantities under test, as torch computes them: the first-order gradient of the scalar
+    ``f`` at ``x0`` (a plain ``backward``) and the Hessian-vector product ``H v`` (through
+    ``create_graph=True``), as lists; compare them with the mpmath functions above."""
+    import torch
+
+    x = torch.tensor(x0, dtype=dt, requires_grad=True)
+    (g1,) = torch.autograd.grad(f(x), x)
+    x = torch.tensor(x0, dtype=dt, requires_grad=True)
+    (g,) = torch.autograd.grad(f(x), x, create_graph=True)
+    (hv,) = torch.autograd.grad((g * torch.tensor(v, dtype=dt)).sum(), x)
+    return g1.tolist(), hv.tolist()

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from tests import reference as R
 from tests import reference_grad as RG
+from tests.reference_grad import torch_orders as _orders
 
 import logitlab as ll
 
@@ -137,15 +138,6 @@ DTYPES = {"f64": torch.float64, "f32": torch.float32}
 
 def _rounded(v: list[float], dt: Any) -> list[float]:
     return [float(a) for a in torch.tensor(v, dtype=torch.float64).to(dt)]
-
-
-def _orders(f: Callable[[Any], Any], x0: list[float], v: list[float], dt: Any) -> tuple[Any, Any]:
-    x = torch.tensor(x0, dtype=dt, requires_grad=True)
-    (g1,) = torch.autograd.grad(f(x), x)
-    x = torch.tensor(x0, dtype=dt, requires_grad=True)
-    (g,) = torch.autograd.grad(f(x), x, create_graph=True)
-    (hv,) = torch.autograd.grad((g * torch.tensor(v, dtype=dt)).sum(), x)
-    return g1.tolist(), hv.tolist()
 
 
 def _ulps(got: list[float], exact: list[Any], dt: Any) -> float:

@@ -76,7 +76,7 @@ def backend(x: Array, axis: int, temperature: float = 1.0) -> Backend:
         return "native"
     # the chunked loop compensates the rounding of a - x but not that of (a - x) / T; a division
     # by a power of two is exact, any other temperature takes the compensated array-API form
-    return "chunked" if math.frexp(temperature)[0] == 0.5 else "xp"
+    return "chunked" if decompose.exact_division(temperature) else "xp"
 
 
 def _rows2d(x: Array) -> Array:
