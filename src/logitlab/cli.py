@@ -151,6 +151,12 @@ def _version_callback(value: bool) -> None:
 
 
 if typer is not None:
+
+    def _flag(name: str, help: str) -> Any:
+        """An option that takes no value (typer draws a bool option as ``--x <bool>`` unless its
+        metavar is empty, and ``--x true`` is then refused as an extra argument)."""
+        return typer.Option(False, name, help=help, metavar="")
+
     app = typer.Typer(
         name="logitlab",
         help="Exact softmax/cross-entropy numerics, diagnostics and calibration reports.",
@@ -215,12 +221,8 @@ if typer is not None:
         ),
         labels: Path | None = typer.Option(None, "--labels", help="Labels file (for .npy scores)."),
         out: Path = typer.Option(Path("logitlab-report"), "--out", help="Output directory."),
-        probs: bool = typer.Option(
-            False, "--probs", help="Scores are probabilities, not logits.", metavar=""
-        ),
-        json_out: bool = typer.Option(
-            False, "--json", help="Print JSON on stdout only.", metavar=""
-        ),
+        probs: bool = _flag("--probs", "Scores are probabilities, not logits."),
+        json_out: bool = _flag("--json", "Print JSON on stdout only."),
     ) -> None:
         """Metrics, calibration, temperature scaling and numerical health: terminal, JSON, HTML."""
         from logitlab.io import write_files
@@ -243,12 +245,8 @@ if typer is not None:
     def evaluate(
         file: Path | None = typer.Argument(None, help="Predictions file (omit: bundled sample)."),
         labels: Path | None = typer.Option(None, "--labels", help="Labels file (for .npy scores)."),
-        probs: bool = typer.Option(
-            False, "--probs", help="Scores are probabilities, not logits.", metavar=""
-        ),
-        json_out: bool = typer.Option(
-            False, "--json", help="Print JSON on stdout only.", metavar=""
-        ),
+        probs: bool = _flag("--probs", "Scores are probabilities, not logits."),
+        json_out: bool = _flag("--json", "Print JSON on stdout only."),
     ) -> None:
         """Print the metrics only (no temperature fit, no files written)."""
         from logitlab.report import to_json
@@ -286,10 +284,8 @@ if typer is not None:
         context: int = typer.Option(1024, "--context", min=2),
         stride: int = typer.Option(512, "--stride", min=1),
         batch_size: int = typer.Option(4, "--batch-size", min=1),
-        bos: bool = typer.Option(False, "--bos", help="Prefix each document with BOS.", metavar=""),
-        json_out: bool = typer.Option(
-            False, "--json", help="Print JSON on stdout only.", metavar=""
-        ),
+        bos: bool = _flag("--bos", "Prefix each document with BOS."),
+        json_out: bool = _flag("--json", "Print JSON on stdout only."),
     ) -> None:
         """Sliding-window perplexity, bits per byte and word perplexity of a local causal LM."""
         from logitlab.metrics.lm import lm_perplexity, load_local_model
@@ -340,9 +336,7 @@ if typer is not None:
         target_key: str | None = typer.Option(
             None, "--target-key", help="Integer targets in the same container (optional)."
         ),
-        json_out: bool = typer.Option(
-            False, "--json", help="JSON report on stdout, nothing else.", metavar=""
-        ),
+        json_out: bool = _flag("--json", "JSON report on stdout, nothing else."),
         html: str | None = typer.Option(None, "--html", help="Also write an HTML report here."),
     ) -> None:
         """Diagnose logits: float16/bfloat16 overflow, saturation, loss scale, conditioning.
@@ -379,9 +373,7 @@ if typer is not None:
         d: int = typer.Option(512, "--d", min=1, help="Hidden size."),
         v: int = typer.Option(32000, "--v", min=2, help="Vocabulary size."),
         repeats: int = typer.Option(3, "--repeats", min=1, help="Interleaved timing rounds."),
-        json_out: bool = typer.Option(
-            False, "--json", help="Print JSON rows on stdout only.", metavar=""
-        ),
+        json_out: bool = _flag("--json", "Print JSON rows on stdout only."),
     ) -> None:
         """Linear cross-entropy fwd+bwd: naive, PyTorch's variants and logitlab, side by side,
         with the GEMM floor and peak extra memory (each variant in its own process, timed in

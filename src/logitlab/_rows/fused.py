@@ -378,7 +378,7 @@ def _ce_rows_torch(z: torch.Tensor, job: _Job, group: Any = None, offset: int = 
     zero = torch.zeros_like(a)
     cols.append(torch.where(local, d.gather(1, t), zero) if v else zero)
     wrow = cw.to(z.dtype)[t + offset] if cw is not None else torch.ones_like(a)
-    cols.append(torch.where(local, wrow, torch.zeros_like(a)))
+    cols.append(torch.where(local, wrow, zero))
     if stats:
         cols.append(torch.where(finite, w * d, torch.zeros_like(w)).sum(1, keepdim=True))
     if eps > 0:
