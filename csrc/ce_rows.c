@@ -60,6 +60,92 @@ typedef struct {
     int64_t class_offset;  /* global index of column 0 (vocab-parallel shards) */
 } ce_params;
 
+/* The row sums of pass B (in double: the blocks' float32 lane sums added in a fixed order). */
+typedef struct {
+    v8d S; /* sum_{i != k} exp(-d_i) */
+    v8d E; /* sum_i exp(-d_i) d_i (entropy) */
+    v8d F; /* sum_i w_i d_i over finite z (smoothing) */
+    v8d C; /* sum_i w_i over finite z (smoothing) */
+} row_sums;
+
+/* Pass B of one_row. `form` is a literal at every call, so each form compiles to a loop of its
+ * own (GCC's unswitching gives up on a body this size and tests it per vector):
+ * 0 cheap exp(-d); 1 TwoSum-compensated (T = 1); 2 as 1 with the subnormal-range exp; 3 d
+ * formed in double (T != 1) with its remainder put back and the subnormal-range exp. */
+static inline __attribute__((always_inline)) row_sums pass_b(
+    float *x, const ce_params *P, const float *cw, float a, int64_t k, int keep_w,
+    const int form) {
+    const int64_t V = P->V;
+    const float it = P->inv_temp, cap = P->softcap;
+    const double td = P->temp;
+    const int transform = cap > 0.0f;
+    const v8f va = splat(a), vit = splat(it);
+    const int smooth = P->eps > 0.0f;
+    const int64_t kb = k / VL * VL;
+    v8i klane = splati(0);
+    klane[k - kb] = -1;
+    row_sums R = {{0}, {0}, {0}, {0}};
+    for (int64_t ib = 0; ib < V; ib += RB) {
+        const int64_t ie = ib + RB < V ? ib + RB : V;
+        v8f s0 = splat(0), e0 = splat(0), f0 = splat(0), c0 = splat(0);
+        for (int64_t i = ib; i < ie; i += VL) {
+            int64_t len = V - i < VL ? V - i : VL;
+            /* Pass B is bound by the exp, not by memory: fetch the next row (one request per
+             * 64-byte line; prefetches never fault past the end) so that its pass A reads
+             * cache instead of memory. benchmarks/ab_ce_kernel.py, without vs with: read-only
+             * rows 0.942, loss + gradient rows 0.902 (32000 classes) and 0.909 (128256). */
+            if ((i & 15) == 0) __builtin_prefetch(x + P->ld + i);
+            v8f z0 = ldz(x + i, len, cap, transform);
+            v8f d0, w0;
+            if (form == 1 || form == 2) {
+                /* d = a - z rounds; TwoSum keeps its error r: exp(-d) = exp(-fl(d)) (1 - r) */
+                d0 = va - z0;
+                const v8f bp = d0 - va;
+                v8f r = (va - (d0 - bp)) + (-z0 - bp);
+                r = (v8f)((v8i)r & (v8i)(z0 > splat(-INFINITY)));
+                w0 = (form == 2 ? vexp_neg_sub(-d0) : vexp_nonan(-d0)) * (splat(1.0f) - r);
+            } else if (form == 3) {
+                /* d = (a - z) / T in double (a - z exact there), rounded to float; the
+                 * remainder r = d - fl(d) goes back in the same way */
+                const v8d dd = (__builtin_convertvector(va, v8d) -
+                                __builtin_convertvector(z0, v8d)) / td;
+                d0 = __builtin_convertvector(dd, v8f);
+                v8f r = __builtin_convertvector(dd - __builtin_convertvector(d0, v8d), v8f);
+                r = (v8f)((v8i)r & (v8i)(z0 > splat(-INFINITY)));
+                w0 = vexp_neg_sub(-d0) * (splat(1.0f) - r);
+            } else {
+                d0 = (va - z0) * vit;
+                w0 = vexp_nonan(-d0);
+            }
+            if (keep_w) {
+                if (len == VL) storeu(x + i, w0);
+                else for (int64_t q = 0; q < len; q++) x[i + q] = w0[q];
+            }
+            /* d = +inf where z = -inf: select 0 instead of 0 * inf */
+            v8i fin0 = (v8i)(z0 > splat(-INFINITY));
+            if (i == kb) fin0 &= ~klane, w0 = (v8f)((v8i)w0 & ~klane);
+            s0 += w0;
+            e0 += (v8f)((v8i)(w0 * d0) & fin0);
+            if (smooth) {
+                v8f dd0 = (v8f)((v8i)d0 & fin0);
+                v8f one0 = (v8f)((v8i)splat(1.0f) & fin0);
+                if (cw) {
+                    v8f cw0 = len == VL ? loadu(cw + i) : load_tail(cw + i, len, 0.0f);
+                    dd0 *= cw0;
+                    one0 *= cw0;
+                }
+                f0 += dd0;
+                c0 += one0;
+            }
+        }
+        R.S += __builtin_convertvector(s0, v8d);
+        R.E += __builtin_convertvector(e0, v8d);
+        R.F += __builtin_convertvector(f0, v8d);
+        R.C += __builtin_convertvector(c0, v8d);
+    }
+    return R;
+}
+
 static inline __attribute__((always_inline)) void one_row(
     float *x, const ce_params *P, int64_t t, const float *cw, float gs, int want_grad,
     float *loss, float *lse_out, float *ent_out, int64_t *amax_out) {
@@ -68,22 +154,16 @@ static inline __attribute__((always_inline)) void one_row(
     const float it = P->inv_temp, cap = P->softcap;
     const double td = P->temp;
     const int transform = cap > 0.0f;
-    /* pass A: max and first argmax of z = softcap(x), and the runner-up of each lane (v2: the
-     * largest value each lane saw besides its maximum) */
-    v8f vmax = splat(-INFINITY), v2 = splat(-INFINITY);
+    /* pass A: max and first argmax of z = softcap(x) */
+    v8f vmax = splat(-INFINITY);
     for (int64_t i = 0; i < nv; i += VL) {
         v8f z = tf(loadu(x + i), cap, transform);
         v8i gt = (v8i)(z > vmax) | (v8i)(z != z);
-        v8f lo = (v8f)(((v8i)vmax & gt) | ((v8i)z & ~gt));
-        v8i up = (v8i)(lo > v2);
-        v2 = (v8f)(((v8i)lo & up) | ((v8i)v2 & ~up));
         vmax = (v8f)(((v8i)z & gt) | ((v8i)vmax & ~gt));
     }
     for (int64_t i = nv; i < V; i++) {
         float z = tfs(x[i], cap, transform);
-        float lo = z;
-        if (z > vmax[0] || z != z) lo = vmax[0], vmax[0] = z;
-        if (lo > v2[0]) v2[0] = lo;
+        if (z > vmax[0] || z != z) vmax[0] = z;
     }
     float a = -INFINITY;
     int has_nan = 0, ja = -1;
@@ -91,10 +171,13 @@ static inline __attribute__((always_inline)) void one_row(
         if (vmax[j] != vmax[j]) has_nan = 1;
         else if (vmax[j] > a) a = vmax[j], ja = j;
     }
-    /* the row's second largest value (a again on a tie) */
+    /* A lower bound of the row's second largest value: the largest maximum of the other lanes
+     * (the runner-up may share the maximum's lane). The gap a - second it gives is never
+     * smaller than the true one, so every confident row below is found; a row it wrongly takes
+     * for confident only pays for the compensated form, which is exact on every row. Tracking
+     * the true runner-up cost pass A three more operations per vector, on every row. */
     float second = -INFINITY;
     for (int j = 0; j < VL; j++) {
-        if (v2[j] > second) second = v2[j];
         if (j != ja && vmax[j] > second) second = vmax[j];
     }
     /* first index of the maximum: whole vectors are compared until one holds it */
@@ -146,70 +229,14 @@ static inline __attribute__((always_inline)) void one_row(
         want_grad && !ignored && gs != 0.0f && !transform && it == 1.0f && P->eps <= 0.0f;
     /* pass B. The first maximal entry is left out of s (it contributes exactly 1, which float32
      * lanes would otherwise absorb the small terms into) by zeroing its lane. */
-    const v8f va = splat(a), vit = splat(it);
     const int smooth = P->eps > 0.0f;
-    const int64_t kb = k / VL * VL;
-    v8i klane = splati(0);
-    klane[k - kb] = -1;
-    v8d S = {0}, E = {0}, Fs = {0}, Cs = {0};
-    for (int64_t ib = 0; ib < V; ib += RB) {
-        const int64_t ie = ib + RB < V ? ib + RB : V;
-        v8f s0 = splat(0), e0 = splat(0), f0 = splat(0), c0 = splat(0);
-        for (int64_t i = ib; i < ie; i += VL) {
-            int64_t len = V - i < VL ? V - i : VL;
-            /* Pass B is bound by the exp, not by memory: fetch the next row (one request per
-             * 64-byte line; prefetches never fault past the end) so that its pass A reads
-             * cache instead of memory. benchmarks/ab_ce_kernel.py, without vs with: read-only
-             * rows 0.942, loss + gradient rows 0.902 (32000 classes) and 0.909 (128256). */
-            if ((i & 15) == 0) __builtin_prefetch(x + P->ld + i);
-            v8f z0 = ldz(x + i, len, cap, transform);
-            v8f d0, w0;
-            if (near && it == 1.0f) {
-                /* d = a - z rounds; TwoSum keeps its error r: exp(-d) = exp(-fl(d)) (1 - r) */
-                d0 = va - z0;
-                const v8f bp = d0 - va;
-                v8f r = (va - (d0 - bp)) + (-z0 - bp);
-                r = (v8f)((v8i)r & (v8i)(z0 > splat(-INFINITY)));
-                w0 = (sub ? vexp_neg_sub(-d0) : vexp_nonan(-d0)) * (splat(1.0f) - r);
-            } else if (near) {
-                /* d = (a - z) / T in double (a - z exact there), rounded to float; the
-                 * remainder r = d - fl(d) goes back in the same way */
-                const v8d dd = (__builtin_convertvector(va, v8d) -
-                                __builtin_convertvector(z0, v8d)) / td;
-                d0 = __builtin_convertvector(dd, v8f);
-                v8f r = __builtin_convertvector(dd - __builtin_convertvector(d0, v8d), v8f);
-                r = (v8f)((v8i)r & (v8i)(z0 > splat(-INFINITY)));
-                w0 = vexp_neg_sub(-d0) * (splat(1.0f) - r);
-            } else {
-                d0 = (va - z0) * vit;
-                w0 = vexp_nonan(-d0);
-            }
-            if (keep_w) {
-                if (len == VL) storeu(x + i, w0);
-                else for (int64_t q = 0; q < len; q++) x[i + q] = w0[q];
-            }
-            /* d = +inf where z = -inf: select 0 instead of 0 * inf */
-            v8i fin0 = (v8i)(z0 > splat(-INFINITY));
-            if (i == kb) fin0 &= ~klane, w0 = (v8f)((v8i)w0 & ~klane);
-            s0 += w0;
-            e0 += (v8f)((v8i)(w0 * d0) & fin0);
-            if (smooth) {
-                v8f dd0 = (v8f)((v8i)d0 & fin0);
-                v8f one0 = (v8f)((v8i)splat(1.0f) & fin0);
-                if (cw) {
-                    v8f cw0 = len == VL ? loadu(cw + i) : load_tail(cw + i, len, 0.0f);
-                    dd0 *= cw0;
-                    one0 *= cw0;
-                }
-                f0 += dd0;
-                c0 += one0;
-            }
-        }
-        S += __builtin_convertvector(s0, v8d);
-        E += __builtin_convertvector(e0, v8d);
-        Fs += __builtin_convertvector(f0, v8d);
-        Cs += __builtin_convertvector(c0, v8d);
-    }
+    row_sums R;
+    if (!near) R = pass_b(x, P, cw, a, k, keep_w, 0);
+    else if (it != 1.0f) R = pass_b(x, P, cw, a, k, keep_w, 3);
+    else if (sub) R = pass_b(x, P, cw, a, k, keep_w, 2);
+    else R = pass_b(x, P, cw, a, k, keep_w, 1);
+    const v8d S = R.S, E = R.E, Fs = R.F, Cs = R.C;
+    const v8f va = splat(a), vit = splat(it);
     /* the max entry itself: d = 0, contributes 0 to the entropy and smoothing distance sums */
     const float s = dsum(S);
     const float l1 = log1pf(s);

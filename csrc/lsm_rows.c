@@ -11,19 +11,22 @@
  */
 #include "logitlab.h"
 
-static int lsm_row(const float *x, float *out, int64_t V, int mode) {
+static int lsm_row(const float *x, float *out, int64_t V, int64_t ld_in, int mode) {
     const int64_t nv = V / VL * VL;
     v8f vmax = splat(-INFINITY);
-    int nan = 0;
+    v8i vnan = splati(0);
     for (int64_t i = 0; i < nv; i += VL) {
         v8f z = loadu(x + i);
         v8i gt = (v8i)(z > vmax);
         vmax = (v8f)(((v8i)z & gt) | ((v8i)vmax & ~gt));
-        v8i isn = (v8i)(z != z);
-        for (int j = 0; j < VL; j++) nan |= isn[j];
+        vnan |= (v8i)(z != z);
     }
     float a = -INFINITY;
-    for (int j = 0; j < VL; j++) if (vmax[j] > a) a = vmax[j];
+    int nan = 0;
+    for (int j = 0; j < VL; j++) {
+        nan |= vnan[j];
+        if (vmax[j] > a) a = vmax[j];
+    }
     for (int64_t i = nv; i < V; i++) {
         if (x[i] != x[i]) nan = 1;
         if (x[i] > a) a = x[i];
@@ -35,13 +38,15 @@ static int lsm_row(const float *x, float *out, int64_t V, int mode) {
     v8d acc = {0, 0, 0, 0, 0, 0, 0, 0};
     for (int64_t i = 0; i < V; i += VL) {
         int64_t len = V - i < VL ? V - i : VL;
+        /* pass B is bound by the exp: fetch the next row for its pass A (as in ce_rows.c) */
+        if ((i & 15) == 0) __builtin_prefetch(x + ld_in + i);
         v8f z = len == VL ? loadu(x + i) : load_tail(x + i, len, -INFINITY);
         v8f d = va - z;
         v8f bp = d - va;
         v8f ap = d - bp;
         v8f e = (va - ap) + (-z - bp);
         v8i fin = (v8i)(z > splat(-INFINITY));
-        v8f w = vexp_neg(-d) * (splat(1.0f) - (v8f)((v8i)e & fin));
+        v8f w = vexp_nonan(-d) * (splat(1.0f) - (v8f)((v8i)e & fin));
         w = (v8f)((v8i)w & fin);
         if (k >= i && k < i + VL) w[k - i] = 0.0f;
         acc += __builtin_convertvector(w, v8d);
@@ -64,6 +69,6 @@ static int lsm_row(const float *x, float *out, int64_t V, int mode) {
 void logitlab_lsm_rows(const float *x, float *out, int32_t *flag, int64_t n, int64_t V,
                        int64_t ld_in, int64_t ld_out, int mode) {
     for (int64_t r = 0; r < n; r++) {
-        flag[r] = lsm_row(x + r * ld_in, mode == 1 ? out + r : out + r * ld_out, V, mode);
+        flag[r] = lsm_row(x + r * ld_in, mode == 1 ? out + r : out + r * ld_out, V, ld_in, mode);
     }
 }
