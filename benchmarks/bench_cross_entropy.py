@@ -56,6 +56,7 @@ def run(
     repeats: int = 3,
     before: str | None = None,
     pause_s: float = 0.25,
+    control: bool = False,
 ) -> tuple[list[dict[str, Any]], str]:
     """Rows (``shape``, ``variant``, ``time_s``, ``best_s``, ``speedup``, ``vs_before``,
     ``extra_mb``) and their table."""
@@ -63,7 +64,8 @@ def run(
 
     vs = [Variant(name, {"impl": name}) for name in variants]
     if before:
-        vs = with_before(vs, before, [name for name in variants if name != "torch"])
+        names = [name for name in variants if name != "torch"]
+        vs = with_before(vs, before, names, control=control)
     cases = [Case(f"{n}x{v}", setup, vs, dict(n=n, v=v)) for n, v in shapes]
     rows = []
     for res in run_cases(cases, repeats, pause_s=pause_s):
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     shapes = [tuple(s) for s in a.shape] if a.shape else [(8192, 32000)]
     if a.quick:
         shapes = [(64, 1000)]
-    print(run(shapes, repeats=a.repeats, before=a.before, pause_s=0 if a.quick else 0.25)[1])
+    pause = 0 if a.quick else 0.25
+    print(run(shapes, repeats=a.repeats, before=a.before, pause_s=pause, control=a.control)[1])
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     names = {"np.add.reduce": "sum", "np.max": "max", "diagnose_file": "diagnose"}
     vs = [Variant(name, {"impl": impl}) for name, impl in names.items()]
     if a.before:
-        vs = with_before(vs, a.before, ["diagnose_file"])
+        vs = with_before(vs, a.before, ["diagnose_file"], control=a.control)
 
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         path = Path(tmp) / "logits.npy"
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     n, d = (64, 16) if a.quick else (4096, 512)
     vs = [Variant("plain", {"impl": "plain"}), Variant("monitor", {"impl": "monitor"})]
     if a.before:
-        vs = with_before(vs, a.before, ["monitor"])
+        vs = with_before(vs, a.before, ["monitor"], control=a.control)
     params = dict(rows=n, d=d, classes=classes)
     case = Case(f"Linear({d}, {classes}) over {n} rows", setup_monitor, vs, params, "plain")
     res = run_case(case, a.repeats, pause_s=pause)

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     if not a.skip_evaluator:
         vs = [Variant(k, {"impl": k}) for k in ("torch_whole", "torch_batched", "evaluator")]
         if a.before:
-            vs = with_before(vs, a.before, ["evaluator"])
+            vs = with_before(vs, a.before, ["evaluator"], control=a.control)
         params = dict(n=a.n, c=a.c, batch=a.batch, threads=a.threads)
         case = Case(f"{a.n} x {a.c}, batches of {a.batch}", setup_evaluator, vs, params)
         res = {r.variant: r for r in run_case(case, a.repeats, pause_s=pause)}
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     if not a.skip_temperature:
         vs = [Variant("fit_temperature")]
         if a.before:
-            vs = with_before(vs, a.before, ["fit_temperature"])
+            vs = with_before(vs, a.before, ["fit_temperature"], control=a.control)
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "logits.npy")
             make_file(path, a.tn, a.tv)

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def variants(names: tuple[str, ...]) -> list[Variant]:
         vs = [Variant(name) for name in names]
-        return with_before(vs, a.before, ["logitlab"]) if a.before else vs
+        return with_before(vs, a.before, ["logitlab"], control=a.control) if a.before else vs
 
     gemm = 256 if a.quick else 2048  # --quick: a smoke test, no meaningful floor
     rows, table = run_linear_ce(

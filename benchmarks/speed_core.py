@@ -101,18 +101,20 @@ def main(argv: list[str] | None = None) -> None:
     for (op, lib), peer in PEERS.items():
         vs = [Variant("logitlab", {"impl": "logitlab"}), Variant(peer, {"impl": "peer"})]
         if a.before:
-            vs = with_before(vs, a.before, ["logitlab"])
+            vs = with_before(vs, a.before, ["logitlab"], control=a.control)
         params = dict(op=op, lib=lib, rows=rows, cols=cols)
         cases.append(Case(f"{op} ({lib})", setup, vs, params, baseline=peer))
     # --quick: one worker per variant serves every case (start-up dominates tiny cases)
     results = run_cases(cases, a.repeats, pause_s=0 if a.quick else 0.25, reuse_workers=a.quick)
     before = " before s | vs before |" if a.before else ""
+    before += " control |" if a.before and a.control else ""
     lines = [f"| logitlab |{before} s | peer | s | ratio | MB | peer MB |"]
     lines.append("|" + "---|" * (lines[0].count("|") - 1))
     for case, res in zip(cases, results, strict=True):
         r = {x.variant: x for x in res}
         ours, peer = r["logitlab"], r[case.baseline or ""]
         old = f" {r['before:logitlab'].time_s:.3f} | {ours.vs_before:.3f} |" if a.before else ""
+        old += f" {r['control:logitlab'].vs_before:.3f} |" if a.before and a.control else ""
         lines.append(
             f"| {case.name} |{old} {ours.time_s:.3f} | {peer.variant} | {peer.time_s:.3f} | "
             f"**{ours.ratio:.2f}x** | {ours.extra_mb:.0f} | {peer.extra_mb:.0f} |"

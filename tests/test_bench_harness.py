@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 
 import bench_cases as bc
+from logitlab.app import bench
 from logitlab.app.bench import (
     Case,
     Variant,
     format_table,
+    median_ratio,
     run_case,
     run_cases,
     shared_workers,
@@ -87,6 +89,38 @@ def test_before_twin_runs_the_other_tree(tmp_path: Path) -> None:
         with_before(variants, tmp_path / "src", ["after"])
     with pytest.raises(ValueError, match="none of"):
         with_before(variants, tmp_path, ["nope"])
+
+
+def test_control_twin_runs_the_before_tree_in_its_own_worker(tmp_path: Path) -> None:
+    shutil.copytree(
+        SRC / "logitlab",
+        tmp_path / "src" / "logitlab",
+        ignore=shutil.ignore_patterns("app", "__pycache__"),
+    )
+    variants = with_before([Variant("after"), Variant("peer")], tmp_path, ["after"], control=True)
+    assert [v.name for v in variants] == ["before:after", "control:after", "after", "peer"]
+    twin, ctl, after, peer = run_case(Case("env", bc.environment_setup, variants), 2, pause_s=0)
+    assert (
+        Path(ctl.origin or "") == Path(twin.origin or "") == tmp_path.resolve() / "src" / "logitlab"
+    )
+    assert ctl.info["pid"] != twin.info["pid"]
+    # the control's vs_before is taken against the before: twin, as the variant's is
+    assert ctl.vs_before == median_ratio(ctl.times, twin.times)
+    assert after.vs_before == median_ratio(after.times, twin.times)
+    assert twin.vs_before is None and peer.vs_before is None
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_round_order_puts_every_variant_in_every_place_equally_often(k: int) -> None:
+    names = [f"v{i}" for i in range(k)]
+    rounds = [bench._order(names, r) for r in range(4 * k)]
+    assert all(sorted(o) == names for o in rounds)
+    for name in names:
+        places = [o.index(name) for o in rounds]
+        assert sorted(places) == sorted(list(range(k)) * 4), (name, places)
+    if k == 3:
+        # plain forward/backward alternation kept v1 in the middle in every round
+        assert {o[1] for o in rounds} == set(names)
 
 
 def test_reused_workers_serve_the_next_case_fresh_ones_do_not() -> None:

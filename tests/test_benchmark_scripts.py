@@ -109,7 +109,9 @@ def test_every_script_takes_before(
 ) -> None:
     # bench_linear_ce.py --before once died on its own twins ("unknown 'before:logitlab'")
     main = _main_of(name)
-    main(["--quick", "--repeats", "1", "--before", str(older_tree)])  # type: ignore[operator]
+    args = ["--quick", "--repeats", "1", "--before", str(older_tree), "--control"]
+    main(args)  # type: ignore[operator]
     stdout = capsys.readouterr().out
     assert SCRIPTS[name] in stdout
     assert "vs_before" in stdout or "vs before" in stdout
+    assert "control" in stdout

@@ -12,16 +12,18 @@ Method (docs/performance.md has the reasons)
   (no torch for a NumPy case), run the setups concurrently, then one at a time an untimed warm-up
   step and a step whose memory they measure.
 * **Rounds**: every variant times one step per round (its ``prepare`` hook untimed), in an order
-  reversed every other round, after a pause that lets the previous worker's threads go idle.
+  rotated by one place each round (reversed every other cycle: each variant runs in each place
+  equally often), after a pause that lets the previous worker's threads go idle.
 * **Results**: ``time_s`` (median over rounds), ``best_s`` (fastest round), ``ratio`` (median of
   the per-round ratios to the baseline variant; below 1: faster), ``vs_before`` (the same to the
-  variant's ``before:`` twin).
+  variant's ``before:`` twin; for a ``control:`` twin, the noise of the run).
 * **Memory** (Linux; NaN elsewhere): workers run with ``MALLOC_MMAP_THRESHOLD_=65536`` (freed
   arrays go back to the OS); before the memory step the peak is reset (``/proc/self/clear_refs``);
   ``extra_mb = VmHWM - VmRSS(before) - keep_bytes``; ``anon_mb``: the peak ``RssAnon`` (sampled
   every 5 ms) above its start, less ``keep_bytes``, which leaves out memory-mapped file pages.
 * **Before/after**: a variant may carry its own environment, interpreter and ``PYTHONPATH``;
-  :func:`with_before` adds ``before:`` twins that run another tree's ``src/`` in the same rounds.
+  :func:`with_before` adds ``before:`` twins that run another tree's ``src/`` in the same rounds
+  (and ``control:`` twins, a second worker of the same tree, to measure the spread).
   They run this harness and this setup against the other ``logitlab``, so a setup's module
   imports ``logitlab`` (and this harness) inside functions only.
 
@@ -55,9 +57,11 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Variant", "Case", "Result", "run_case", "run_cases", "with_before", "median_ratio"]
-__all__ += ["format_table", "add_arguments", "shared_workers"]
+__all__ += ["format_table", "add_arguments", "shared_workers", "BEFORE", "CONTROL"]
 
 BEFORE = "before:"
+# a second before: twin of the same tree in a worker of its own: its vs_before is this run's noise
+CONTROL = "control:"
 
 
 @dataclass(frozen=True)
@@ -173,10 +177,18 @@ def _locate(fn: Callable[..., Any]) -> tuple[str, str]:
 
 
 def with_before(
-    variants: Sequence[Variant], tree: str | os.PathLike[str], names: Sequence[str]
+    variants: Sequence[Variant],
+    tree: str | os.PathLike[str],
+    names: Sequence[str],
+    *,
+    control: bool = False,
 ) -> list[Variant]:
     """The variants, each of ``names`` preceded by a ``before:`` twin whose ``PYTHONPATH`` starts
     with ``tree/src`` (``tree``: a checkout of another commit).
+
+    With ``control``, each also gets a ``control:`` twin: the same ``before`` code in a worker of
+    its own, whose ``vs_before`` (against the ``before:`` twin) is what two identical workers
+    read apart in this run, the yardstick for every other ``vs_before`` of the table.
 
     Raises:
         ValueError: ``tree`` has no ``src/logitlab/__init__.py``, or ``names`` names no variant.
@@ -191,8 +203,25 @@ def with_before(
         if v.name in names:
             path = (str(src), *v.pythonpath)
             out.append(dataclasses.replace(v, name=BEFORE + v.name, pythonpath=path))
+            if control:
+                out.append(dataclasses.replace(v, name=CONTROL + v.name, pythonpath=path))
         out.append(v)
     return out
+
+
+def _before_of(name: str) -> str:
+    """The ``before:`` twin a variant's ``vs_before`` is taken against."""
+    return BEFORE + name.removeprefix(CONTROL)
+
+
+def _order(names: Sequence[str], r: int) -> list[str]:
+    """The order of round ``r``: the list rotated by ``r`` places, reversed every other cycle.
+    Over each ``2 len(names)`` rounds every variant runs in every place equally often; plain
+    alternation (forward, backward) kept a middle variant in the middle in every round, and a
+    worker timed there read up to 3% slower than its identical twins at the ends."""
+    k = len(names)
+    out = [*names[r % k :], *names[: r % k]]
+    return out[::-1] if (r // k) % 2 else out
 
 
 # --------------------------------------------------------------------------- worker side
@@ -435,7 +464,7 @@ def _run_one(
             memory[name] = w.reply(timeout_s)
         times: dict[str, list[float]] = {name: [] for name in names}
         for r in range(rounds):
-            for name in names if r % 2 == 0 else names[::-1]:
+            for name in _order(names, r):
                 time.sleep(pause_s)
                 workers[name].send(cmd="step")
                 times[name].append(float(workers[name].reply(timeout_s)["time_s"]))
@@ -454,8 +483,8 @@ def _run_one(
             extra_mb=float(memory[name]["extra_mb"]),
             anon_mb=float(memory[name]["anon_mb"]),
             ratio=median_ratio(times[name], base) if base else None,
-            vs_before=median_ratio(times[name], times[BEFORE + name])
-            if BEFORE + name in times
+            vs_before=median_ratio(times[name], times[_before_of(name)])
+            if _before_of(name) in times and not name.startswith(BEFORE)
             else None,
             origin=origin[name],
             info=memory[name]["info"],
@@ -576,13 +605,20 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | Non
 
 
 def add_arguments(parser: argparse.ArgumentParser, repeats: int = 3) -> None:
-    """The options every benchmark script shares: ``--repeats``, ``--quick``, ``--before``."""
+    """The options every benchmark script shares: ``--repeats``, ``--quick``, ``--before``,
+    ``--control``."""
     parser.add_argument("--repeats", type=int, default=repeats, help="interleaved timing rounds")
     parser.add_argument("--quick", action="store_true", help="tiny shapes: a smoke test")
     parser.add_argument(
         "--before",
         metavar="PATH",
         help="a source tree (checkout of another commit) whose src/ the before: variants run",
+    )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="with --before: a second worker of the before tree per variant (control: rows), "
+        "whose vs_before is this run's noise",
     )
 
 

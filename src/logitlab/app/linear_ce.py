@@ -100,13 +100,21 @@ def run_linear_ce(
         ImportError: PyTorch is not installed.
         ValueError: an unknown variant.
     """
-    from logitlab.app.bench import BEFORE, Case, Variant, format_table, median_ratio, run_cases
+    from logitlab.app.bench import (
+        BEFORE,
+        CONTROL,
+        Case,
+        Variant,
+        format_table,
+        median_ratio,
+        run_cases,
+    )
 
     vs = []
     for var in variants:
         var = Variant(var) if isinstance(var, str) else var
-        # a before: twin (see with_before) runs the variant of its name on another tree
-        impl = var.params.get("impl", var.name.removeprefix(BEFORE))
+        # a before: or control: twin (see with_before) runs the variant of its name on another tree
+        impl = var.params.get("impl", var.name.removeprefix(BEFORE).removeprefix(CONTROL))
         if impl not in LINEAR_VARIANTS:
             raise ValueError(f"variants: unknown {impl!r} (known: {', '.join(LINEAR_VARIANTS)})")
         vs.append(dataclasses.replace(var, params={**var.params, "impl": impl}))

@@ -308,7 +308,7 @@ class Evaluator:
                 raise ValueError("target must hold integer class labels")
         elif yv.dtype.kind not in "iu" or yv.dtype == np.bool_:
             raise TypeError(f"target must hold integer class labels, got dtype {yv.dtype}")
-        yv = yv.astype(np.int64)
+        yv = yv.astype(np.int64, copy=False)
         p1 = None
         if x.ndim == 1:  # binary score of class 1
             x, p1 = _binary_columns(x, self.from_probs, torch if is_t else None)
