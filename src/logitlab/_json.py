@@ -43,8 +43,33 @@ def to_json(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(_clean(obj), indent=indent, allow_nan=False)
 
 
+def _plain(v: Any) -> Any:
+    if isinstance(v, Record):
+        return v.to_dict()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, list | tuple):
+        return type(v)(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
 class Record:
-    """Base of the plain result dataclasses: :meth:`to_dict` gives their fields (nested)."""
+    """Base of the plain result dataclasses: :meth:`to_dict` gives their fields by name, in
+    their order, with nested records as dicts and arrays as lists (the field names are the
+    keys of the JSON the report commands write).
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass
+        ... class Bins(Record):
+        ...     edges: np.ndarray
+        ...     label: str = "x"
+        >>> Bins(np.array([0.0, 0.5, 1.0])).to_dict()
+        {'edges': [0.0, 0.5, 1.0], 'label': 'x'}
+    """
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        fields = dataclasses.fields(self)  # type: ignore[arg-type]
+        return {f.name: _plain(getattr(self, f.name)) for f in fields}

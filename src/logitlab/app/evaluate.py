@@ -249,6 +249,7 @@ def evaluate_predictions(
             "P(class 1) against y == 1 (scikit-learn's calibration_curve, torchmetrics' "
             "binary_calibration_error); the Brier score has one column (brier_score_loss)."
         )
+    edges50 = np.linspace(0, 1, 51).tolist()
     return EvaluationReport(
         source=source,
         n=n,
@@ -256,12 +257,12 @@ def evaluate_predictions(
         input_kind="probs" if probs else "logits",
         metrics=metrics,
         calibration=calib,
-        brier=brier,
+        brier_decomposition=brier,
         temperature=temp,
-        table_before=res.table,
-        table_after=after,
-        confidence_hist={"edges": np.linspace(0, 1, 51).tolist(), "counts": conf_counts.tolist()},
-        entropy_hist={"edges": np.linspace(0, 1, 51).tolist(), "counts": ent_counts.tolist()},
+        reliability_before=res.table,
+        reliability_after=after,
+        confidence_histogram={"edges": edges50, "counts": conf_counts.tolist()},
+        entropy_histogram={"edges": edges50, "counts": ent_counts.tolist()},
         findings=findings,
         notes=notes,
         binary=binary,

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from logitlab._json import Record
 from logitlab.metrics._inputs import is_binary, to_probs_and_labels
 
 __all__ = [
@@ -52,7 +53,7 @@ MODES = ("top-label", "classwise")
 
 
 @dataclass
-class BinTable:
+class BinTable(Record):
     """Per-bin statistics: edges (``n_bins + 1``), counts, mean confidence and accuracy (NaN for
     empty bins)."""
 
@@ -61,17 +62,9 @@ class BinTable:
     confidence: np.ndarray
     accuracy: np.ndarray
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "edges": self.edges.tolist(),
-            "counts": self.counts.tolist(),
-            "confidence": self.confidence.tolist(),
-            "accuracy": self.accuracy.tolist(),
-        }
-
 
 @dataclass
-class CalibrationResult:
+class CalibrationResult(Record):
     """The calibration error and the table it was computed from."""
 
     value: float
@@ -82,18 +75,6 @@ class CalibrationResult:
     debiased: bool
     table: BinTable
     per_class: list[float] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "value": self.value,
-            "norm": self.norm,
-            "binning": self.binning,
-            "mode": self.mode,
-            "n_bins": self.n_bins,
-            "debiased": self.debiased,
-            "table": self.table.to_dict(),
-            "per_class": list(self.per_class),
-        }
 
 
 def uniform_edges(n_bins: int) -> np.ndarray:

@@ -43,8 +43,8 @@ def metrics_rows(rep: EvaluationReport) -> list[tuple[str, str]]:
         ("Brier score", _f(m["brier"])),
         ("mean entropy (nats)", _f(m["mean_entropy"])),
     ]
-    if rep.brier is not None:
-        b = rep.brier
+    if rep.brier_decomposition is not None:
+        b = rep.brier_decomposition
         rows += [
             ("  Brier reliability", _f(b["reliability"])),
             ("  Brier resolution", _f(b["resolution"])),
@@ -146,23 +146,23 @@ def render_html(rep: EvaluationReport) -> str:
 
     figs = []
     fig, axes = plt.subplots(
-        1, 2 if rep.table_after is not None else 1, figsize=(10, 4.2), squeeze=False
+        1, 2 if rep.reliability_after is not None else 1, figsize=(10, 4.2), squeeze=False
     )
     ece = rep.metrics["ece"]
     # binary (N,) scores: the reliability diagram of P(class 1), as scikit-learn draws it
     xlabel = "P(class 1)" if rep.binary else "confidence"
-    _reliability(axes[0][0], rep.table_before, f"before (ECE {ece:.4f})", xlabel)
-    if rep.table_after is not None and rep.temperature is not None:
+    _reliability(axes[0][0], rep.reliability_before, f"before (ECE {ece:.4f})", xlabel)
+    if rep.reliability_after is not None and rep.temperature is not None:
         _reliability(
             axes[0][1],
-            rep.table_after,
+            rep.reliability_after,
             f"after T = {rep.temperature.temperature:.3f} (ECE {rep.temperature.ece_after:.4f})",
             xlabel,
         )
     figs.append(("Reliability diagram", fig_to_data_uri(fig)))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
-    _hist(axes[0][0], rep.confidence_hist, "top-label confidence", "confidence")
-    _hist(axes[0][1], rep.entropy_hist, "entropy / log C", "normalised entropy")
+    _hist(axes[0][0], rep.confidence_histogram, "top-label confidence", "confidence")
+    _hist(axes[0][1], rep.entropy_histogram, "entropy / log C", "normalised entropy")
     figs.append(("Confidence and entropy", fig_to_data_uri(fig)))
     sections = [
         ("Summary", html_table(["metric", "value"], metrics_rows(rep))),
