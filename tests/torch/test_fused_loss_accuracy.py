@@ -90,3 +90,24 @@ def test_the_edge_rows_are_below_the_normal_range() -> None:
     r = _exact(_rows(torch.float64), 1.0)
     assert r[-3] == pytest.approx(39 * float(np.exp(-88.0)), rel=1e-12)
     assert float(np.exp(-88.0)) < torch.finfo(torch.float32).smallest_normal
+
+
+@pytest.mark.parametrize("path, dt", PATHS, ids=IDS)
+def test_confident_rows_are_found_whatever_lane_the_runner_up_is_in(
+    path: str, dt: torch.dtype
+) -> None:
+    # The native kernel tells a confident row from the largest maximum of the vector lanes other
+    # than the maximum's (index i sits in lane i % 8): a lower bound of the runner-up, so a
+    # runner-up in the maximum's own lane (index 8, 16) makes a row look confident that is not.
+    # Such a row takes the compensated form, which must be as exact as the cheap one.
+    rows = []
+    for k, gap, rest in [(8, 1.0, 30.0), (16, 3.0, 25.0), (9, 12.0, 30.0), (8, 12.0, 14.0)]:
+        r = np.full(40, -rest) + np.linspace(0.0, 0.5, 40)
+        r[0], r[k] = 0.0, -gap
+        rows.append(r)
+    x = torch.tensor(np.array(rows), dtype=dt)
+    t = torch.zeros(x.shape[0], dtype=torch.int64)
+    with _config.override(native=None if path == "torch" else "best"):
+        for temperature in (1.0, 0.3):
+            got = cross_entropy(x * temperature, t, temperature=temperature, reduction="none")
+            _check(got, x * temperature, temperature, 4)

@@ -38,6 +38,31 @@ class LinearKLConfig:
     chunk_size: int | None
 
 
+@dataclass(frozen=True)
+class KLTargets:
+    """What :func:`logitlab.torch.linear_kl_divergence` fits the student head to, detached (the
+    teacher receives no gradient): the teacher's ``(N, V)`` logits, or its head ``hidden @
+    weight.T + bias`` formed chunk by chunk; and the mask of the tokens that count."""
+
+    mask: torch.Tensor
+    logits: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+
+    def chunk(self, i: int, j: int, dtype: torch.dtype) -> torch.Tensor:
+        """The teacher's logits of tokens ``[i, j)``, in ``dtype``."""
+        if self.logits is not None:
+            return self.logits[i:j].to(dtype)
+        assert self.hidden is not None and self.weight is not None
+        return head_logits(self.hidden[i:j], self.weight, self.bias).to(dtype)
+
+
+def head_logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``h @ w.T + b`` (one GEMM: the bias rides in ``addmm``)."""
+    return torch.mm(h, w.t()) if b is None else torch.addmm(b, h, w.t())
+
+
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _INTS = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 

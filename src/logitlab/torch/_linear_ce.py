@@ -32,7 +32,7 @@ from logitlab.torch._common import (
     check_target,
     empty_scratch,
 )
-from logitlab.torch._graph_grads import linear_ce_graph_grads
+from logitlab.torch._graph_grads import ce_dlogits, head_graph_grads
 
 __all__ = ["LinearCEStats", "linear_cross_entropy", "default_chunk_size"]
 
@@ -328,7 +328,7 @@ class _LinearCE(torch.autograd.Function):
             ctx.grads = None
             h, w, b, t = ctx.saved_tensors
             chunk = ctx.cfg.chunk_size or default_chunk_size(h.shape[0], w.shape[0])
-            gh, gw, gb = linear_ce_graph_grads(h, w, b, t, ctx.cfg, g_out, need, chunk)
+            gh, gw, gb = head_graph_grads(h, w, b, need, chunk, ce_dlogits(t, ctx.cfg, g_out))
             return gh, gw, gb, None, None
         if ctx.grads is not None:
             grads, ctx.grads = ctx.grads, None

@@ -14,8 +14,14 @@ from logitlab._checks import (
     check_reduction,
     check_temperature,
 )
-from logitlab.torch._common import LinearKLConfig, check_float, check_same_device
-from logitlab.torch._graph_grads import linear_kl_graph_grads
+from logitlab.torch._common import (
+    KLTargets,
+    LinearKLConfig,
+    check_float,
+    check_same_device,
+    head_logits,
+)
+from logitlab.torch._graph_grads import head_graph_grads, kl_dlogits
 from logitlab.torch._linear_ce import default_chunk_size
 
 __all__ = ["linear_kl_divergence"]
@@ -63,15 +69,14 @@ class _LinearKL(torch.autograd.Function):
         h: torch.Tensor,
         w: torch.Tensor,
         b: torch.Tensor | None,
-        teacher: Any,
-        mask: torch.Tensor,
+        targets: KLTargets,
         cfg: LinearKLConfig,
     ) -> torch.Tensor:
         need = tuple(ctx.needs_input_grad[:3])
-        out, grads = _kl_run(h, w, b, teacher, mask, cfg, need)
+        out, grads = _kl_run(h, w, b, targets, cfg, need)
         ctx.grads = grads
         ctx.dtypes = (h.dtype, w.dtype, None if b is None else b.dtype)
-        ctx.args = (h, w, b, teacher, mask, cfg, need)
+        ctx.args = (h, w, b, targets, cfg, need)
         return out
 
     @staticmethod
@@ -80,10 +85,11 @@ class _LinearKL(torch.autograd.Function):
             # create_graph=True: the chunk gradients are constants to autograd; recompute them
             # as a differentiable expression of h, W, b and g_out (see _graph_grads)
             ctx.grads = None
-            h, w, b, teacher, mask, cfg, need = ctx.args
+            h, w, b, targets, cfg, need = ctx.args
             chunk = cfg.chunk_size or max(1, default_chunk_size(h.shape[0], w.shape[0]) // 2)
-            gh, gw, gb = linear_kl_graph_grads(h, w, b, teacher, mask, cfg, g_out, need, chunk)
-            return gh, gw, gb, None, None, None
+            dlogits = kl_dlogits(targets, cfg, g_out)
+            gh, gw, gb = head_graph_grads(h, w, b, need, chunk, dlogits)
+            return gh, gw, gb, None, None
         if ctx.grads is None:
             # a second backward through the same graph: the first took the gradients, recompute
             ctx.grads = _kl_run(*ctx.args)[1]
@@ -95,15 +101,14 @@ class _LinearKL(torch.autograd.Function):
                 continue
             gr = gr.mul_(g_out.to(gr.dtype))
             out.append(gr if gr.dtype == dt else gr.to(dt))
-        return out[0], out[1], out[2], None, None, None
+        return out[0], out[1], out[2], None, None
 
 
 def _kl_run(
     h: torch.Tensor,
     w: torch.Tensor,
     b: torch.Tensor | None,
-    teacher: Any,
-    mask: torch.Tensor,
+    targets: KLTargets,
     cfg: LinearKLConfig,
     need: tuple[bool, ...],
 ) -> tuple[torch.Tensor, list[Any]]:
@@ -115,6 +120,7 @@ def _kl_run(
     # a quarter of linear_cross_entropy's buffer: the KL formulas hold a few more chunk-sized
     # temporaries (p, q, u, the terms) than the cross-entropy row kernel
     c = cfg.chunk_size or max(1, default_chunk_size(n, v) // 4)
+    mask = targets.mask
     m = mask.to(cdt)
     if cfg.reduction == "mean":
         m = m / m.sum().clamp_min(1.0)
@@ -125,13 +131,8 @@ def _kl_run(
     for i in range(0, n, c):
         j = min(i + c, n)
         hc = h[i:j]
-        zs = (torch.mm(hc, w.t()) if b is None else torch.addmm(b, hc, w.t())).to(cdt)
-        if teacher[0] is not None:
-            zt = teacher[0][i:j].to(cdt)
-        else:
-            th, tw, tb = teacher[1:]
-            zt = torch.mm(th[i:j], tw.t()) if tb is None else torch.addmm(tb, th[i:j], tw.t())
-            zt = zt.to(cdt)
+        zs = head_logits(hc, w, b).to(cdt)
+        zt = targets.chunk(i, j, cdt)
         reverse = cfg.direction == "reverse"
         kl[i:j], g = _kl_rows(zs, zt, cfg.temperature, reverse, grads)
         del zs, zt
@@ -268,7 +269,7 @@ def linear_kl_divergence(
             raise ValueError(
                 f"teacher_logits shape {tuple(teacher_logits.shape)} must be {(*lead, v)}"
             )
-        teacher: Any = (teacher_logits.detach().reshape(-1, v), None, None, None)
+        teacher: dict[str, Any] = dict(logits=teacher_logits.detach().reshape(-1, v))
     else:
         assert teacher_hidden is not None and teacher_weight is not None
         check_float(teacher_hidden, "teacher_hidden")
@@ -284,7 +285,7 @@ def linear_kl_divergence(
             )
         tb = None if teacher_bias is None else teacher_bias.detach()
         th = teacher_hidden.detach().reshape(-1, teacher_weight.shape[1])
-        teacher = (None, th, teacher_weight.detach(), tb)
+        teacher = dict(hidden=th, weight=teacher_weight.detach(), bias=tb)
     if mask is None:
         m = torch.ones(h2.shape[0], dtype=torch.bool, device=hidden.device)
     else:
@@ -294,5 +295,5 @@ def linear_kl_divergence(
     cfg = LinearKLConfig(
         temperature=temp, direction=direction, reduction=reduction, chunk_size=chunk
     )
-    out: torch.Tensor = _LinearKL.apply(h2, weight, bias, teacher, m, cfg)
+    out: torch.Tensor = _LinearKL.apply(h2, weight, bias, KLTargets(m, **teacher), cfg)
     return out
