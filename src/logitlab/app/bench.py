@@ -8,9 +8,10 @@ case stay alive while the parent steps them in rounds. ``logitlab bench``
 
 Method (docs/performance.md has the reasons)
 ------
-* **Workers** load this file and the setup's module by path, import only what the setup imports
-  (no torch for a NumPy case), run the setups concurrently, then one at a time an untimed warm-up
-  step and a step whose memory they measure.
+* **Workers** (:mod:`logitlab.app._bench_worker`, standard library only) load the setup's
+  module by path, import only what the setup imports (no torch for a NumPy case), run the
+  setups concurrently, then one at a time an untimed warm-up step and a step whose memory they
+  measure.
 * **Rounds**: every variant times one step per round (its ``prepare`` hook untimed), in an order
   rotated by one place each round (reversed every other cycle: each variant runs in each place
   equally often), after a pause that lets the previous worker's threads go idle.
@@ -37,10 +38,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
-import importlib.util
 import json
-import math
 import os
 import select
 import statistics
@@ -48,7 +46,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -224,119 +221,10 @@ def _order(names: Sequence[str], r: int) -> list[str]:
     return out[::-1] if (r // k) % 2 else out
 
 
-# --------------------------------------------------------------------------- worker side
-
-
-def _status() -> dict[str, int]:
-    """The kB fields of /proc/self/status (empty where there is none)."""
-    try:
-        with open("/proc/self/status") as f:
-            rows = [line.split() for line in f if line.endswith(" kB\n")]
-        return {r[0].rstrip(":"): int(r[1]) for r in rows}
-    except OSError:
-        return {}
-
-
-def _mib(top_kb: int | None, base_kb: int | None, keep_bytes: int) -> float:
-    """MiB from ``base_kb`` up to the peak ``top_kb``, less ``keep_bytes`` (NaN if unknown)."""
-    if top_kb is None or base_kb is None:
-        return math.nan
-    return max((top_kb - base_kb) * 1024 - keep_bytes, 0) / 2**20
-
-
-@dataclass
-class _Bench:
-    step: Callable[[], Any]
-    prepare: Callable[[], Any] = lambda: None
-    keep_bytes: int = 0
-    info: Any = None
-
-    def measure(self, warmup: bool) -> dict[str, Any]:
-        """Warm up, then the peaks of one step (module docstring, Memory)."""
-        if warmup:
-            self.prepare()
-            self.step()
-        self.prepare()
-        before, anon, done = _status(), [0], threading.Event()
-
-        def sample() -> None:  # RssAnon has no high-water mark
-            while not done.wait(0.005):
-                anon[0] = max(anon[0], _status().get("RssAnon", 0))
-
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # VmHWM := VmRSS
-        except OSError:
-            before.pop("VmRSS", None)
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        self.step()
-        done.set()
-        sampler.join()
-        after = _status()
-        extra = _mib(after.get("VmHWM"), before.get("VmRSS"), self.keep_bytes)
-        top_anon = max(anon[0], after.get("RssAnon", 0))
-        peak_anon = _mib(top_anon, before.get("RssAnon"), self.keep_bytes)
-        info = self.info() if callable(self.info) else self.info
-        return dict(extra_mb=extra, anon_mb=peak_anon, info=dict(info or {}))
-
-    def timed(self) -> float:
-        self.prepare()
-        t0 = time.perf_counter()
-        self.step()
-        return time.perf_counter() - t0
-
-
-def _bench_of(out: Any, name: str) -> _Bench:
-    if callable(out):
-        return _Bench(out)
-    if isinstance(out, dict) and callable(out.get("step")):
-        if set(out) <= {"step", "prepare", "keep_bytes", "info"}:
-            return _Bench(**out)
-    raise TypeError(
-        f"setup {name} returned {type(out).__name__}: expected the step (a callable) or a "
-        "dict with 'step' and optionally 'prepare', 'keep_bytes', 'info'"
-    )
-
-
-def _load(path: str, qualname: str, cache: dict[str, Any]) -> Any:
-    if path not in cache:
-        spec = importlib.util.spec_from_file_location(f"_bench_case_{len(cache)}", path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {path}")
-        cache[path] = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(cache[path])
-    obj = cache[path]
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _serve() -> None:
-    """Worker loop: one JSON command per stdin line, one JSON reply per command."""
-    replies = os.dup(1)
-    os.dup2(2, 1)  # what the case prints goes to stderr; the replies keep their own descriptor
-    modules: dict[str, Any] = {}
-    bench: _Bench | None = None
-    for line in sys.stdin:
-        msg = json.loads(line)
-        if msg["cmd"] == "setup":
-            bench = None
-            gc.collect()  # the previous case's arrays (a reused worker) go before the next setup
-            fn = _load(msg["file"], msg["function"], modules)
-            bench = _bench_of(fn(**msg["params"]), msg["function"])
-            lib = getattr(sys.modules.get("logitlab"), "__file__", None)
-            out: dict[str, Any] = dict(origin=os.path.dirname(lib) if lib else None)
-        elif msg["cmd"] == "measure" and bench is not None:
-            out = bench.measure(bool(msg["warmup"]))
-        elif msg["cmd"] == "step" and bench is not None:
-            out = dict(time_s=bench.timed())
-        else:
-            raise ValueError(f"unexpected command {msg!r}")
-        os.write(replies, (json.dumps(out) + "\n").encode())
-
-
 # --------------------------------------------------------------------------- parent side
+
+# the workers' own file, run by path (stdlib only: a before: twin imports another logitlab)
+_WORKER = str(Path(__file__).with_name("_bench_worker.py"))
 
 
 def _worker_env(v: Variant) -> dict[str, str]:
@@ -359,7 +247,7 @@ class _Worker:
         self.key, self.label, self.buf = _key(v), v.name, b""
         self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [v.python or sys.executable, "-P", os.path.abspath(__file__), "--serve"],
+            [v.python or sys.executable, "-P", _WORKER, "--serve"],
             env=_worker_env(v),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -620,8 +508,3 @@ def add_arguments(parser: argparse.ArgumentParser, repeats: int = 3) -> None:
         help="with --before: a second worker of the before tree per variant (control: rows), "
         "whose vs_before is this run's noise",
     )
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--serve"]:
-        _serve()
