@@ -11,7 +11,9 @@ Run, e.g. against the kernels of an earlier commit:
 ``python benchmarks/ab_ce_kernel.py /tmp/A/csrc csrc --mode keep``.
 Modes: ``ro`` (loss and lse only, the read-only forward of the in-memory loss), ``stats``
 (also entropy and argmax), ``keep`` (loss and gradient written over the rows, the chunk kernel
-of ``linear_cross_entropy``), ``grad`` (``logitlab_ce_grad_rows``, the one-pass backward).
+of ``linear_cross_entropy``), ``grad`` (``logitlab_ce_grad_rows``, the one-pass backward); and
+the core's row kernel of ``csrc/lsm_rows.c``, ``lse`` (``ll.logsumexp`` of float32 rows) and
+``lsm`` (``ll.log_softmax``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("a", type=Path, help="csrc folder of build A")
     ap.add_argument("b", type=Path, help="csrc folder of build B")
-    ap.add_argument("--mode", choices=("ro", "stats", "keep", "grad"), default="ro")
+    ap.add_argument("--mode", choices=("ro", "stats", "keep", "grad", "lse", "lsm"), default="ro")
     ap.add_argument("--shape", type=int, nargs=2, default=(8192, 32000))
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -81,7 +83,20 @@ def main() -> None:
 
         _native.split_rows(n, n * v, a.threads, call)
 
+    flag = torch.empty(n, dtype=torch.int32)
+    out = torch.empty(n, v) if a.mode == "lsm" else lse
+
     def call(lib: Any) -> None:
+        if a.mode in ("lse", "lsm"):
+
+            def lsm(r0: int, r1: int) -> None:
+                lib.logitlab_lsm_rows(
+                    p(x, r0), p(out, r0), p(flag, r0), i64(r1 - r0), i64(v), i64(v), i64(v),
+                    ctypes.c_int(1 if a.mode == "lse" else 0),
+                )  # fmt: skip
+
+            _native.split_rows(n, n * v, a.threads, lsm)
+            return
         if a.mode != "grad":
             rows(lib, a.mode == "keep", a.mode == "stats")
             return
