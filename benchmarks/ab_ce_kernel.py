@@ -84,14 +84,14 @@ def main() -> None:
         _native.split_rows(n, n * v, a.threads, call)
 
     flag = torch.empty(n, dtype=torch.int32)
-    out = torch.empty(n, v) if a.mode == "lsm" else lse
+    dst = torch.empty(n, v) if a.mode == "lsm" else lse
 
     def call(lib: Any) -> None:
         if a.mode in ("lse", "lsm"):
 
             def lsm(r0: int, r1: int) -> None:
                 lib.logitlab_lsm_rows(
-                    p(x, r0), p(out, r0), p(flag, r0), i64(r1 - r0), i64(v), i64(v), i64(v),
+                    p(x, r0), p(dst, r0), p(flag, r0), i64(r1 - r0), i64(v), i64(v), i64(v),
                     ctypes.c_int(1 if a.mode == "lse" else 0),
                 )  # fmt: skip
 
