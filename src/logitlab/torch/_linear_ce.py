@@ -31,6 +31,7 @@ from logitlab.torch._common import (
     check_same_device,
     check_target,
     empty_scratch,
+    head_logits,
 )
 from logitlab.torch._graph_grads import ce_dlogits, head_graph_grads
 
@@ -124,7 +125,7 @@ def _near_certain_rows(
         return
     idx = tiny.nonzero().squeeze(1)
     hc = h[i:j][idx].float()
-    z = torch.mm(hc, w.float().t()) if b is None else torch.addmm(b.float(), hc, w.float().t())
+    z = head_logits(hc, w.float(), None if b is None else b.float())
     again = ce_rows(
         z, t[i:j][idx], ignore_index=o.ignore_index, z_loss=o.z_loss, stats=r.entropy is not None
     )
